@@ -1,0 +1,128 @@
+"""`rightsizer` command line: argument parsing only; the work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from rightsizer.cluster import binaries
+    from rightsizer.cluster.controlplane import ControlPlane
+
+    control_plane = ControlPlane(args.state_dir)
+    if args.cluster_command == "up":
+        running = control_plane.up(log=lambda message: print(message, file=sys.stderr))
+        if args.install_crds:
+            from rightsizer import kube
+
+            kube.install_crds(kube.api_client(running.kubeconfig))
+        print(running.kubeconfig)
+    elif args.cluster_command == "down":
+        stopped = control_plane.down()
+        print("stopped" if stopped else "nothing was running", file=sys.stderr)
+    elif args.cluster_command == "status":
+        running = control_plane.running()
+        if not running:
+            print("not running", file=sys.stderr)
+            return 1
+        print(json.dumps({"server": running.server, "kubeconfig": str(running.kubeconfig),
+                          "version": running.version}, indent=2))
+    elif args.cluster_command == "build":
+        print(json.dumps({name: str(path) for name, path in
+                          zip(("kube-apiserver", "etcd"), binaries.resolve(build=True).__dict__.values())}, indent=2))
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    import rightsizer.handlers  # noqa: F401  (registers the handlers with kopf)
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=args.standalone,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from rightsizer import spec as spec_module
+
+    failed = False
+    for path in args.files:
+        for document in yaml.safe_load_all(Path(path).read_text()):
+            if not document or document.get("kind") != "RightsizeJob":
+                continue
+            name = document.get("metadata", {}).get("name", "?")
+            try:
+                parsed = spec_module.parse(document.get("spec") or {})
+            except spec_module.InvalidSpec as invalid:
+                failed = True
+                for error in invalid.errors:
+                    print(f"{path}: {name}: error: {error}")
+                continue
+            for warning in spec_module.soft_warnings(parsed):
+                print(f"{path}: {name}: warning: {warning}")
+            print(f"{path}: {name}: ok ({parsed.backend} {parsed.job_type}, "
+                  f"{spec_module.configuration_count(parsed)} configuration(s))")
+    return 1 if failed else 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from rightsizer import apidocs
+
+    text = apidocs.render()
+    if args.check:
+        current = Path(args.output).read_text() if Path(args.output).exists() else ""
+        if current != text:
+            print(f"{args.output} is out of date with the CRD: run `rightsizer docs`", file=sys.stderr)
+            return 1
+        return 0
+    Path(args.output).write_text(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="rightsizer", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    operator = commands.add_parser("operator", help="run the operator (kopf) against the current kubeconfig")
+    operator.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    operator.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--verbose", action="store_true")
+    operator.set_defaults(run=_operator)
+
+    cluster = commands.add_parser("cluster", help="a local kube-apiserver + etcd on 127.0.0.1")
+    cluster.add_argument("cluster_command", choices=["up", "down", "status", "build"])
+    cluster.add_argument("--state-dir", type=Path, default=None,
+                         help="where keys, data, logs and the kubeconfig live (default ~/.local/state/rightsizer/cluster)")
+    cluster.add_argument("--install-crds", action="store_true", help="with up: install the RightsizeJob CRD")
+    cluster.set_defaults(run=_cluster)
+
+    validate = commands.add_parser("validate", help="check RightsizeJob manifests offline (semantic rules)")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(run=_validate)
+
+    docs = commands.add_parser("docs", help="generate the API reference from the CRD schema")
+    docs.add_argument("--output", default="docs/api-reference.md")
+    docs.add_argument("--check", action="store_true", help="fail when the file differs from the CRD")
+    docs.set_defaults(run=_docs)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Where the control plane's kube-apiserver and etcd come from.
+
+`KUBEBUILDER_ASSETS` (the envtest convention: one folder holding `kube-apiserver` and `etcd`) wins when set.
+Otherwise the pinned versions are built with the Go toolchain from the Go module proxy, once, into
+`~/.cache/rightsizer/envtest/<version>/`; the pins are the `require` lines of the wrapper modules in `gomod/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOMOD_DIR = Path(__file__).parent / "gomod"
+
+
+class BinariesUnavailable(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPlaneBinaries:
+    kube_apiserver: Path
+    etcd: Path
+
+
+def _required_version(module_dir: Path, module: str) -> str:
+    text = (module_dir / "go.mod").read_text()
+    match = re.search(rf"^require {re.escape(module)} (v\S+)$", text, re.MULTILINE)
+    if not match:
+        raise BinariesUnavailable(f"{module_dir / 'go.mod'} has no 'require {module} vX' line")
+    return match.group(1)
+
+
+def pinned_versions() -> dict[str, str]:
+    return {
+        "kube-apiserver": _required_version(GOMOD_DIR / "kube-apiserver", "k8s.io/kubernetes"),
+        "etcd": _required_version(GOMOD_DIR / "etcd", "go.etcd.io/etcd/server/v3"),
+    }
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rightsizer" / "envtest"
+
+
+def version_label() -> str:
+    versions = pinned_versions()
+    return f"{versions['kube-apiserver'].lstrip('v')}-etcd{versions['etcd'].lstrip('v')}"
+
+
+def _ldflags_for_kubernetes(version: str) -> str:
+    major, minor, _ = version.lstrip("v").split(".", 2)
+    prefix = "k8s.io/component-base/version"
+    return " ".join(
+        ["-s", "-w", f"-X {prefix}.gitVersion={version}", f"-X {prefix}.gitMajor={major}",
+         f"-X {prefix}.gitMinor={minor}", f"-X {prefix}.gitTreeState=clean"]
+    )
+
+
+def _go_build(module: str, package: str, output: Path, ldflags: str, log) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise BinariesUnavailable(
+            "no Go toolchain on PATH to build the control plane; install Go or set KUBEBUILDER_ASSETS "
+            "to a folder holding kube-apiserver and etcd"
+        )
+    with tempfile.TemporaryDirectory(prefix=f"rightsizer-build-{module}-") as workdir:
+        # The wrapper module is copied out because a wheel's files may be read-only.
+        shutil.copytree(GOMOD_DIR / module, workdir, dirs_exist_ok=True)
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly")
+        command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(output), package]
+        log(f"building {module}: {' '.join(command)}")
+        result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BinariesUnavailable(f"building {module} failed:\n{result.stderr[-4000:]}")
+
+
+def build_pinned(destination: Path | None = None, log=lambda message: print(message, file=sys.stderr)) -> ControlPlaneBinaries:
+    """Build the pinned binaries into the cache (or `destination`) unless they are there already."""
+    destination = destination or cache_root() / version_label()
+    destination.mkdir(parents=True, exist_ok=True)
+    binaries = ControlPlaneBinaries(destination / "kube-apiserver", destination / "etcd")
+    # Several pytest sessions or shells may race to build: one builds, the others wait on the lock.
+    with open(destination / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        versions = pinned_versions()
+        started = time.monotonic()
+        built_any = False
+        if not binaries.kube_apiserver.exists():
+            partial = destination / "kube-apiserver.partial"
+            _go_build("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", partial,
+                      _ldflags_for_kubernetes(versions["kube-apiserver"]), log)
+            partial.rename(binaries.kube_apiserver)
+            built_any = True
+        if not binaries.etcd.exists():
+            partial = destination / "etcd.partial"
+            _go_build("etcd", ".", partial, "-s -w", log)
+            partial.rename(binaries.etcd)
+            built_any = True
+        if built_any:
+            log(f"built the control plane ({version_label()}) in {time.monotonic() - started:.0f} s into {destination}")
+    return binaries
+
+
+def resolve(build: bool = True) -> ControlPlaneBinaries:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        binaries = ControlPlaneBinaries(Path(assets) / "kube-apiserver", Path(assets) / "etcd")
+        missing = [str(path) for path in dataclasses.astuple(binaries) if not os.access(path, os.X_OK)]
+        if missing:
+            raise BinariesUnavailable(f"KUBEBUILDER_ASSETS={assets} lacks executable {', '.join(missing)}")
+        return binaries
+    cached = cache_root() / version_label()
+    binaries = ControlPlaneBinaries(cached / "kube-apiserver", cached / "etcd")
+    if all(path.exists() for path in dataclasses.astuple(binaries)):
+        return binaries
+    if not build:
+        raise BinariesUnavailable(f"control plane binaries are not built yet (expected in {cached}); run `rightsizer cluster build`")
+    return build_pinned(cached)

@@ -1,0 +1,46 @@
+"""Small Kubernetes chores shared by the CLI, the demo and the tests: clients and CRD installation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from rightsizer import schema
+
+FIELD_MANAGER = "rightsizer"
+
+
+def api_client(kubeconfig: Path | str | None = None) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def install_crds(api: client.ApiClient, timeout_seconds: float = 30) -> None:
+    """Create or update the RightsizeJob CRD and wait until the API server serves it (Established)."""
+    extensions = client.ApiextensionsV1Api(api)
+    crd = schema.crd()
+    name = crd["metadata"]["name"]
+    try:
+        existing = extensions.read_custom_resource_definition(name)
+        crd = {**crd, "metadata": {**crd["metadata"], "resourceVersion": existing.metadata.resource_version}}
+        extensions.replace_custom_resource_definition(name, crd)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        extensions.create_custom_resource_definition(crd)
+    wait_established(api, name, timeout_seconds)
+
+
+def wait_established(api: client.ApiClient, name: str, timeout_seconds: float = 30) -> None:
+    extensions = client.ApiextensionsV1Api(api)
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"CRD {name} was not Established within {timeout_seconds} s")

@@ -1,0 +1,66 @@
+"""The status vocabulary every backend shares: condition types, reasons, phases, and condition bookkeeping
+that follows Kubernetes conventions (metav1.Condition: lastTransitionTime moves only when status flips)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Iterable
+
+# Condition types. Ready is the summary; the others say which stage got where.
+READY = "Ready"
+VALIDATED = "Validated"
+JOB_SUBMITTED = "JobSubmitted"
+SUCCEEDED = "Succeeded"
+SLA_SATISFIED = "SLASatisfied"
+AWAITING_APPROVAL = "AwaitingApproval"
+PROMOTED = "Promoted"
+CONDITION_ORDER = (READY, VALIDATED, JOB_SUBMITTED, SUCCEEDED, SLA_SATISFIED, AWAITING_APPROVAL, PROMOTED)
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Phases: informational only (conditions are the contract), kept because `kubectl get` users read them.
+PENDING = "Pending"
+SUBMITTED = "Submitted"
+IN_PROGRESS = "InProgress"
+COMPLETED = "Completed"
+FAILED = "Failed"
+STOPPED = "Stopped"
+PROMOTED_PHASE = "Promoted"
+
+MAX_MESSAGE_CHARS = 32768
+MAX_WARNINGS = 20
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: Iterable[dict[str, Any]] | None, condition_type: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == condition_type), None)
+
+
+def set_condition(conditions: list[dict[str, Any]] | None, condition_type: str, status: str, reason: str,
+                  message: str, generation: int, now: datetime.datetime) -> list[dict[str, Any]]:
+    """A new condition list with `condition_type` set; lastTransitionTime is kept unless the status changes."""
+    previous = find(conditions, condition_type)
+    transition = previous["lastTransitionTime"] if previous and previous.get("status") == status else timestamp(now)
+    updated = {
+        "type": condition_type, "status": status, "reason": reason,
+        "message": message[:MAX_MESSAGE_CHARS], "observedGeneration": generation,
+        "lastTransitionTime": transition,
+    }
+    others = [c for c in conditions or () if c.get("type") != condition_type]
+    return sorted([*others, updated], key=_order)
+
+
+def _order(condition: dict[str, Any]) -> tuple[int, str]:
+    kind = condition.get("type", "")
+    return (CONDITION_ORDER.index(kind) if kind in CONDITION_ORDER else len(CONDITION_ORDER), kind)
+
+
+def changed(before: list[dict[str, Any]] | None, after: list[dict[str, Any]], condition_type: str) -> bool:
+    """Whether a condition's status or reason differs: the transitions worth an Event."""
+    old, new = find(before, condition_type), find(after, condition_type)
+    if new is None:
+        return False
+    return old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))
