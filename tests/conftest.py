@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from rightsizer import kube
@@ -15,6 +16,14 @@ from rightsizer.cluster.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
+
+
+def load_samples() -> list[dict]:
+    """Every RightsizeJob in manifests/samples (the kustomization file is not one)."""
+    documents = []
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "RightsizeJob"]
+    return documents
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,10 @@ import copy
 import json
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import SAMPLES
+from conftest import load_samples
 from rightsizer import schema
 
 pytestmark = pytest.mark.cluster
@@ -216,13 +215,6 @@ INVALID = [
 def manifest(name: str, spec: dict) -> dict:
     return {"apiVersion": f"{schema.GROUP}/{schema.VERSION}", "kind": schema.KIND, "metadata": {"name": name},
             "spec": spec}
-
-
-def load_samples() -> list[dict]:
-    documents = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return documents
 
 
 def test_crd_is_established(api, crd_installed):

@@ -11,7 +11,7 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
 
-from conftest import SAMPLES
+from conftest import SAMPLES, load_samples
 from rightsizer import schema
 
 pytestmark = pytest.mark.cluster
@@ -114,8 +114,7 @@ def test_a_semantically_bad_spec_is_not_ready_with_a_precise_message_and_one_war
 
 def test_every_sample_is_reconciled(api, operator, namespace):
     names = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
+    for body in load_samples():
         create(api, namespace, body)
         names.append(body["metadata"]["name"])
     for name in names:
