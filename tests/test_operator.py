@@ -68,7 +68,7 @@ def test_a_sample_gets_its_initial_status(api, operator, namespace):
     assert status["phase"] == "Pending"
     ready = condition(body, "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("Unknown", "JobPending", 1)
-    assert "sagemaker Advanced job (3 configuration(s))" in ready["message"]
+    assert ready["message"] == "the spec is valid; the SageMaker Advanced job of 3 configuration(s) is not submitted yet"
     assert condition(body, "JobSubmitted")["status"] == "False"
     validated = condition(body, "Validated")
     # The seed's second phase starts 6 users: SageMaker's guidance says 1-3, a warning, not a rejection.

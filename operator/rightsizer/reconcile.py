@@ -75,13 +75,12 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
     if not status.get("jobName"):
         # Nothing has been started for this resource yet: say so on every condition, even as Unknown.
         condition(st.READY, st.UNKNOWN, "JobPending",
-                  f"the spec is valid; the {parsed.backend} {parsed.job_type} job "
-                  f"({spec_module.configuration_count(parsed)} configuration(s)) is not submitted yet")
+                  f"the spec is valid; {spec_module.describe_job(parsed)} is not submitted yet")
         condition(st.JOB_SUBMITTED, st.FALSE, "NotSubmitted", f"no job has been submitted for generation {generation}")
         condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "no job has run yet")
         condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "no configuration has been benchmarked yet")
 
     patch = {"observedGeneration": generation, "phase": status.get("phase") or st.PENDING,
-             "conditions": conditions, "warnings": warnings[: st.MAX_WARNINGS] or None}
+             "conditions": conditions, "warnings": [w[: st.MAX_WARNING_CHARS] for w in warnings[: st.MAX_WARNINGS]] or None}
     events = _event_if_changed(conditions_before, conditions, st.VALIDATED, WARNING if warnings else NORMAL)
     return Outcome(tuple(events), patch)

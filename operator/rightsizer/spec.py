@@ -137,6 +137,8 @@ class RightsizeJobSpec:
     deletion_policy: str
     local: Mapping[str, Any]
     job_description: str | None = None
+    # Which field the candidates came from, so errors name the field the user wrote.
+    candidates_field: str = "spec.instanceTypes"
 
 
 @functools.cache
@@ -152,6 +154,8 @@ def infer_job_type(spec: Mapping[str, Any]) -> tuple[str, bool]:
     """Default vs Advanced as the SageMaker SDK's right_size decides it, unless spec.jobType says."""
     if spec.get("jobType"):
         return spec["jobType"], False
+    if spec.get("backend") == "local":
+        return "Advanced", True  # the local backend always load-tests
     advanced = any(spec.get(field) for field in (
         "trafficPattern", "stoppingConditions", "resourceLimit", "environmentParameterRanges",
         "endpointConfigurations"))
@@ -227,6 +231,7 @@ def parse(raw_spec: Mapping[str, Any]) -> RightsizeJobSpec:
         deletion_policy=raw.get("deletionPolicy", "Stop"),
         local=raw.get("local") or {},
         job_description=raw.get("jobDescription"),
+        candidates_field="spec.endpointConfigurations" if raw.get("endpointConfigurations") else "spec.instanceTypes",
     )
     errors = semantic_errors(spec)
     if errors:
@@ -257,8 +262,7 @@ def semantic_errors(spec: RightsizeJobSpec) -> list[str]:
                     f"{PHASE_CONTINUITY_MAX_USER_JUMP}")
     if spec.backend == "sagemaker":
         known = sagemaker_instance_types()
-        field = "spec.endpointConfigurations" if any(c.serverless for c in spec.candidates) or \
-            any(c.inference_specification_name for c in spec.candidates) else "spec.instanceTypes"
+        field = spec.candidates_field
         for index, candidate in enumerate(spec.candidates):
             name = candidate.instance_type
             if name is None:
@@ -322,6 +326,17 @@ def soft_warnings(spec: RightsizeJobSpec) -> list[str]:
                                if value is None)
         warnings.append(f"an Advanced job without spec.{missing} runs with SageMaker's defaults")
     return warnings
+
+
+def describe_job(spec: RightsizeJobSpec) -> str:
+    """One phrase naming what will run, for condition messages."""
+    if spec.backend == "local":
+        return f"the local load test of {configuration_count(spec)} configuration(s)"
+    if spec.model.endpoint_name:
+        return f"the SageMaker {spec.job_type} job on endpoint {spec.model.endpoint_name}"
+    if spec.job_type == "Default" and not spec.candidates:
+        return "the SageMaker Default job (Inference Recommender picks the instance types)"
+    return f"the SageMaker {spec.job_type} job of {configuration_count(spec)} configuration(s)"
 
 
 def parameter_grid(candidate: Candidate) -> list[dict[str, str]]:

@@ -29,6 +29,7 @@ PROMOTED_PHASE = "Promoted"
 
 MAX_MESSAGE_CHARS = 32768
 MAX_WARNINGS = 20
+MAX_WARNING_CHARS = 1024
 
 
 def timestamp(moment: datetime.datetime) -> str:
