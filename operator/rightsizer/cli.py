@@ -76,6 +76,32 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from rightsizer import spec as spec_module
+    from rightsizer.backends.base import Owner
+    from rightsizer.backends.sagemaker import translate
+
+    requests = []
+    for document in yaml.safe_load_all(Path(args.file).read_text()):
+        if not document or document.get("kind") != "RightsizeJob":
+            continue
+        metadata = document.get("metadata") or {}
+        owner = Owner(metadata.get("namespace", "default"), metadata.get("name", "unnamed"),
+                      metadata.get("uid", args.uid))
+        try:
+            parsed = spec_module.parse(document.get("spec") or {})
+            if parsed.backend != "sagemaker":
+                print(f"{args.file}: {owner.name}: backend {parsed.backend} sends no SageMaker request", file=sys.stderr)
+                continue
+            requests.append(translate.build_request(parsed, owner, metadata.get("generation", 1)))
+        except (spec_module.InvalidSpec, translate.RequestInvalid) as invalid:
+            for error in invalid.errors:
+                print(f"{args.file}: {owner.name}: error: {error}", file=sys.stderr)
+            return 1
+    print(json.dumps(requests[0] if len(requests) == 1 else requests, indent=2, default=str))
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from rightsizer import apidocs
 
@@ -111,6 +137,14 @@ def parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check RightsizeJob manifests offline (semantic rules)")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(run=_validate)
+
+    render = commands.add_parser(
+        "render", help="print the create_inference_recommendations_job request a RightsizeJob makes (no AWS call)")
+    render.add_argument("file")
+    render.add_argument("--uid", default="00000000-0000-0000-0000-000000000000",
+                        help="the uid to hash into the job name when the manifest has none (a real one is assigned "
+                             "by the API server)")
+    render.set_defaults(run=_render)
 
     docs = commands.add_parser("docs", help="generate the API reference from the CRD schema")
     docs.add_argument("--output", default="docs/api-reference.md")

@@ -1,0 +1,269 @@
+"""The SageMaker backend: boto3 calls, their errors, a process-wide rate limit, one client per region.
+
+Retries of throttling, 5xx and connection errors are botocore's (adaptive mode, which also slows the client
+down when the account is throttled); what survives them becomes TransientBackendError, which the operator turns
+into a later retry. Errors that retrying will not fix become Rejected, with a condition reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from rightsizer.backends import base
+from rightsizer.backends.sagemaker.translate import OWNER_TAG_KEYS
+
+RETRY_CONFIG = botocore.config.Config(
+    retries={"mode": "adaptive", "max_attempts": int(os.environ.get("RIGHTSIZER_SAGEMAKER_MAX_ATTEMPTS", "8"))},
+    connect_timeout=10, read_timeout=60, user_agent_extra="rightsizer")
+
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException",
+                              "RequestLimitExceeded", "ProvisionedThroughputExceededException", "SlowDown"})
+SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnavailable", "InternalError"})
+ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
+                          "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"})
+MAX_STEP_PAGES = 20
+
+
+class RateLimiter:
+    """A token bucket shared by every RightsizeJob in the process, so a thousand jobs polling at once
+    stay within the account's SageMaker API rate instead of throttling each other."""
+
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.per_second, self.burst = per_second, burst
+        self._tokens, self._clock, self._sleep = float(burst), clock, sleep
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take a token, waiting if there is none; returns how long it waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_second)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return waited
+                pause = (1 - self._tokens) / self.per_second
+            self._sleep(pause)
+            waited += pause
+
+
+RATE_LIMITER = RateLimiter(per_second=float(os.environ.get("RIGHTSIZER_SAGEMAKER_CALLS_PER_SECOND", "4")),
+                           burst=int(os.environ.get("RIGHTSIZER_SAGEMAKER_BURST", "8")))
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+ClientFactory = Callable[[str], Any]
+
+
+def _default_factory(region: str):
+    # Credentials come from the default chain: IRSA's web identity, EKS Pod Identity, the environment, ...
+    return boto3.session.Session().client("sagemaker", region_name=region, config=RETRY_CONFIG)
+
+
+_factory: ClientFactory = _default_factory
+
+
+def use_client_factory(factory: ClientFactory | None) -> None:
+    """Swap how clients are made (tests use botocore's Stubber); None restores boto3."""
+    global _factory
+    with _clients_lock:
+        _factory = factory or _default_factory
+        _clients.clear()
+
+
+def region_for(spec_region: str | None) -> str:
+    region = spec_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise base.RejectedError(base.Rejected(
+            "RegionUnknown", "no AWS region: set spec.sagemaker.region or AWS_REGION in the operator's environment",
+            retryable_later=False))
+    return region
+
+
+def client_for(region: str):
+    with _clients_lock:
+        if region not in _clients:
+            _clients[region] = _factory(region)
+        return _clients[region]
+
+
+def classify(error: Exception) -> base.Rejected | base.TransientBackendError:
+    if isinstance(error, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError,
+                          botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
+        return base.TransientBackendError(f"cannot reach SageMaker: {error}")
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        return base.Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
+                             "environment)", retryable_later=True)
+    if not isinstance(error, botocore.exceptions.ClientError):
+        raise error
+    code = error.response.get("Error", {}).get("Code", "")
+    message = error.response.get("Error", {}).get("Message", "") or str(error)
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if code in THROTTLING_CODES or status == 429:
+        return base.TransientBackendError(f"SageMaker throttled the request ({code}): {message}", throttled=True)
+    if code in SERVER_CODES or status >= 500:
+        return base.TransientBackendError(f"SageMaker failed ({code or status}): {message}")
+    if code in ACCESS_CODES:
+        return base.Rejected("AccessDenied", f"{code}: {message}", retryable_later=True)
+    if code == "ResourceLimitExceeded":
+        return base.Rejected("ResourceLimitExceeded", message, retryable_later=True)
+    if code == "ValidationException" and ("assume" in message.lower() or "sts" in message.lower()):
+        return base.Rejected("RoleNotAssumable", f"SageMaker cannot assume spec.sagemaker.roleArn: {message}",
+                             retryable_later=True)
+    if code == "ValidationException":
+        return base.Rejected("ValidationFailed", message, retryable_later=False)
+    return base.Rejected(code or "BackendError", message, retryable_later=True)
+
+
+def _error_code(error: botocore.exceptions.ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _environment(model_configuration: dict | None) -> dict[str, str]:
+    return {p["Key"]: p["Value"] for p in (model_configuration or {}).get("EnvironmentParameters") or ()}
+
+
+METRIC_KEYS = {"CostPerHour": "costPerHour", "CostPerInference": "costPerInference",
+               "MaxInvocations": "maxInvocations", "ModelLatency": "modelLatency",
+               "CpuUtilization": "cpuUtilization", "MemoryUtilization": "memoryUtilization",
+               "ModelSetupTime": "modelSetupTime"}
+SERVERLESS_KEYS = {"MemorySizeInMB": "memorySizeInMB", "MaxConcurrency": "maxConcurrency",
+                   "ProvisionedConcurrency": "provisionedConcurrency"}
+
+
+def _metrics(raw: dict | None) -> dict[str, float | int]:
+    metrics = {}
+    for key, name in METRIC_KEYS.items():
+        value = (raw or {}).get(key)
+        if value is not None and value == value:  # NaN means "not applicable"
+            metrics[name] = value
+    return metrics
+
+
+def _recommendation(raw: dict) -> base.Recommendation:
+    endpoint = raw.get("EndpointConfiguration") or {}
+    serverless = endpoint.get("ServerlessConfig")
+    return base.Recommendation(
+        recommendation_id=raw.get("RecommendationId") or endpoint.get("EndpointName", ""),
+        instance_type=endpoint.get("InstanceType"),
+        initial_instance_count=endpoint.get("InitialInstanceCount"),
+        environment=_environment(raw.get("ModelConfiguration")),
+        metrics=_metrics(raw.get("Metrics")),
+        serverless={SERVERLESS_KEYS[k]: v for k, v in serverless.items()} if serverless else None,
+        invocation_start=raw.get("InvocationStartTime"),
+        invocation_end=raw.get("InvocationEndTime"),
+    )
+
+
+class SageMakerBackend:
+    def __init__(self, region: str | None, rate_limiter: RateLimiter = RATE_LIMITER):
+        self.region = region_for(region)
+        self.rate_limiter = rate_limiter
+
+    def _call(self, operation: str, **kwargs):
+        self.rate_limiter.acquire()
+        return getattr(client_for(self.region), operation)(**kwargs)
+
+    def _translate_errors(self, call: Callable[[], Any]):
+        try:
+            return call()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            classified = classify(error)
+            if isinstance(classified, base.TransientBackendError):
+                raise classified from error
+            raise base.RejectedError(classified) from error
+
+    # -- the Backend interface -------------------------------------------------------------------------------
+    def submit(self, plan: base.JobPlan, owner: base.Owner) -> base.SubmitResult:
+        try:
+            response = self._call("create_inference_recommendations_job", **plan.request)
+            return base.Submitted(job_arn=response["JobArn"])
+        except botocore.exceptions.ClientError as error:
+            if _error_code(error) != "ResourceInUse":
+                classified = classify(error)
+                if isinstance(classified, base.TransientBackendError):
+                    raise classified from error
+                return classified
+        except botocore.exceptions.BotoCoreError as error:
+            classified = classify(error)
+            if isinstance(classified, base.TransientBackendError):
+                raise classified from error
+            return classified
+        # The name is taken: ours from an earlier attempt (a restart between Create and the status write), or not.
+        snapshot = self.describe(plan.job_name)
+        if snapshot is None:
+            raise base.TransientBackendError(f"{plan.job_name} is in use but cannot be described yet")
+        tags = self._translate_errors(lambda: self._call("list_tags", ResourceArn=snapshot.job_arn, MaxResults=100))
+        found = {tag["Key"]: tag["Value"] for tag in tags.get("Tags", ())}
+        expected = dict(zip(OWNER_TAG_KEYS, (owner.namespace, owner.name, owner.uid)))
+        if all(found.get(key) == value for key, value in expected.items()):
+            return base.Adopted(snapshot)
+        return base.NameTaken(f"a SageMaker job named {plan.job_name} exists and its tags do not name this "
+                              f"RightsizeJob (uid {owner.uid}); rename the RightsizeJob or delete that job's owner")
+
+    def describe(self, job_name: str) -> base.JobSnapshot | None:
+        try:
+            raw = self._translate_errors(
+                lambda: self._call("describe_inference_recommendations_job", JobName=job_name))
+        except base.RejectedError as error:
+            if error.rejected.reason == "ResourceNotFound":
+                return None
+            raise
+        return base.JobSnapshot(
+            job_name=raw["JobName"], status=raw["Status"], job_arn=raw.get("JobArn"),
+            failure_reason=raw.get("FailureReason"), creation_time=raw.get("CreationTime"),
+            completion_time=raw.get("CompletionTime"),
+            recommendations=tuple(_recommendation(r) for r in raw.get("InferenceRecommendations") or ()),
+            steps=self._steps(job_name),
+            endpoint_performances=tuple(
+                base.EndpointPerformance(p["EndpointInfo"]["EndpointName"], p["Metrics"]["MaxInvocations"],
+                                         p["Metrics"]["ModelLatency"])
+                for p in raw.get("EndpointPerformances") or ()),
+        )
+
+    def _steps(self, job_name: str) -> base.StepSummary:
+        by_status: dict[str, int] = {}
+        failures: list[base.StepFailure] = []
+        token = None
+        for _page in range(MAX_STEP_PAGES):
+            kwargs = {"JobName": job_name, "MaxResults": 100, **({"NextToken": token} if token else {})}
+            page = self._translate_errors(lambda: self._call("list_inference_recommendations_job_steps", **kwargs))
+            for step in page.get("Steps", ()):
+                by_status[step["Status"]] = by_status.get(step["Status"], 0) + 1
+                benchmark = step.get("InferenceBenchmark") or {}
+                if step["Status"] == base.FAILED:
+                    failures.append(base.StepFailure(
+                        instance_type=(benchmark.get("EndpointConfiguration") or {}).get("InstanceType"),
+                        environment=_environment(benchmark.get("ModelConfiguration")),
+                        failure_reason=benchmark.get("FailureReason") or "no reason given"))
+            token = page.get("NextToken")
+            if not token:
+                break
+        return base.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures))
+
+    def stop(self, job_name: str) -> base.StopDone:
+        try:
+            self._call("stop_inference_recommendations_job", JobName=job_name)
+            return base.StopDone()
+        except botocore.exceptions.ClientError as error:
+            code = _error_code(error)
+            if code == "ResourceNotFound":
+                return base.StopDone(not_found=True)
+            if code == "ValidationException" and any(
+                    word in str(error).lower() for word in ("completed", "failed", "stopped", "terminal", "status")):
+                return base.StopDone(already_finished=True)  # a finished job cannot be stopped: nothing to do
+            classified = classify(error)
+            if isinstance(classified, base.TransientBackendError):
+                raise classified from error
+            raise base.RejectedError(classified) from error

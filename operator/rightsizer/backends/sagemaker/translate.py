@@ -1,0 +1,232 @@
+"""Spec -> the exact keyword arguments of `create_inference_recommendations_job`. Pure: no I/O.
+
+The request is checked against botocore's SageMaker service model twice over: botocore's own validator
+(required members, types, unknown keys, minimums) and `model_violations`, which adds what botocore's client
+skips — patterns, enums and maximums — so nothing the service would refuse leaves the operator.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from typing import Any, Mapping
+
+import regex
+
+from rightsizer.backends.base import Owner
+from rightsizer.spec import RightsizeJobSpec
+
+OPERATION = "CreateInferenceRecommendationsJob"
+OWNER_TAG_KEYS = ("rightsizer.io/namespace", "rightsizer.io/name", "rightsizer.io/uid")
+MAX_JOB_NAME = 63  # SageMaker allows 64; Kubernetes-style 63 keeps the name usable as a label value too
+NAME_HASH_CHARS = 8
+# `<name>-<hash>-g<generation>`: the hash is of the job definition and the owner's uid, so the same definition
+# always maps to the same name (a retry or a restart adopts instead of duplicating) and any job-defining edit
+# to a new one; the generation says which spec generation first asked for it.
+JOB_NAME_SUFFIX = re.compile(r"-([0-9a-f]{%d})-g([0-9]+)$" % NAME_HASH_CHARS)
+
+CONTAINER_CONFIG_KEYS = {
+    "domain": "Domain", "task": "Task", "framework": "Framework", "frameworkVersion": "FrameworkVersion",
+    "nearestModelName": "NearestModelName", "supportedInstanceTypes": "SupportedInstanceTypes",
+    "supportedEndpointType": "SupportedEndpointType", "dataInputConfig": "DataInputConfig",
+    "supportedResponseMIMETypes": "SupportedResponseMIMETypes",
+}
+SERVERLESS_KEYS = {"memorySizeInMB": "MemorySizeInMB", "maxConcurrency": "MaxConcurrency",
+                   "provisionedConcurrency": "ProvisionedConcurrency"}
+
+
+class RequestInvalid(ValueError):
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@functools.cache
+def service_model():
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _container_config(spec: RightsizeJobSpec) -> dict[str, Any] | None:
+    raw = dict(spec.container_config or {})
+    config: dict[str, Any] = {CONTAINER_CONFIG_KEYS[key]: value for key, value in raw.items()
+                              if key in CONTAINER_CONFIG_KEYS}
+    payload = raw.get("payloadConfig")
+    if payload:
+        config["PayloadConfig"] = {name: payload[key] for key, name in (
+            ("samplePayloadUrl", "SamplePayloadUrl"), ("supportedContentTypes", "SupportedContentTypes"))
+            if key in payload}
+    if spec.job_type == "Default" and spec.candidates and "SupportedInstanceTypes" not in config:
+        # A Default job chooses instance types itself; the shorthand list limits its search space.
+        config["SupportedInstanceTypes"] = [c.instance_type for c in spec.candidates]
+    return config or None
+
+
+def _endpoint_configurations(spec: RightsizeJobSpec) -> list[dict[str, Any]]:
+    configurations = []
+    for candidate in spec.candidates:
+        entry: dict[str, Any] = {}
+        if candidate.instance_type:
+            entry["InstanceType"] = candidate.instance_type
+        if candidate.serverless:
+            entry["ServerlessConfig"] = {SERVERLESS_KEYS[k]: v for k, v in candidate.serverless.items()}
+        if candidate.inference_specification_name:
+            entry["InferenceSpecificationName"] = candidate.inference_specification_name
+        if candidate.parameter_ranges:
+            entry["EnvironmentParameterRanges"] = {"CategoricalParameterRanges": [
+                {"Name": name, "Value": list(values)} for name, values in candidate.parameter_ranges]}
+        configurations.append(entry)
+    return configurations
+
+
+def _tags(spec: RightsizeJobSpec, owner: Owner) -> list[dict[str, str]]:
+    tags = [{"Key": key, "Value": str(value)} for key, value in sorted((spec.sagemaker.get("tags") or {}).items())]
+    return tags + [{"Key": key, "Value": value}
+                   for key, value in zip(OWNER_TAG_KEYS, (owner.namespace, owner.name, owner.uid))]
+
+
+def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
+    """The request without its name: everything that defines the job."""
+    settings = spec.sagemaker
+    input_config: dict[str, Any] = {}
+    if spec.model.model_package_version_arn:
+        input_config["ModelPackageVersionArn"] = spec.model.model_package_version_arn
+    if spec.model.model_name:
+        input_config["ModelName"] = spec.model.model_name
+    if spec.model.endpoint_name:
+        input_config["Endpoints"] = [{"EndpointName": spec.model.endpoint_name}]
+    if spec.job_duration_seconds:
+        input_config["JobDurationInSeconds"] = spec.job_duration_seconds
+    container = _container_config(spec)
+    if container:
+        input_config["ContainerConfig"] = container
+    if settings.get("volumeKmsKeyId"):
+        input_config["VolumeKmsKeyId"] = settings["volumeKmsKeyId"]
+    if settings.get("vpcConfig"):
+        input_config["VpcConfig"] = {"SecurityGroupIds": list(settings["vpcConfig"]["securityGroupIds"]),
+                                     "Subnets": list(settings["vpcConfig"]["subnets"])}
+    request: dict[str, Any] = {"JobType": spec.job_type, "RoleArn": settings.get("roleArn")}
+    if spec.job_type == "Advanced":
+        # As the SageMaker SDK does: the load-test fields are sent only with an Advanced job.
+        traffic = spec.traffic_pattern
+        if traffic:
+            pattern: dict[str, Any] = {"TrafficType": traffic.traffic_type}
+            if traffic.phases:
+                pattern["Phases"] = [{"InitialNumberOfUsers": p.initial_users, "SpawnRate": p.spawn_rate_per_minute,
+                                      "DurationInSeconds": p.duration_seconds} for p in traffic.phases]
+            if traffic.stairs:
+                pattern["Stairs"] = {"DurationInSeconds": traffic.stairs.duration_seconds,
+                                     "NumberOfSteps": traffic.stairs.steps,
+                                     "UsersPerStep": traffic.stairs.users_per_step}
+            input_config["TrafficPattern"] = pattern
+        if spec.resource_limit:
+            input_config["ResourceLimit"] = {name: spec.resource_limit[key] for key, name in (
+                ("maxNumberOfTests", "MaxNumberOfTests"), ("maxParallelOfTests", "MaxParallelOfTests"))
+                if key in spec.resource_limit}
+        if spec.candidates:
+            input_config["EndpointConfigurations"] = _endpoint_configurations(spec)
+        stopping = spec.stopping_conditions
+        if stopping:
+            conditions: dict[str, Any] = {}
+            if stopping.max_invocations is not None:
+                conditions["MaxInvocations"] = stopping.max_invocations
+            if stopping.latency_threshold:
+                conditions["ModelLatencyThresholds"] = [{"Percentile": stopping.latency_threshold.percentile,
+                                                         "ValueInMilliseconds": stopping.latency_threshold.milliseconds}]
+            if stopping.flat_invocations:
+                conditions["FlatInvocations"] = stopping.flat_invocations
+            request["StoppingConditions"] = conditions
+    request["InputConfig"] = input_config
+    request["JobDescription"] = (spec.job_description or
+                                 f"rightsizer: RightsizeJob {owner.namespace}/{owner.name}")[:128]
+    if settings.get("outputKmsKeyId"):
+        request["OutputConfig"] = {"KmsKeyId": settings["outputKmsKeyId"]}
+    request["Tags"] = _tags(spec, owner)
+    return request
+
+
+def definition_hash(definition: Mapping[str, Any], owner: Owner) -> str:
+    canonical = json.dumps({"uid": owner.uid, "request": definition}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:NAME_HASH_CHARS]
+
+
+def job_name(owner: Owner, digest: str, generation: int) -> str:
+    suffix = f"-{digest}-g{generation}"
+    base = re.sub(r"[^a-zA-Z0-9-]", "-", owner.name).strip("-") or "rsj"
+    return base[: MAX_JOB_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def name_digest(name: str | None) -> str | None:
+    """The definition hash inside a job name this module made, or None."""
+    match = JOB_NAME_SUFFIX.search(name or "")
+    return match.group(1) if match else None
+
+
+def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None = None) -> dict[str, Any]:
+    """The full request. Keeps `current_name` when it already names this definition (e.g. after a selection
+    edit bumped the generation), so only job-defining edits produce a new job."""
+    definition = job_definition(spec, owner)
+    digest = definition_hash(definition, owner)
+    name = current_name if name_digest(current_name) == digest else job_name(owner, digest, generation)
+    request = {"JobName": name, **definition}
+    errors = model_violations(request)
+    if errors:
+        raise RequestInvalid(errors)
+    return request
+
+
+# -- validation against the service model --------------------------------------------------------------------
+
+def model_violations(request: Mapping[str, Any], operation: str = OPERATION) -> list[str]:
+    """Everything the service model forbids in `request`: botocore's checks plus patterns, enums and maximums."""
+    from botocore.validate import ParamValidator
+
+    shape = service_model().operation_model(operation).input_shape
+    report = ParamValidator().validate(dict(request), shape)
+    errors = [line.strip() for line in report.generate_report().splitlines()[1:] if line.strip()] \
+        if report.has_errors() else []
+    _walk(request, shape, operation, errors)
+    return errors
+
+
+def _walk(value: Any, shape, path: str, errors: list[str]) -> None:
+    metadata = shape.metadata
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, Mapping):
+        for name, member in shape.members.items():
+            if name in value:
+                _walk(value[name], member, f"{path}.{name}", errors)
+    elif kind == "list" and isinstance(value, list):
+        _bounds(len(value), metadata, path, "items", errors)
+        for index, item in enumerate(value):
+            _walk(item, shape.member, f"{path}[{index}]", errors)
+    elif kind == "map" and isinstance(value, Mapping):
+        _bounds(len(value), metadata, path, "entries", errors)
+        for key, item in value.items():
+            _walk(key, shape.key, f"{path} key", errors)
+            _walk(item, shape.value, f"{path}.{key}", errors)
+    elif kind == "string" and isinstance(value, str):
+        _bounds(len(value), metadata, path, "characters", errors)
+        enum = getattr(shape, "enum", None)
+        if enum and value not in enum:
+            errors.append(f"{path}: {value!r} is not one of the {len(enum)} values the service accepts")
+        pattern = metadata.get("pattern")
+        if pattern and not _compiled(pattern).fullmatch(value):
+            errors.append(f"{path}: {value!r} does not match the service's pattern {pattern}")
+    elif kind in ("integer", "long") and isinstance(value, int):
+        _bounds(value, metadata, path, "", errors)
+
+
+def _bounds(measure: int, metadata: Mapping[str, Any], path: str, unit: str, errors: list[str]) -> None:
+    # botocore's own validator reports minimums; maximums are what it leaves out.
+    unit = f" {unit}" if unit else ""
+    if "max" in metadata and measure > metadata["max"]:
+        errors.append(f"{path}: {measure}{unit} is above the service's maximum of {metadata['max']}")
+
+
+@functools.cache
+def _compiled(pattern: str) -> regex.Pattern:
+    return regex.compile(pattern)

@@ -1,0 +1,131 @@
+"""SLA constraints + an objective -> the winning configuration and a reason a person can check.
+
+Constraints come from `spec.selection.constraints`; where one is not given, the job's own stopping conditions
+stand in (the latency threshold as the maximum latency, maxInvocations as the minimum throughput), because a
+configuration that breaks the SLA the job was run for is no candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from rightsizer.backends.base import Recommendation
+from rightsizer.spec import RightsizeJobSpec
+
+# objective -> (metric, whether smaller is better, how the reason phrases it)
+OBJECTIVES = {
+    "CostPerInference": ("costPerInference", True, "lowest cost per inference"),
+    "CostPerHour": ("costPerHour", True, "lowest cost per hour"),
+    "ModelLatency": ("modelLatency", True, "lowest model latency"),
+    "MaxInvocations": ("maxInvocations", False, "highest throughput"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraints:
+    max_model_latency_ms: int | None = None
+    min_invocations_per_minute: int | None = None
+    max_cost_per_hour: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_model_latency_ms is not None:
+            parts.append(f"latency <= {self.max_model_latency_ms} ms")
+        if self.min_invocations_per_minute is not None:
+            parts.append(f">= {self.min_invocations_per_minute} invocations/min")
+        if self.max_cost_per_hour is not None:
+            parts.append(f"<= {self.max_cost_per_hour:g} USD/h")
+        return " and ".join(parts) or "no constraints"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    recommendation: Recommendation
+    meets_sla: bool
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    best: Recommendation | None
+    reason: str
+    verdicts: tuple[Verdict, ...]  # every recommendation, best first, then by the objective
+
+
+def constraints_for(spec: RightsizeJobSpec) -> Constraints:
+    selection, stopping = spec.selection, spec.stopping_conditions
+    latency = selection.max_model_latency_ms
+    if latency is None and stopping and stopping.latency_threshold:
+        latency = stopping.latency_threshold.milliseconds
+    throughput = selection.min_invocations_per_minute
+    if throughput is None and stopping:
+        throughput = stopping.max_invocations
+    return Constraints(latency, throughput, selection.max_cost_per_hour)
+
+
+def cost_per_inference(metrics: Mapping[str, float | int]) -> float | None:
+    """SageMaker's own figure, or cost per hour over an hour of invocations at the measured maximum."""
+    if metrics.get("costPerInference") is not None:
+        return float(metrics["costPerInference"])
+    if metrics.get("costPerHour") is not None and metrics.get("maxInvocations"):
+        return float(metrics["costPerHour"]) / (float(metrics["maxInvocations"]) * 60)
+    return None
+
+
+def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
+    metrics = recommendation.metrics
+    failures = []
+    latency, throughput, cost = metrics.get("modelLatency"), metrics.get("maxInvocations"), metrics.get("costPerHour")
+    if constraints.max_model_latency_ms is not None and (latency is None or latency > constraints.max_model_latency_ms):
+        failures.append(f"latency {latency} ms > {constraints.max_model_latency_ms} ms")
+    if constraints.min_invocations_per_minute is not None and (
+            throughput is None or throughput < constraints.min_invocations_per_minute):
+        failures.append(f"{throughput} invocations/min < {constraints.min_invocations_per_minute}")
+    if constraints.max_cost_per_hour is not None and (cost is None or cost > constraints.max_cost_per_hour):
+        failures.append(f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
+    return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")
+
+
+def describe_configuration(recommendation: Recommendation) -> str:
+    if recommendation.instance_type:
+        what = f"{recommendation.instance_type} x{recommendation.initial_instance_count or 1}"
+    elif recommendation.serverless:
+        what = f"serverless {recommendation.serverless.get('memorySizeInMB')} MB"
+    else:
+        what = recommendation.recommendation_id
+    environment = ", ".join(f"{k}={v}" for k, v in sorted(recommendation.environment.items()))
+    return f"{what} ({environment})" if environment else what
+
+
+def select(recommendations: Sequence[Recommendation], objective: str, constraints: Constraints) -> Selection:
+    metric, smaller_is_better, phrase = OBJECTIVES[objective]
+
+    def value(recommendation: Recommendation) -> float | None:
+        if metric == "costPerInference":
+            return cost_per_inference(recommendation.metrics)
+        raw = recommendation.metrics.get(metric)
+        return None if raw is None else float(raw)
+
+    def rank(verdict: Verdict):
+        measured = value(verdict.recommendation)
+        missing = measured is None
+        key = (measured if smaller_is_better else -measured) if not missing else 0.0
+        cost = verdict.recommendation.metrics.get("costPerHour")
+        # Ties go to the cheaper configuration, then to a stable order.
+        return (not verdict.meets_sla, missing, key, float("inf") if cost is None else cost,
+                verdict.recommendation.recommendation_id)
+
+    verdicts = tuple(sorted((_judge(r, constraints) for r in recommendations), key=rank))
+    qualifying = [v for v in verdicts if v.meets_sla and value(v.recommendation) is not None]
+    if not recommendations:
+        return Selection(None, "the job produced no recommendations", verdicts)
+    if not qualifying:
+        return Selection(None, f"none of the {len(recommendations)} configurations meets {constraints.describe()}",
+                         verdicts)
+    best = qualifying[0].recommendation
+    measured = value(best)
+    shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"
+    reason = (f"{describe_configuration(best)}: {phrase} ({metric} {shown}) among {len(qualifying)} of "
+              f"{len(recommendations)} configurations meeting {constraints.describe()}")
+    return Selection(best, reason, verdicts)
