@@ -11,6 +11,12 @@ import pytest
 import yaml
 from kubernetes import client
 
+# Set before the operator's modules are imported: compress its clocks (a 30 s poll becomes 0.6 s) and lift the
+# SageMaker call-rate limit, which the simulated service does not need.
+os.environ.setdefault("RIGHTSIZER_TIME_SCALE", "0.02")
+os.environ.setdefault("RIGHTSIZER_SAGEMAKER_CALLS_PER_SECOND", "500")
+os.environ.setdefault("RIGHTSIZER_SAGEMAKER_BURST", "500")
+
 from rightsizer import kube
 from rightsizer.cluster.controlplane import ControlPlane
 
@@ -57,3 +63,17 @@ def namespace(api) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     return name
+
+
+@pytest.fixture(autouse=True)
+def no_unstubbed_sagemaker():
+    """Any SageMaker call a test has not routed to botocore's Stubber (tests/sagemaker_sim.py) fails loudly:
+    nothing in the suite may reach AWS."""
+    from rightsizer.backends.sagemaker.client import use_client_factory
+
+    def refuse(region: str):
+        raise AssertionError(f"unstubbed SageMaker client requested for {region}")
+
+    use_client_factory(refuse)
+    yield
+    use_client_factory(refuse)

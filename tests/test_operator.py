@@ -1,5 +1,6 @@
 """The operator (kopf, in a KopfRunner thread) against the real API server: initial status, semantic
-validation as Ready=False with a Warning Event, and no retry loop."""
+validation as Ready=False with a Warning Event, and no retry loop. SageMaker is played behind botocore's
+Stubber (tests/sagemaker_sim.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from kubernetes import client
 
 from conftest import SAMPLES, load_samples
 from rightsizer import schema
+from sagemaker_sim import SimulatedInferenceRecommender
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def operator(control_plane, crd_installed):
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "rightsizer.handlers"]) as runner:
+@pytest.fixture
+def operator(control_plane, crd_installed, namespace):
+    sim = SimulatedInferenceRecommender(script=["IN_PROGRESS"])
+    sim.install()
+    with KopfRunner(["run", "--standalone", f"--namespace={namespace}", "-m", "rightsizer.handlers"]) as runner:
+        runner.sim = sim
         yield runner
     assert runner.exception is None, runner.output
     assert runner.exit_code == 0, runner.output
@@ -39,8 +44,8 @@ def sample(name: str) -> dict:
     return yaml.safe_load((SAMPLES / f"{name}.yaml").read_text())
 
 
-def condition(body: dict, kind: str) -> dict | None:
-    return next((c for c in (body.get("status") or {}).get("conditions") or () if c["type"] == kind), None)
+def condition(body: dict, kind: str) -> dict:
+    return next((c for c in (body.get("status") or {}).get("conditions") or () if c["type"] == kind), {})
 
 
 def events_for(api, namespace: str, name: str) -> list:
@@ -61,21 +66,31 @@ def read(api, namespace: str, name: str) -> dict:
 
 
 def test_a_sample_gets_its_initial_status(api, operator, namespace):
-    create(api, namespace, sample("fraud-advanced"))
-    body = wait_for(lambda: (b := read(api, namespace, "fraud-advanced")) and condition(b, "Ready") and b)
+    create(api, namespace, sample("fraud-local"))
+    body = wait_for(lambda: (b := read(api, namespace, "fraud-local")) and condition(b, "Ready") and b)
     status = body["status"]
     assert status["observedGeneration"] == body["metadata"]["generation"] == 1
     assert status["phase"] == "Pending"
     ready = condition(body, "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("Unknown", "JobPending", 1)
-    assert ready["message"] == "the spec is valid; the SageMaker Advanced job of 3 configuration(s) is not submitted yet"
+    assert ready["message"] == ("the spec is valid; the local load test of 8 configuration(s) is not submitted yet "
+                                "(the local backend is not available in this version)")
     assert condition(body, "JobSubmitted")["status"] == "False"
+    assert condition(body, "Validated")["reason"] == "Valid"
+    for entry in status["conditions"]:
+        assert entry["lastTransitionTime"].endswith("Z") and entry["message"]
+    assert operator.sim.calls == []
+
+
+def test_soft_rules_are_warnings_and_the_job_still_runs(api, operator, namespace):
+    create(api, namespace, sample("fraud-advanced"))
+    body = wait_for(lambda: (b := read(api, namespace, "fraud-advanced"))
+                    and condition(b, "JobSubmitted").get("status") == "True" and b)
     validated = condition(body, "Validated")
     # The seed's second phase starts 6 users: SageMaker's guidance says 1-3, a warning, not a rejection.
     assert (validated["status"], validated["reason"]) == ("True", "ValidWithWarnings")
-    assert status["warnings"] == ["spec.trafficPattern.phases[1].initialNumberOfUsers is 6; SageMaker documents 1-3"]
-    for entry in status["conditions"]:
-        assert entry["lastTransitionTime"].endswith("Z") and entry["message"]
+    assert body["status"]["warnings"] == [
+        "spec.trafficPattern.phases[1].initialNumberOfUsers is 6; SageMaker documents 1-3"]
     warnings = wait_for(lambda: [e for e in events_for(api, namespace, "fraud-advanced")
                                  if e.reason == "ValidWithWarnings"])
     assert warnings[0].type == "Warning" and "initialNumberOfUsers is 6" in warnings[0].message
@@ -97,6 +112,7 @@ def test_a_semantically_bad_spec_is_not_ready_with_a_precise_message_and_one_war
 
     # Not a crash loop: the handler finished (no kopf retry state left behind) and posted a single Event.
     time.sleep(3)
+    assert operator.sim.calls == []  # and SageMaker was never called
     annotations = read(api, namespace, "too-short")["metadata"].get("annotations") or {}
     assert not [key for key in annotations if key.startswith("rightsizer.io/reconcile_spec")], annotations
     assert len([e for e in events_for(api, namespace, "too-short") if e.reason == "InvalidSpec"]) == 1
@@ -106,18 +122,22 @@ def test_a_semantically_bad_spec_is_not_ready_with_a_precise_message_and_one_war
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
         schema.GROUP, schema.VERSION, namespace, schema.PLURAL, "too-short", {"spec": {"jobDurationInSeconds": 7200}})
     fixed = wait_for(lambda: (b := read(api, namespace, "too-short"))
-                     and b["status"].get("observedGeneration") == 2 and b)
-    ready = condition(fixed, "Ready")
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("Unknown", "JobPending", 2)
+                     and condition(b, "Ready").get("reason") == "JobInProgress" and b)
+    assert condition(fixed, "Ready")["observedGeneration"] == 2 and fixed["status"]["jobName"].endswith("-g2")
     assert condition(fixed, "Validated")["reason"] == "ValidWithWarnings"
+    assert operator.sim.count("CreateInferenceRecommendationsJob") == 1
 
 
 def test_every_sample_is_reconciled(api, operator, namespace):
     names = []
     for body in load_samples():
         create(api, namespace, body)
-        names.append(body["metadata"]["name"])
-    for name in names:
+        names.append((body["metadata"]["name"], body["spec"]["backend"]))
+    for name, backend in names:
         body = wait_for(lambda: (b := read(api, namespace, name)) and condition(b, "Ready") and b)
         assert condition(body, "Validated")["status"] == "True", body["status"]
-        assert condition(body, "Ready")["reason"] == "JobPending"
+        if backend == "local":
+            assert condition(body, "Ready")["reason"] == "JobPending"
+        else:
+            wait_for(lambda: condition(read(api, namespace, name), "JobSubmitted").get("status") == "True")
+    assert len(operator.sim.jobs) == len([n for n, backend in names if backend == "sagemaker"])

@@ -1,21 +1,43 @@
-"""The kopf shell: turn Kubernetes events into reconcile() calls and carry out the actions it returns."""
+"""The kopf shell: turn Kubernetes events into reconcile() calls and carry out the actions it returns.
+
+Each handler runs `drive`: reconcile, write the status patch, carry out the one backend action the outcome
+holds, feed its result back, repeat. Status is written straight to the /status subresource before each
+action, so a crash between two lines never leaves a job the status does not name.
+"""
 
 from __future__ import annotations
 
 import copy
 import datetime
 import logging
-from typing import Any
+import os
+import threading
+from typing import Any, Callable
 
 import kopf
+from kubernetes import client
 
+from rightsizer import kube
 from rightsizer import reconcile as core
 from rightsizer import schema
+from rightsizer import status as st
+from rightsizer.backends import base
+from rightsizer.backends.sagemaker.client import SageMakerBackend
 
 # kopf keeps per-handler progress and the last-handled spec in annotations; ours carry our own prefix.
 ANNOTATION_PREFIX = "rightsizer.io"
 FINALIZER = "rightsizer.io/finalizer"
 RETRY_BACKOFF_SECONDS = 15
+MAX_STEPS_PER_VISIT = 8
+TRANSIENT_RETRY_SECONDS = (15, 60)  # after a transient error; the longer one when SageMaker throttles us
+# Everything time-based can be compressed (tests, demos): 0.01 turns a 30 s poll into 0.3 s.
+TIME_SCALE = float(os.environ.get("RIGHTSIZER_TIME_SCALE", "1"))
+TIMING = core.Timing().scaled(TIME_SCALE)
+TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
+
+_object_locks: dict[str, threading.Lock] = {}
+_object_locks_guard = threading.Lock()
+_api_client: client.ApiClient | None = None
 
 
 @kopf.on.startup()
@@ -39,28 +61,157 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+def _api() -> client.ApiClient:
+    global _api_client
+    if _api_client is None:
+        _api_client = kube.api_client(os.environ.get("KUBECONFIG"))
+    return _api_client
+
+
+def _lock_for(uid: str) -> threading.Lock:
+    # A timer and a change handler of one object may run at once in kopf; only one may drive it.
+    with _object_locks_guard:
+        return _object_locks.setdefault(uid, threading.Lock())
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def execute(outcome: core.Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
-    for action in outcome.actions:
-        if isinstance(action, core.EmitEvent):
-            kopf.event(body, type=action.type, reason=action.reason, message=action.message)
-        else:
-            raise TypeError(f"no executor for action {action!r}")
-    for key, value in outcome.status_patch.items():
-        if body.status.get(key) != value:
-            patch.status[key] = value
+def _backend_for(spec: dict[str, Any]) -> base.Backend:
+    return SageMakerBackend((spec.get("sagemaker") or {}).get("region"))
+
+
+def _write_status(body: kopf.Body, patch: dict[str, Any]) -> None:
+    client.CustomObjectsApi(_api()).patch_namespaced_custom_object_status(
+        schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name,
+        {"status": patch})
+
+
+def _merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = {**status, **patch}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def _execute(effect, backend_of: Callable[[], base.Backend], owner: base.Owner) -> dict[str, Any]:
+    """Carry out one backend action; returns the Observation fields that report its result."""
+    try:
+        if isinstance(effect, core.SubmitJob):
+            return {"submit_result": backend_of().submit(effect.plan, owner)}
+        if isinstance(effect, core.DescribeJob):
+            snapshot = backend_of().describe(effect.job_name)
+            return {"job": snapshot} if snapshot is not None else {"job_missing": True}
+        if isinstance(effect, core.StopJob):
+            return {"stop_result": backend_of().stop(effect.job_name)}
+    except base.RejectedError as error:
+        return {"rejected": error.rejected}
+    except base.TransientBackendError as error:
+        delay = TRANSIENT_RETRY_SECONDS[1 if error.throttled else 0] * max(TIME_SCALE, 0.01)
+        raise kopf.TemporaryError(f"{error}; retrying in {delay:.0f} s", delay=delay) from error
+    raise TypeError(f"no executor for action {effect!r}")
+
+
+def _fresh(body: kopf.Body) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(_api()).get_namespaced_custom_object(
+            schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _ensure_finalizer(body: kopf.Body) -> None:
+    """Put our finalizer on before a job can exist, so that a delete racing the create still stops the job.
+    kopf keeps it while the delete handler's filter matches (a job may be running) and drops it after."""
+    api = client.CustomObjectsApi(_api())
+    for _attempt in range(5):
+        current = _fresh(body)
+        if current is None:
+            return
+        finalizers = current["metadata"].get("finalizers") or []
+        if FINALIZER in finalizers:
+            return
+        try:
+            api.patch_namespaced_custom_object(
+                schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name,
+                {"metadata": {"finalizers": [*finalizers, FINALIZER],
+                              "resourceVersion": current["metadata"]["resourceVersion"]}})
+            return
+        except client.ApiException as error:
+            if error.status != 409:  # someone else changed the object: read it again and retry
+                raise
+    raise kopf.TemporaryError("could not add the finalizer: the object keeps changing", delay=1)
+
+
+def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None = None) -> None:
+    owner = base.Owner(body.metadata.namespace, body.metadata.name, body.metadata.uid)
+    backend: list[base.Backend] = []
+
+    with _lock_for(owner.uid):
+        # Whoever held the lock before us may have moved the status on: work from what the API server has now.
+        current = _fresh(body)
+        if current is None or current["metadata"]["uid"] != owner.uid:
+            return
+        spec = copy.deepcopy(current.get("spec") or {})
+        status = copy.deepcopy(current.get("status") or {})
+        generation = current["metadata"].get("generation", 0)
+
+        def backend_of() -> base.Backend:
+            if not backend:
+                backend.append(_backend_for(spec))
+            return backend[0]
+
+        result: dict[str, Any] = {}
+        for _step in range(MAX_STEPS_PER_VISIT):
+            observation = core.Observation(generation=generation, now=_now(), owner=owner,
+                                           timing=TIMING, deleting=deleting, **result)
+            outcome = core.reconcile(spec, status, observation)
+            if outcome.status_patch:
+                updated = _merged(status, outcome.status_patch)
+                _write_status(body, st.merge_patch(status, updated))
+                status = updated
+            for action in outcome.actions:
+                if isinstance(action, core.EmitEvent):
+                    kopf.event(body, type=action.type, reason=action.reason, message=action.message)
+            retry = next((a for a in outcome.actions if isinstance(a, core.RetryLater)), None)
+            if retry is not None:
+                raise kopf.TemporaryError(retry.message, delay=retry.seconds)
+            effect = outcome.effect
+            if effect is None:
+                return
+            if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
+                _ensure_finalizer(body)
+            if logger:
+                logger.info(f"carrying out {effect!r}")
+            result = _execute(effect, backend_of, owner)
+
+
+def _has_next_poll(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("nextPollTime"))
+
+
+def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return core.stops_on_delete(spec, status)
 
 
 @kopf.on.resume(schema.GROUP, schema.VERSION, schema.PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.create(schema.GROUP, schema.VERSION, schema.PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.update(schema.GROUP, schema.VERSION, schema.PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
-def reconcile_spec(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    outcome = core.reconcile(
-        copy.deepcopy(dict(body.get("spec") or {})),
-        copy.deepcopy(dict(body.get("status") or {})),
-        core.Observation(generation=body.metadata.get("generation", 0), now=_now()),
-    )
-    execute(outcome, body, patch)
+def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    drive(body, logger=logger)
+
+
+@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=TIMER_TICK_SECONDS, when=_has_next_poll,
+            backoff=RETRY_BACKOFF_SECONDS)
+def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
+    due = status.get("nextPollTime")
+    # The timer ticks often and cheaply; the backend is called only when the status says a look is due.
+    if due and datetime.datetime.strptime(due, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc) > _now():
+        return
+    drive(body, logger=logger)
+
+
+@kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)
+def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    drive(body, deleting=True, logger=logger)

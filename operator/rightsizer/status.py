@@ -65,3 +65,17 @@ def changed(before: list[dict[str, Any]] | None, after: list[dict[str, Any]], co
     if new is None:
         return False
     return old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))
+
+
+def merge_patch(before: Any, after: Any) -> Any:
+    """The RFC 7386 merge patch that turns `before` into `after`: nested keys that disappeared become null,
+    because a merge patch otherwise keeps them (a stale entry of steps.byStatus or best.environment)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return after
+    patch = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        if key not in before:
+            patch[key] = value
+        elif before[key] != value:
+            patch[key] = merge_patch(before[key], value)
+    return patch

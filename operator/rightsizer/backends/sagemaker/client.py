@@ -53,7 +53,8 @@ class RateLimiter:
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return waited
-                pause = (1 - self._tokens) / self.per_second
+                # At least a millisecond: a rounding-sized pause would not move a coarse clock forward.
+                pause = max((1 - self._tokens) / self.per_second, 0.001)
             self._sleep(pause)
             waited += pause
 

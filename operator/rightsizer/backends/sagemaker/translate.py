@@ -186,7 +186,7 @@ def model_violations(request: Mapping[str, Any], operation: str = OPERATION) -> 
 
     shape = service_model().operation_model(operation).input_shape
     report = ParamValidator().validate(dict(request), shape)
-    errors = [line.strip() for line in report.generate_report().splitlines()[1:] if line.strip()] \
+    errors = [line.strip() for line in report.generate_report().splitlines() if line.strip()] \
         if report.has_errors() else []
     _walk(request, shape, operation, errors)
     return errors

@@ -1,0 +1,548 @@
+"""The SageMaker backend against botocore's Stubber: every request and canned response is checked against
+botocore's service model. No call leaves the process."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import sys
+import threading
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.stub import Stubber
+
+from rightsizer import selection
+from rightsizer.backends import base
+from rightsizer.backends.sagemaker import client as sm
+from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
+
+REGION = "us-east-1"
+JOB = "fraud-default-457a9d84-g1"
+ARN = f"arn:aws:sagemaker:us-east-1:111122223333:inference-recommendations-job/{JOB}"
+ROLE = "arn:aws:iam::111122223333:role/SageMakerInferenceRecommender"
+PACKAGE = "arn:aws:sagemaker:us-east-1:111122223333:model-package/credit-card-fraud/1"
+OWNER = base.Owner("ml", "fraud-default", "6f1b8a52-3c1e-4d2a-9f0e-0a1b2c3d4e5f")
+CREATED = datetime.datetime(2024, 5, 31, 9, 0, tzinfo=datetime.timezone.utc)
+MODIFIED = datetime.datetime(2024, 5, 31, 9, 40, tzinfo=datetime.timezone.utc)
+STEPS_PARAMS = {"JobName": JOB, "MaxResults": 100}
+REQUEST = {
+    "JobName": JOB, "JobType": "Default", "RoleArn": ROLE,
+    "InputConfig": {"ModelPackageVersionArn": PACKAGE,
+                    "ContainerConfig": {"SupportedInstanceTypes": ["ml.m5.large", "ml.m5.xlarge"]}},
+    "JobDescription": "rightsizer: RightsizeJob ml/fraud-default",
+    "Tags": [{"Key": "rightsizer.io/namespace", "Value": OWNER.namespace},
+             {"Key": "rightsizer.io/name", "Value": OWNER.name},
+             {"Key": "rightsizer.io/uid", "Value": OWNER.uid}],
+}
+PLAN = base.JobPlan(JOB, REQUEST)
+
+
+@pytest.fixture
+def stubber():
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(client)
+    stub.activate()
+    regions = []
+
+    def factory(region):
+        regions.append(region)
+        return client
+
+    use_client_factory(factory)
+    stub.regions = regions
+    yield stub
+    use_client_factory(None)
+    stub.deactivate()
+
+
+@pytest.fixture
+def backend(stubber):
+    return SageMakerBackend(REGION, rate_limiter=RateLimiter(1000, 1000))
+
+
+def describe_response(status="IN_PROGRESS", **extra):
+    return {"JobName": JOB, "JobType": "Default", "JobArn": ARN, "RoleArn": ROLE, "Status": status,
+            "CreationTime": CREATED, "LastModifiedTime": MODIFIED,
+            "InputConfig": {"ModelPackageVersionArn": PACKAGE}, **extra}
+
+
+def environment_parameters(**values):
+    return [{"Key": key, "ValueType": "String", "Value": value} for key, value in values.items()]
+
+
+# The seed's ListInferenceRecommendationsJobSteps step.
+SEED_STEP = {
+    "StepType": "BENCHMARK", "JobName": JOB, "Status": "COMPLETED",
+    "InferenceBenchmark": {
+        "Metrics": {"CostPerHour": 1.8359999656677246, "CostPerInference": 1.6814110495033674e-06,
+                    "MaxInvocations": 18199, "ModelLatency": 40,
+                    "CpuUtilization": 106.06400299072266, "MemoryUtilization": 0.3920480012893677},
+        "EndpointConfiguration": {"EndpointName": "sm-epc-fraud-c59x", "VariantName": "sm-epc-fraud-c59x-v",
+                                  "InstanceType": "ml.c5.9xlarge", "InitialInstanceCount": 1},
+        "ModelConfiguration": {"EnvironmentParameters": environment_parameters(
+            SAGEMAKER_MODEL_SERVER_WORKERS="1", OMP_NUM_THREADS="28")},
+    },
+}
+
+
+def expect_describe(stubber, response, steps_pages=({"Steps": [SEED_STEP]},)):
+    stubber.add_response("describe_inference_recommendations_job", response, {"JobName": JOB})
+    token = None
+    for page in steps_pages:
+        stubber.add_response("list_inference_recommendations_job_steps", page,
+                             {**STEPS_PARAMS, **({"NextToken": token} if token else {})})
+        token = page.get("NextToken")
+
+
+# -- submit ---------------------------------------------------------------------------------------------------------
+
+def test_submit(stubber, backend):
+    stubber.add_response("create_inference_recommendations_job", {"JobArn": ARN}, expected_params=REQUEST)
+    assert backend.submit(PLAN, OWNER) == base.Submitted(ARN)
+    stubber.assert_no_pending_responses()
+    assert stubber.regions == [REGION]
+
+
+def _name_in_use(stubber, tags):
+    stubber.add_client_error("create_inference_recommendations_job", "ResourceInUse",
+                             f"Job {JOB} already exists", 400, expected_params=REQUEST)
+    expect_describe(stubber, describe_response())
+    stubber.add_response("list_tags", {"Tags": tags}, {"ResourceArn": ARN, "MaxResults": 100})
+
+
+def test_submit_adopts_a_job_whose_tags_name_the_owner(stubber, backend):
+    _name_in_use(stubber, [{"Key": "team", "Value": "fraud"}] + REQUEST["Tags"])
+    result = backend.submit(PLAN, OWNER)
+    assert isinstance(result, base.Adopted)
+    assert (result.snapshot.job_name, result.snapshot.job_arn, result.snapshot.status) == (JOB, ARN, "IN_PROGRESS")
+    assert result.snapshot.creation_time == CREATED
+    assert result.snapshot.steps == base.StepSummary(1, {"COMPLETED": 1}, ())
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("tags", [
+    [{"Key": "rightsizer.io/namespace", "Value": "ml"}, {"Key": "rightsizer.io/name", "Value": "fraud-default"},
+     {"Key": "rightsizer.io/uid", "Value": "11111111-2222-3333-4444-555555555555"}],
+    [{"Key": "rightsizer.io/namespace", "Value": "ml"}, {"Key": "rightsizer.io/name", "Value": "fraud-default"}],
+    [],
+], ids=["another-uid", "no-uid", "untagged"])
+def test_submit_reports_a_name_taken_by_a_job_that_is_not_ours(stubber, backend, tags):
+    _name_in_use(stubber, tags)
+    result = backend.submit(PLAN, OWNER)
+    assert isinstance(result, base.NameTaken)
+    assert JOB in result.message and OWNER.uid in result.message
+    stubber.assert_no_pending_responses()
+
+
+def test_submit_name_in_use_but_not_yet_describable_is_transient(stubber, backend):
+    stubber.add_client_error("create_inference_recommendations_job", "ResourceInUse", "in use", 400,
+                             expected_params=REQUEST)
+    stubber.add_client_error("describe_inference_recommendations_job", "ResourceNotFound", "not found", 400,
+                             expected_params={"JobName": JOB})
+    with pytest.raises(base.TransientBackendError, match=f"{JOB} is in use but cannot be described yet"):
+        backend.submit(PLAN, OWNER)
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("code, status, message, throttled", [
+    ("ThrottlingException", 400, "Rate exceeded", True),
+    ("", 500, "", False),
+    ("InternalFailure", 500, "We encountered an internal error. Please try again.", False),
+    ("ServiceUnavailable", 503, "Service unavailable", False),
+    ("TooManyRequestsException", 429, "Too many requests", True),
+], ids=["throttling", "500", "internal-failure", "503", "429"])
+def test_submit_transient_errors(stubber, backend, code, status, message, throttled):
+    stubber.add_client_error("create_inference_recommendations_job", code, message, status, expected_params=REQUEST)
+    with pytest.raises(base.TransientBackendError) as raised:
+        backend.submit(PLAN, OWNER)
+    assert raised.value.throttled is throttled
+    assert isinstance(raised.value.__cause__, botocore.exceptions.ClientError)
+    if throttled:
+        assert str(raised.value).startswith(f"SageMaker throttled the request ({code})")
+    else:
+        assert str(raised.value).startswith(f"SageMaker failed ({code or status})")
+    stubber.assert_no_pending_responses()
+
+
+ROLE_MESSAGE = ("Could not assume role arn:aws:iam::111122223333:role/SageMakerInferenceRecommender. Please ensure "
+                "that the role exists and allows principal 'sagemaker.amazonaws.com' to assume the role.")
+DENIED = ("User: arn:aws:sts::111122223333:assumed-role/rightsizer/irsa is not authorized to perform: "
+          "sagemaker:CreateInferenceRecommendationsJob")
+
+
+@pytest.mark.parametrize("code, message, expected", [
+    ("AccessDeniedException", DENIED, base.Rejected("AccessDenied", f"AccessDeniedException: {DENIED}", True)),
+    ("ValidationException", ROLE_MESSAGE,
+     base.Rejected("RoleNotAssumable", f"SageMaker cannot assume spec.sagemaker.roleArn: {ROLE_MESSAGE}", True)),
+    ("ValidationException", "Invalid instance type ml.t2.medium for Inference Recommender",
+     base.Rejected("ValidationFailed", "Invalid instance type ml.t2.medium for Inference Recommender", False)),
+    ("ResourceLimitExceeded", "The account-level service limit for inference recommendations jobs is 5",
+     base.Rejected("ResourceLimitExceeded", "The account-level service limit for inference recommendations jobs is 5",
+                   True)),
+], ids=["access-denied", "role-not-assumable", "validation", "resource-limit"])
+def test_submit_rejections(stubber, backend, code, message, expected):
+    stubber.add_client_error("create_inference_recommendations_job", code, message, 400, expected_params=REQUEST)
+    assert backend.submit(PLAN, OWNER) == expected
+    stubber.assert_no_pending_responses()
+
+
+# -- describe -------------------------------------------------------------------------------------------------------
+
+def test_describe_of_a_missing_job_is_none(stubber, backend):
+    stubber.add_client_error("describe_inference_recommendations_job", "ResourceNotFound",
+                             f"Job {JOB} does not exist", 400, expected_params={"JobName": JOB})
+    assert backend.describe(JOB) is None
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_refused_raises_rejected(stubber, backend):
+    stubber.add_client_error("describe_inference_recommendations_job", "AccessDeniedException", DENIED, 400,
+                             expected_params={"JobName": JOB})
+    with pytest.raises(base.RejectedError) as raised:
+        backend.describe(JOB)
+    assert raised.value.rejected == base.Rejected("AccessDenied", f"AccessDeniedException: {DENIED}", True)
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_throttled_is_transient(stubber, backend):
+    stubber.add_client_error("describe_inference_recommendations_job", "ThrottlingException", "Rate exceeded", 400,
+                             expected_params={"JobName": JOB})
+    with pytest.raises(base.TransientBackendError) as raised:
+        backend.describe(JOB)
+    assert raised.value.throttled
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_counts_the_seed_step(stubber, backend):
+    expect_describe(stubber, describe_response())
+    snapshot = backend.describe(JOB)
+    assert snapshot == base.JobSnapshot(job_name=JOB, status="IN_PROGRESS", job_arn=ARN, creation_time=CREATED,
+                                        steps=base.StepSummary(1, {"COMPLETED": 1}, ()))
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_pages_through_the_steps_and_keeps_the_failures(stubber, backend):
+    failed_seed = {**SEED_STEP, "Status": "FAILED", "InferenceBenchmark": {
+        **SEED_STEP["InferenceBenchmark"],
+        "FailureReason": "INVALID_INPUT : 1. Model (owned by the customer in the container) returned 4xx or 5xx error code"}}
+    in_progress = {"StepType": "BENCHMARK", "JobName": JOB, "Status": "IN_PROGRESS", "InferenceBenchmark": {
+        "ModelConfiguration": {"EnvironmentParameters": environment_parameters(OMP_NUM_THREADS="14")}}}
+    failed_bare = {"StepType": "BENCHMARK", "JobName": JOB, "Status": "FAILED", "InferenceBenchmark": {
+        "EndpointConfiguration": {"EndpointName": "sm-epc-fraud-m5l", "VariantName": "v", "InstanceType": "ml.m5.large"},
+        "ModelConfiguration": {}}}
+    pages = ({"Steps": [SEED_STEP, in_progress], "NextToken": "page-2-token"},
+             {"Steps": [failed_seed, failed_bare]})
+    expect_describe(stubber, describe_response(), pages)
+    snapshot = backend.describe(JOB)
+    assert snapshot.steps == base.StepSummary(
+        total=4, by_status={"COMPLETED": 1, "IN_PROGRESS": 1, "FAILED": 2},
+        failures=(
+            base.StepFailure("ml.c5.9xlarge", {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "OMP_NUM_THREADS": "28"},
+                             "INVALID_INPUT : 1. Model (owned by the customer in the container) returned 4xx or 5xx "
+                             "error code"),
+            base.StepFailure("ml.m5.large", {}, "no reason given"),
+        ))
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_stops_paging_steps_after_the_page_cap(stubber, backend):
+    step = {"StepType": "BENCHMARK", "JobName": JOB, "Status": "COMPLETED",
+            "InferenceBenchmark": {"ModelConfiguration": {}}}
+    pages = tuple({"Steps": [step], "NextToken": f"token-{index}"} for index in range(sm.MAX_STEP_PAGES))
+    expect_describe(stubber, describe_response(), pages)
+    snapshot = backend.describe(JOB)
+    assert snapshot.steps.total == sm.MAX_STEP_PAGES == 20
+    stubber.assert_no_pending_responses()  # and no 21st call was made (Stubber would have refused it)
+
+
+# The seed's Default results (one instance each): type, OMP_NUM_THREADS, workers, cost/h, invocations, latency, CPU, memory.
+SEED_DEFAULT = [
+    ("ml.m5.xlarge", "2", "1", 0.23, 15189, 18, 108.864, 1.62012),
+    ("ml.m5.4xlarge", "3", "3", 0.922, 32628, 9, 220.57001, 0.69791),
+    ("ml.m5.large", "2", "1", 0.115, 13793, 19, 106.34, 3.24398),
+    ("ml.m5.12xlarge", "4", "7", 2.765, 32016, 4, 215.32401, 0.44658),
+    ("ml.m5.2xlarge", "2", "3", 0.461, 32427, 13, 248.673, 1.43109),
+]
+
+
+def seed_recommendation(index, instance_type, omp, workers, cost, invocations, latency, cpu, memory):
+    return {
+        "RecommendationId": f"{JOB}/Rc{index:06d}",
+        "Metrics": {"CostPerHour": cost, "CostPerInference": cost / (invocations * 60), "MaxInvocations": invocations,
+                    "ModelLatency": latency, "CpuUtilization": cpu, "MemoryUtilization": memory},
+        "EndpointConfiguration": {"EndpointName": f"sm-epc-{JOB}-{index}", "VariantName": f"sm-epc-v-{index}",
+                                  "InstanceType": instance_type, "InitialInstanceCount": 1},
+        "ModelConfiguration": {"EnvironmentParameters": environment_parameters(
+            OMP_NUM_THREADS=omp, SAGEMAKER_MODEL_SERVER_WORKERS=workers)},
+        "InvocationStartTime": CREATED + datetime.timedelta(minutes=index),
+        "InvocationEndTime": CREATED + datetime.timedelta(minutes=index + 2),
+    }
+
+
+def test_describe_a_completed_job_maps_every_metric(stubber, backend):
+    completed = datetime.datetime(2024, 5, 31, 9, 38, tzinfo=datetime.timezone.utc)
+    raw = [seed_recommendation(i, *values) for i, values in enumerate(SEED_DEFAULT)]
+    expect_describe(stubber, describe_response("COMPLETED", CompletionTime=completed, InferenceRecommendations=raw))
+    snapshot = backend.describe(JOB)
+    assert (snapshot.status, snapshot.completion_time, snapshot.failure_reason) == ("COMPLETED", completed, None)
+    assert snapshot.recommendations == tuple(
+        base.Recommendation(
+            recommendation_id=f"{JOB}/Rc{i:06d}", instance_type=instance_type, initial_instance_count=1,
+            environment={"OMP_NUM_THREADS": omp, "SAGEMAKER_MODEL_SERVER_WORKERS": workers},
+            metrics={"costPerHour": cost, "costPerInference": cost / (invocations * 60),
+                     "maxInvocations": invocations, "modelLatency": latency, "cpuUtilization": cpu,
+                     "memoryUtilization": memory},
+            invocation_start=CREATED + datetime.timedelta(minutes=i),
+            invocation_end=CREATED + datetime.timedelta(minutes=i + 2))
+        for i, (instance_type, omp, workers, cost, invocations, latency, cpu, memory) in enumerate(SEED_DEFAULT))
+    # Mapped, the seed's results select as the write-up's SLA says.
+    chosen = selection.select(snapshot.recommendations, "CostPerInference", selection.Constraints(100, 30000))
+    assert chosen.best.instance_type == "ml.m5.2xlarge"
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_serverless_recommendation_drops_nan_metrics(stubber, backend):
+    raw = {"RecommendationId": f"{JOB}/Sv000001",
+           "Metrics": {"CostPerHour": 0.0, "CostPerInference": 2.1e-6, "MaxInvocations": 900, "ModelLatency": 35,
+                       "CpuUtilization": float("nan"), "MemoryUtilization": float("nan"), "ModelSetupTime": 12},
+           "EndpointConfiguration": {"EndpointName": "sm-epc-sls", "VariantName": "sm-epc-sls-v",
+                                     "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}},
+           "ModelConfiguration": {}}
+    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw]))
+    (recommendation,) = backend.describe(JOB).recommendations
+    assert recommendation == base.Recommendation(
+        recommendation_id=f"{JOB}/Sv000001", instance_type=None, initial_instance_count=None, environment={},
+        metrics={"costPerHour": 0.0, "costPerInference": 2.1e-6, "maxInvocations": 900, "modelLatency": 35,
+                 "modelSetupTime": 12},
+        serverless={"memorySizeInMB": 2048, "maxConcurrency": 5})
+    assert not any(isinstance(v, float) and math.isnan(v) for v in recommendation.metrics.values())
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_a_failed_job_keeps_its_reason(stubber, backend):
+    reason = "ResourceLimitExceeded when calling CreateEndpoint"
+    expect_describe(stubber, describe_response("FAILED", FailureReason=reason, CompletionTime=MODIFIED))
+    snapshot = backend.describe(JOB)
+    assert (snapshot.status, snapshot.failure_reason, snapshot.recommendations) == ("FAILED", reason, ())
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_maps_endpoint_performances(stubber, backend):
+    response = describe_response("COMPLETED", InputConfig={"Endpoints": [{"EndpointName": "fraud-staging"}]},
+                                 EndpointPerformances=[{"Metrics": {"MaxInvocations": 34600, "ModelLatency": 9},
+                                                        "EndpointInfo": {"EndpointName": "fraud-staging"}}])
+    expect_describe(stubber, response, ({"Steps": []},))
+    snapshot = backend.describe(JOB)
+    assert snapshot.endpoint_performances == (base.EndpointPerformance("fraud-staging", 34600, 9),)
+    assert snapshot.steps == base.StepSummary(0, {}, ())
+    stubber.assert_no_pending_responses()
+
+
+# -- stop -----------------------------------------------------------------------------------------------------------
+
+def test_stop(stubber, backend):
+    stubber.add_response("stop_inference_recommendations_job", {}, {"JobName": JOB})
+    assert backend.stop(JOB) == base.StopDone()
+    stubber.assert_no_pending_responses()
+
+
+def test_stop_of_a_missing_job(stubber, backend):
+    stubber.add_client_error("stop_inference_recommendations_job", "ResourceNotFound", "not found", 400,
+                             expected_params={"JobName": JOB})
+    assert backend.stop(JOB) == base.StopDone(not_found=True)
+    stubber.assert_no_pending_responses()
+
+
+def test_stop_of_a_finished_job(stubber, backend):
+    stubber.add_client_error("stop_inference_recommendations_job", "ValidationException",
+                             f"Job {JOB} cannot be stopped because it has already COMPLETED", 400,
+                             expected_params={"JobName": JOB})
+    assert backend.stop(JOB) == base.StopDone(already_finished=True)
+    stubber.assert_no_pending_responses()
+
+
+def test_stop_errors(stubber, backend):
+    stubber.add_client_error("stop_inference_recommendations_job", "ThrottlingException", "Rate exceeded", 400,
+                             expected_params={"JobName": JOB})
+    stubber.add_client_error("stop_inference_recommendations_job", "AccessDeniedException", DENIED, 400,
+                             expected_params={"JobName": JOB})
+    with pytest.raises(base.TransientBackendError) as throttled:
+        backend.stop(JOB)
+    assert throttled.value.throttled
+    with pytest.raises(base.RejectedError) as denied:
+        backend.stop(JOB)
+    assert denied.value.rejected.reason == "AccessDenied"
+    stubber.assert_no_pending_responses()
+
+
+def test_every_call_takes_a_token(stubber):
+    taken = []
+
+    class Counting(RateLimiter):
+        def acquire(self):
+            taken.append(1)
+            return super().acquire()
+
+    backend = SageMakerBackend(REGION, rate_limiter=Counting(1000, 1000))
+    _name_in_use(stubber, REQUEST["Tags"])
+    assert isinstance(backend.submit(PLAN, OWNER), base.Adopted)
+    assert len(taken) == 4  # create, describe, list steps, list tags
+    stubber.assert_no_pending_responses()
+
+
+# -- rate limiter ---------------------------------------------------------------------------------------------------
+
+class FakeTime:
+    def __init__(self):
+        self.now = 100.0
+        self.sleeps = []
+        self.lock = threading.Lock()
+
+    def clock(self):
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds):
+        with self.lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+            # A limiter that can never grant a token would loop here forever: fail instead.
+            assert len(self.sleeps) < 10_000, f"still waiting after {len(self.sleeps)} sleeps"
+
+
+def test_rate_limiter_bursts_then_waits_one_interval_per_call():
+    fake = FakeTime()
+    limiter = RateLimiter(per_second=4, burst=8, clock=fake.clock, sleep=fake.sleep)
+    assert [limiter.acquire() for _ in range(8)] == [0.0] * 8
+    assert fake.sleeps == []
+    assert [limiter.acquire() for _ in range(5)] == [0.25] * 5
+    assert fake.sleeps == [0.25] * 5
+    assert fake.now == pytest.approx(101.25)
+
+
+def test_rate_limiter_refills_with_time_up_to_the_burst():
+    fake = FakeTime()
+    limiter = RateLimiter(per_second=2, burst=3, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(3):
+        limiter.acquire()
+    fake.now += 1.0  # two tokens back
+    assert [limiter.acquire() for _ in range(2)] == [0.0, 0.0]
+    assert limiter.acquire() == pytest.approx(0.5)
+    fake.now += 3600  # idle for an hour: still only a burst's worth
+    assert [limiter.acquire() for _ in range(3)] == [0.0] * 3
+    assert limiter.acquire() == pytest.approx(0.5)
+
+
+class Exhausted(Exception):
+    pass
+
+
+def _race_for_tokens(burst: int, threads: int, attempts: int) -> tuple[list[float], list[float]]:
+    def no_wait(seconds):
+        raise Exhausted(seconds)
+
+    limiter = RateLimiter(per_second=1, burst=burst, clock=lambda: 0.0, sleep=no_wait)
+    granted, refused = [], []
+    start = threading.Barrier(threads)
+
+    def worker():
+        start.wait()
+        for _ in range(attempts):
+            try:
+                granted.append(limiter.acquire())
+            except Exhausted as exhausted:
+                refused.append(exhausted.args[0])
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in pool)
+    return granted, refused
+
+
+def test_rate_limiter_is_thread_safe():
+    """With the clock standing still, exactly `burst` tokens exist: however many threads race for them, no more
+    than that are handed out. (A tiny switch interval makes the threads interleave inside acquire: without the
+    lock, some rounds hand out more tokens than exist.)"""
+    burst, threads, attempts = 200, 8, 50
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(10):
+            granted, refused = _race_for_tokens(burst, threads, attempts)
+            assert len(granted) == burst
+            assert granted == [0.0] * burst
+            assert len(refused) == threads * attempts - burst
+            assert set(refused) == {1.0}  # each refusal wanted exactly one more token
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_rate_limiter_paces_threads_that_wait():
+    fake = FakeTime()
+    # A rate whose interval is a binary fraction keeps the fake clock's arithmetic exact.
+    limiter = RateLimiter(per_second=4, burst=5, clock=fake.clock, sleep=fake.sleep)
+    results = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(10):
+            waited = limiter.acquire()
+            with lock:
+                results.append(waited)
+
+    pool = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in pool)
+    assert len(results) == 40
+    assert results.count(0.0) >= 5  # the burst
+    # Never more tokens than the burst plus what the elapsed (fake) time paid for.
+    assert 40 <= 5 + 4 * (fake.now - 100.0)
+
+
+# -- errors, regions ------------------------------------------------------------------------------------------------
+
+def test_classify_connection_errors_as_transient():
+    error = botocore.exceptions.EndpointConnectionError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com/")
+    classified = sm.classify(error)
+    assert isinstance(classified, base.TransientBackendError)
+    assert not classified.throttled
+    assert str(classified).startswith("cannot reach SageMaker: Could not connect to the endpoint URL")
+
+
+def test_classify_missing_credentials():
+    assert sm.classify(botocore.exceptions.NoCredentialsError()) == base.Rejected(
+        "NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the environment)", True)
+
+
+def test_classify_does_not_swallow_other_errors():
+    with pytest.raises(KeyError):
+        sm.classify(KeyError("JobArn"))
+
+
+def test_region_unknown(monkeypatch):
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    with pytest.raises(base.RejectedError) as raised:
+        SageMakerBackend(None, rate_limiter=RateLimiter(1000, 1000))
+    assert raised.value.rejected.reason == "RegionUnknown"
+    assert raised.value.rejected.retryable_later is False
+    assert "spec.sagemaker.region" in raised.value.rejected.message
+    with pytest.raises(base.RejectedError):
+        sm.region_for("")
+
+
+def test_region_from_spec_then_environment(monkeypatch):
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert sm.region_for(None) == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert sm.region_for(None) == "eu-central-1"
+    assert sm.region_for("us-west-2") == "us-west-2"
