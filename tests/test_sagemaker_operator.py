@@ -330,3 +330,21 @@ def test_an_invalid_spec_makes_no_sagemaker_call(api, namespace, operator):
     wait_for_ready(api, namespace, "fraud-advanced", "False", "InvalidSpec")
     time.sleep(1)
     assert sim.calls == []
+
+
+def test_an_existing_endpoint_job_reports_the_endpoint_against_the_sla(api, namespace, operator):
+    sim = SimulatedInferenceRecommender(
+        script=["IN_PROGRESS", "COMPLETED"], results=lambda job_name: [],
+        endpoint_performances=[{"Metrics": {"MaxInvocations": 34600, "ModelLatency": 9},
+                                "EndpointInfo": {"EndpointName": "fraud-staging"}}])
+    sim.install()
+    body = sample("fraud-existing-endpoint")
+    body["spec"]["selection"] = {"constraints": {"maxModelLatencyMs": 100, "minInvocationsPerMinute": 30000}}
+    created = create(api, namespace, body)
+    done = wait_for_ready(api, namespace, "fraud-existing-endpoint", "True", "EndpointBenchmarked")
+    assert creates(sim) == [expected_request(created)]
+    assert creates(sim)[0]["InputConfig"]["Endpoints"] == [{"EndpointName": "fraud-staging"}]
+    assert done["status"]["endpointPerformances"] == [
+        {"endpointName": "fraud-staging", "maxInvocations": 34600, "modelLatency": 9}]
+    assert condition(done, "SLASatisfied")["reason"] == "EndpointMeetsSLA"
+    assert "best" not in done["status"]

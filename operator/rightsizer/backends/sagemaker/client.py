@@ -8,6 +8,7 @@ into a later retry. Errors that retrying will not fix become Rejected, with a co
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -29,6 +30,8 @@ SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnav
 ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
                           "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"})
 MAX_STEP_PAGES = 20
+# What Stop says of a job that already ended; not "failed to satisfy constraint", which is a real error.
+FINISHED_JOB_MESSAGE = re.compile(r"\b(COMPLETED|FAILED|STOPPED|STOPPING)\b|cannot be stopped|already (stopped|completed)")
 
 
 class RateLimiter:
@@ -261,8 +264,7 @@ class SageMakerBackend:
             code = _error_code(error)
             if code == "ResourceNotFound":
                 return base.StopDone(not_found=True)
-            if code == "ValidationException" and any(
-                    word in str(error).lower() for word in ("completed", "failed", "stopped", "terminal", "status")):
+            if code == "ValidationException" and FINISHED_JOB_MESSAGE.search(str(error)):
                 return base.StopDone(already_finished=True)  # a finished job cannot be stopped: nothing to do
             classified = classify(error)
             if isinstance(classified, base.TransientBackendError):
