@@ -547,7 +547,7 @@ def events_of(outcome: Outcome) -> list[EmitEvent]:
 
 # Which action each result field of an Observation answers.
 ANSWERS = {"submit_result": (SubmitJob,), "job": (DescribeJob,), "job_missing": (DescribeJob,),
-           "stop_result": (StopJob,), "rejected": (DescribeJob, StopJob)}
+           "stop_result": (StopJob,), "rejected": (SubmitJob, DescribeJob, StopJob)}  # the shell refuses any call it cannot make
 
 
 @dataclasses.dataclass
@@ -1072,7 +1072,7 @@ def test_a_refused_look_at_a_written_ahead_job_waits_instead_of_spinning():
                       "sagemaker:DescribeInferenceRecommendationsJob", retryable_later=True)
     trace = run(DEFAULT, status, at(T1), at(T1, rejected=denied))
     retry_at = T1 + seconds(300)
-    message = f"cannot read job {name}: {denied.message}; retrying at {st.timestamp(retry_at)}"
+    message = f"cannot reach SageMaker for job {name}: {denied.message}; retrying at {st.timestamp(retry_at)}"
     assert trace.last.effect is None  # neither another describe nor a create while the look is refused
     assert trace.last.actions == (EmitEvent("Warning", "AccessDenied", message),)
     conditions = by_type(trace.status["conditions"])
@@ -1483,3 +1483,16 @@ def test_failed_steps_are_bounded_at_10_in_status_and_message():
     assert all(len(failure["failureReason"]) == 1024 for failure in failures)
     message = by_type(trace.status["conditions"])["Ready"]["message"]
     assert message.count("ml.m5.large (OMP_NUM_THREADS=") == 10 and "OMP_NUM_THREADS=10)" not in message
+
+
+def test_no_region_is_not_ready_and_retried_later_without_a_create():
+    no_region = Rejected("RegionUnknown", "no AWS region: set spec.sagemaker.region or AWS_REGION in the "
+                         "operator's environment", retryable_later=False)
+    trace = run(DEFAULT, {}, at(T0), at(T0, rejected=no_region))
+    name = trace.status["jobName"]
+    message = (f"cannot reach SageMaker for job {name}: {no_region.message}; retrying at "
+               f"{st.timestamp(T0 + seconds(300))}")
+    assert trace.last.effect is None
+    ready = by_type(trace.status["conditions"])["Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "RegionUnknown", message)
+    assert trace.status["nextPollTime"] == st.timestamp(T0 + seconds(300))

@@ -269,8 +269,8 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
             out.set(jobArn=observation.job.job_arn, startTime=st.timestamp(now))
             _apply_snapshot(out, parsed, observation.job)
             return
-        if observation.rejected is not None:  # the look before creating was refused: neither create nor spin
-            _retry_later(out, f"cannot read job {name}", observation.rejected)
+        if observation.rejected is not None:  # a refused call (a look before creating, or no region): no spin
+            _retry_later(out, f"cannot reach SageMaker for job {name}", observation.rejected)
             return
         waiting_until = _parse_time(out.status.get("nextPollTime"))
         refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != "NotSubmitted"
