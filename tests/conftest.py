@@ -4,6 +4,7 @@ it, and a fresh namespace per test (namespaces are never finalized without a con
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,18 @@ def load_samples() -> list[dict]:
     for path in sorted(SAMPLES.glob("*.yaml")):
         documents += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "RightsizeJob"]
     return documents
+
+
+def wait_for(predicate, timeout: float = 40.0, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
 
 
 @pytest.fixture(scope="session")

@@ -20,29 +20,10 @@ import boto3
 from botocore.stub import Stubber
 
 from rightsizer.backends.sagemaker.client import use_client_factory
+from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
 
 ACCOUNT, REGION = "111122223333", "us-east-1"
 T0 = datetime.datetime(2026, 11, 29, 8, 0, tzinfo=datetime.timezone.utc)
-
-# The seed's Default job results (one instance each): type, OMP_NUM_THREADS, cost/h, max invocations/min,
-# latency ms, CPU %, memory %, model server workers.
-DEFAULT_RESULTS = [
-    ("ml.m5.xlarge", "2", 0.23, 15189, 18, 108.864, 1.62012, "1"),
-    ("ml.m5.4xlarge", "3", 0.922, 32628, 9, 220.57001, 0.69791, "3"),
-    ("ml.m5.large", "2", 0.115, 13793, 19, 106.34, 3.24398, "1"),
-    ("ml.m5.12xlarge", "4", 2.765, 32016, 4, 215.32401, 0.44658, "7"),
-    ("ml.m5.2xlarge", "2", 0.461, 32427, 13, 248.673, 1.43109, "3"),
-]
-# The seed's Advanced job results (instance count 2): type, OMP_NUM_THREADS, cost/h, invocations, latency, CPU, mem.
-ADVANCED_RESULTS = [
-    ("ml.m5.2xlarge", "3", 0.922, 39688, 6, 86.732803, 3.04769),
-    ("ml.m5.2xlarge", "4", 0.922, 42604, 6, 177.164993, 3.05089),
-    ("ml.m5.2xlarge", "5", 0.922, 39268, 6, 125.402, 3.08665),
-    ("ml.m5.4xlarge", "3", 1.844, 38174, 4, 102.546997, 2.68003),
-    ("ml.m5.4xlarge", "4", 1.844, 39452, 4, 141.826004, 2.68136),
-    ("ml.m5.4xlarge", "5", 1.844, 40472, 4, 107.825996, 2.70936),
-]
-
 
 def default_recommendations(job_name: str) -> list[dict[str, Any]]:
     rows = []
@@ -70,21 +51,6 @@ def advanced_recommendations(job_name: str) -> list[dict[str, Any]]:
                                   "InstanceType": instance, "InitialInstanceCount": 2},
         "ModelConfiguration": {"EnvironmentParameters": [{"Key": "OMP_NUM_THREADS", "ValueType": "String", "Value": omp}]},
     } for index, (instance, omp, cost, invocations, latency, cpu, memory) in enumerate(ADVANCED_RESULTS)]
-
-
-# The first step of the write-up's ListInferenceRecommendationsJobSteps response.
-SEED_STEP = {
-    "StepType": "BENCHMARK", "Status": "COMPLETED",
-    "InferenceBenchmark": {
-        "Metrics": {"CostPerHour": 1.8359999656677246, "CostPerInference": 1.6814110495033674e-06,
-                    "MaxInvocations": 18199, "ModelLatency": 40,
-                    "CpuUtilization": 106.06400299072266, "MemoryUtilization": 0.3920480012893677},
-        "EndpointConfiguration": {"EndpointName": "sm-epc-seed", "VariantName": "sm-epc-seed",
-                                  "InstanceType": "ml.c5.9xlarge", "InitialInstanceCount": 1},
-        "ModelConfiguration": {"EnvironmentParameters": [
-            {"Key": "SAGEMAKER_MODEL_SERVER_WORKERS", "ValueType": "String", "Value": "1"},
-            {"Key": "OMP_NUM_THREADS", "ValueType": "String", "Value": "28"}]}},
-}
 
 
 @dataclasses.dataclass
@@ -225,7 +191,7 @@ class SimulatedInferenceRecommender:
         if job is None:
             return self._not_found(name, params["JobName"])
         status = job.script[min(max(job.describes - 1, 0), len(job.script) - 1)]
-        steps = [{**SEED_STEP, "JobName": job.name}]
+        steps = [seed_step(job.name)]
         if status in ("IN_PROGRESS", "PENDING"):
             steps.append({"StepType": "BENCHMARK", "JobName": job.name, "Status": "IN_PROGRESS",
                           "InferenceBenchmark": {"ModelConfiguration": {}}})

@@ -12,7 +12,7 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
 
-from conftest import SAMPLES, load_samples
+from conftest import SAMPLES, load_samples, wait_for
 from rightsizer import schema
 from sagemaker_sim import SimulatedInferenceRecommender
 
@@ -28,16 +28,6 @@ def operator(control_plane, crd_installed, namespace):
         yield runner
     assert runner.exception is None, runner.output
     assert runner.exit_code == 0, runner.output
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def sample(name: str) -> dict:

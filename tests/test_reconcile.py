@@ -21,6 +21,7 @@ from rightsizer.backends.base import (Adopted, EndpointPerformance, JobSnapshot,
 from rightsizer.backends.sagemaker import translate
 from rightsizer.reconcile import (DescribeJob, EmitEvent, Observation, Outcome, RetryLater, StopJob, SubmitJob,
                                   Timing, job_may_be_running, reconcile, stops_on_delete)
+from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
 
 SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
 UTC = datetime.timezone.utc
@@ -606,27 +607,6 @@ def assert_settled(spec: dict, status: dict, now: datetime.datetime, generation:
     assert reconcile(spec, status, at(now, generation)) == Outcome((), {})
 
 
-# The seed's Default job results (one instance each): instance type, OMP_NUM_THREADS, cost/h, max invocations/min,
-# model latency ms, CPU %, memory %, model server workers.
-DEFAULT_RESULTS = [
-    ("ml.m5.xlarge", "2", 0.23, 15189, 18, 108.864, 1.62012, "1"),
-    ("ml.m5.4xlarge", "3", 0.922, 32628, 9, 220.57001, 0.69791, "3"),
-    ("ml.m5.large", "2", 0.115, 13793, 19, 106.34, 3.24398, "1"),
-    ("ml.m5.12xlarge", "4", 2.765, 32016, 4, 215.32401, 0.44658, "7"),
-    ("ml.m5.2xlarge", "2", 0.461, 32427, 13, 248.673, 1.43109, "3"),
-]
-# The seed's Advanced job results (initial instance count 2): type, OMP_NUM_THREADS, cost/h, invocations, latency,
-# CPU %, memory %.
-ADVANCED_RESULTS = [
-    ("ml.m5.2xlarge", "3", 0.922, 39688, 6, 86.732803, 3.04769),
-    ("ml.m5.2xlarge", "4", 0.922, 42604, 6, 177.164993, 3.05089),
-    ("ml.m5.2xlarge", "5", 0.922, 39268, 6, 125.402, 3.08665),
-    ("ml.m5.4xlarge", "3", 1.844, 38174, 4, 102.546997, 2.68003),
-    ("ml.m5.4xlarge", "4", 1.844, 39452, 4, 141.826004, 2.68136),
-    ("ml.m5.4xlarge", "5", 1.844, 40472, 4, 107.825996, 2.70936),
-]
-
-
 def default_recommendations(job_name: str) -> tuple[Recommendation, ...]:
     # No CostPerInference from the service: the core computes it from cost/h and invocations.
     return tuple(Recommendation(f"{job_name}/{index:08d}", instance, 1,
@@ -645,19 +625,7 @@ def advanced_recommendations(job_name: str) -> tuple[Recommendation, ...]:
                  in enumerate(ADVANCED_RESULTS))
 
 
-# The first step of the seed's ListInferenceRecommendationsJobSteps response, and steps of other states.
-SEED_STEP = {
-    "StepType": "BENCHMARK", "JobName": "SMPYTHONSDK-<JOB_NAME>", "Status": "COMPLETED",
-    "InferenceBenchmark": {
-        "Metrics": {"CostPerHour": 1.8359999656677246, "CostPerInference": 1.6814110495033674e-06,
-                    "MaxInvocations": 18199, "ModelLatency": 40,
-                    "CpuUtilization": 106.06400299072266, "MemoryUtilization": 0.3920480012893677},
-        "EndpointConfiguration": {"EndpointName": "sm-epc-<ENDPOINTNAME>", "VariantName": "sm-epc-<VARIANTNAME>",
-                                  "InstanceType": "ml.c5.9xlarge", "InitialInstanceCount": 1},
-        "ModelConfiguration": {"EnvironmentParameters": [
-            {"Key": "SAGEMAKER_MODEL_SERVER_WORKERS", "ValueType": "String", "Value": "1"},
-            {"Key": "OMP_NUM_THREADS", "ValueType": "String", "Value": "28"}]}},
-}
+SEED_STEP = seed_step("SMPYTHONSDK-<JOB_NAME>")
 RUNNING_STEP = {"StepType": "BENCHMARK", "Status": "IN_PROGRESS", "InferenceBenchmark": {"ModelConfiguration": {}}}
 
 

@@ -17,6 +17,7 @@ from rightsizer import selection
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import client as sm
 from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
+from seed import seed_step
 
 REGION = "us-east-1"
 JOB = "fraud-default-457a9d84-g1"
@@ -72,19 +73,7 @@ def environment_parameters(**values):
     return [{"Key": key, "ValueType": "String", "Value": value} for key, value in values.items()]
 
 
-# The seed's ListInferenceRecommendationsJobSteps step.
-SEED_STEP = {
-    "StepType": "BENCHMARK", "JobName": JOB, "Status": "COMPLETED",
-    "InferenceBenchmark": {
-        "Metrics": {"CostPerHour": 1.8359999656677246, "CostPerInference": 1.6814110495033674e-06,
-                    "MaxInvocations": 18199, "ModelLatency": 40,
-                    "CpuUtilization": 106.06400299072266, "MemoryUtilization": 0.3920480012893677},
-        "EndpointConfiguration": {"EndpointName": "sm-epc-fraud-c59x", "VariantName": "sm-epc-fraud-c59x-v",
-                                  "InstanceType": "ml.c5.9xlarge", "InitialInstanceCount": 1},
-        "ModelConfiguration": {"EnvironmentParameters": environment_parameters(
-            SAGEMAKER_MODEL_SERVER_WORKERS="1", OMP_NUM_THREADS="28")},
-    },
-}
+SEED_STEP = seed_step(JOB)
 
 
 def expect_describe(stubber, response, steps_pages=({"Steps": [SEED_STEP]},)):

@@ -11,7 +11,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import load_samples
+from conftest import load_samples, wait_for
 from rightsizer import schema
 from rightsizer.backends.base import Owner
 from rightsizer.backends.sagemaker import translate
@@ -57,17 +57,6 @@ def read(api, namespace: str, name: str) -> dict | None:
 
 def condition(body: dict, kind: str) -> dict:
     return next((c for c in (body.get("status") or {}).get("conditions") or () if c["type"] == kind), {})
-
-
-def wait_for(predicate, timeout: float = 40.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
 
 
 def wait_for_ready(api, namespace: str, name: str, status: str, reason: str | None = None, timeout: float = 40.0):

@@ -234,7 +234,7 @@ def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) 
 # -- SageMaker -------------------------------------------------------------------------------------------------
 
 def _drive_sagemaker(out: _Builder, parsed: spec_module.RightsizeJobSpec, request: dict[str, Any]) -> None:
-    observation, now = out.observation, out.observation.now
+    observation = out.observation
     desired, current = request["JobName"], out.status.get("jobName")
 
     if current and current != desired:
