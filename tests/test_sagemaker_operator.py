@@ -8,6 +8,7 @@ import time
 
 import pytest
 from kopf.testing import KopfRunner
+from prometheus_client import REGISTRY
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -275,11 +276,15 @@ def test_a_burst_of_throttling_still_completes(api, namespace, operator):
     sim.install()
     sim.inject("CreateInferenceRecommendationsJob", "ThrottlingException", times=2, message="Rate exceeded")
     sim.inject("DescribeInferenceRecommendationsJob", "ThrottlingException", times=3, message="Rate exceeded")
+    throttled_before = REGISTRY.get_sample_value("rightsizer_sagemaker_api_calls_total", {
+        "operation": "describe_inference_recommendations_job", "outcome": "ThrottlingException"}) or 0
     create(api, namespace, sample("fraud-default"))
     wait_for_ready(api, namespace, "fraud-default", "True", "BestSelected", timeout=60)
     # Two throttled attempts and the one that went through, under one deterministic name.
     assert len(creates(sim)) == 3 and len({p["JobName"] for p in creates(sim)}) == 1
     assert len(sim.jobs) == 1
+    assert REGISTRY.get_sample_value("rightsizer_sagemaker_api_calls_total", {
+        "operation": "describe_inference_recommendations_job", "outcome": "ThrottlingException"}) == throttled_before + 3
 
 
 def test_access_denied_is_not_ready_without_a_retry_storm(api, namespace, operator):

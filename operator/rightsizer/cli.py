@@ -33,17 +33,23 @@ def _cluster(args: argparse.Namespace) -> int:
         print(json.dumps({"server": running.server, "kubeconfig": str(running.kubeconfig),
                           "version": running.version}, indent=2))
     elif args.cluster_command == "build":
-        print(json.dumps({name: str(path) for name, path in
-                          zip(("kube-apiserver", "etcd"), binaries.resolve(build=True).__dict__.values())}, indent=2))
+        built = binaries.resolve(build=True)
+        print(json.dumps({"kube-apiserver": str(built.kube_apiserver), "etcd": str(built.etcd),
+                          "kustomize": str(binaries.kustomize(build=True))}, indent=2))
     return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
+    import prometheus_client
+
     import rightsizer.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    kopf.configure(verbose=args.verbose)
+    # JSON logs carry the RightsizeJob's namespace and name on every per-object line (kopf's "object" field).
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
     kopf.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
@@ -125,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
     operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     operator.add_argument("--verbose", action="store_true")
+    operator.add_argument("--log-format", choices=["plain", "full", "json"], default="plain")
+    operator.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)")
     operator.set_defaults(run=_operator)
 
     cluster = commands.add_parser("cluster", help="a local kube-apiserver + etcd on 127.0.0.1")

@@ -18,6 +18,7 @@ import kopf
 from kubernetes import client
 
 from rightsizer import kube
+from rightsizer import metrics
 from rightsizer import reconcile as core
 from rightsizer import schema
 from rightsizer import status as st
@@ -37,7 +38,7 @@ TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
 
 _object_locks: dict[str, threading.Lock] = {}
 _object_locks_guard = threading.Lock()
-_api_client: client.ApiClient | None = None
+_api_clients: dict[str, client.ApiClient] = {}
 
 
 @kopf.on.startup()
@@ -62,10 +63,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _api() -> client.ApiClient:
-    global _api_client
-    if _api_client is None:
-        _api_client = kube.api_client(os.environ.get("KUBECONFIG"))
-    return _api_client
+    """In a pod, the ServiceAccount; elsewhere the kubeconfig KUBECONFIG names (one client per kubeconfig)."""
+    key = os.environ.get("KUBECONFIG") or "in-cluster"
+    if key not in _api_clients:
+        _api_clients[key] = kube.api_client(os.environ.get("KUBECONFIG"))
+    return _api_clients[key]
 
 
 def _lock_for(uid: str) -> threading.Lock:
@@ -144,7 +146,13 @@ def _ensure_finalizer(body: kopf.Body) -> None:
     raise kopf.TemporaryError("could not add the finalizer: the object keeps changing", delay=1)
 
 
-def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None = None) -> None:
+def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None = None,
+          trigger: str = "change") -> None:
+    with metrics.RECONCILE_SECONDS.labels(trigger).time():
+        _drive(body, deleting, logger)
+
+
+def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> None:
     owner = base.Owner(body.metadata.namespace, body.metadata.name, body.metadata.uid)
     backend: list[base.Backend] = []
 
@@ -152,6 +160,7 @@ def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None
         # Whoever held the lock before us may have moved the status on: work from what the API server has now.
         current = _fresh(body)
         if current is None or current["metadata"]["uid"] != owner.uid:
+            metrics.observe_phase(owner.uid, None)
             return
         spec = copy.deepcopy(current.get("spec") or {})
         status = copy.deepcopy(current.get("status") or {})
@@ -179,6 +188,7 @@ def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None
                 raise kopf.TemporaryError(retry.message, delay=retry.seconds)
             effect = outcome.effect
             if effect is None:
+                metrics.observe_phase(owner.uid, None if deleting else status.get("phase"))
                 return
             if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
                 _ensure_finalizer(body)
@@ -209,9 +219,9 @@ def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any)
     # The timer ticks often and cheaply; the backend is called only when the status says a look is due.
     if due and datetime.datetime.strptime(due, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc) > _now():
         return
-    drive(body, logger=logger)
+    drive(body, logger=logger, trigger="poll")
 
 
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)
 def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    drive(body, deleting=True, logger=logger)
+    drive(body, deleting=True, logger=logger, trigger="delete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,8 +15,13 @@ FIELD_MANAGER = "rightsizer"
 
 
 def api_client(kubeconfig: Path | str | None = None) -> client.ApiClient:
+    """A client for `kubeconfig`; without one, the pod's ServiceAccount when in a cluster, else ~/.kube/config."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration)
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
+                                client_configuration=configuration)
     return client.ApiClient(configuration)
 
 

@@ -46,6 +46,31 @@ def pinned_versions() -> dict[str, str]:
     }
 
 
+def kustomize_version() -> str:
+    return _required_version(GOMOD_DIR / "kustomize", "sigs.k8s.io/kustomize/kustomize/v5")
+
+
+def kustomize(build: bool = True, log=lambda message: print(message, file=sys.stderr)) -> Path:
+    """The pinned kustomize, built once into the cache (a tool for manifests, not part of the control plane)."""
+    on_path = os.environ.get("RIGHTSIZER_KUSTOMIZE")
+    if on_path:
+        return Path(on_path)
+    destination = cache_root().parent / "tools" / f"kustomize-{kustomize_version()}"
+    binary = destination / "kustomize"
+    if binary.exists():
+        return binary
+    if not build:
+        raise BinariesUnavailable(f"kustomize is not built yet (expected at {binary}); run `rightsizer cluster build`")
+    destination.mkdir(parents=True, exist_ok=True)
+    with open(destination / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            partial = destination / "kustomize.partial"
+            _go_build("kustomize", "sigs.k8s.io/kustomize/kustomize/v5", partial, "-s -w", log)
+            partial.rename(binary)
+    return binary
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rightsizer" / "envtest"

@@ -17,6 +17,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from rightsizer import metrics
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker.translate import OWNER_TAG_KEYS
 
@@ -177,7 +178,16 @@ class SageMakerBackend:
 
     def _call(self, operation: str, **kwargs):
         self.rate_limiter.acquire()
-        return getattr(client_for(self.region), operation)(**kwargs)
+        try:
+            response = getattr(client_for(self.region), operation)(**kwargs)
+        except botocore.exceptions.ClientError as error:
+            metrics.SAGEMAKER_CALLS.labels(operation, _error_code(error) or "ClientError").inc()
+            raise
+        except botocore.exceptions.BotoCoreError as error:
+            metrics.SAGEMAKER_CALLS.labels(operation, type(error).__name__).inc()
+            raise
+        metrics.SAGEMAKER_CALLS.labels(operation, "ok").inc()
+        return response
 
     def _translate_errors(self, call: Callable[[], Any]):
         try:
