@@ -1,20 +1,42 @@
-# The operator image. Multi-stage: the wheel is built with the build tools, the final stage has only the
-# runtime, runs as a non-root user and writes nothing outside /tmp (readOnlyRootFilesystem-friendly).
+# The operator image.
+#   docker build --build-arg IMAGE_SOURCE=https://<repository URL> -t rightsizer:0.1.0 .
+# Multi-stage: the build stage turns the source into wheels (the package and its dependencies); the final stage
+# installs those wheels and nothing else, with no index, no compiler and no package manager run. It runs as a
+# numeric non-root user and writes nothing outside /tmp, so it works with readOnlyRootFilesystem and an
+# emptyDir on /tmp (manifests/manager/manager.yaml).
+# The base is pinned by its exact version tag; pin it by digest too (python:3.11.14-slim-bookworm@sha256:...)
+# with --build-arg PYTHON_IMAGE=... where builds must be reproducible.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# operator/rightsizer/data/rightsizejobs.yaml is a symlink to ../../../crds/rightsizejobs.yaml: both trees are
+# needed, or the wheel would have no CRD in it.
 COPY crds/ crds/
 COPY operator/ operator/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# Every dependency is published as a wheel for this platform, so no compiler is needed. Had one been needed,
+# build-essential would be installed here and never in the final stage.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+ && test -s operator/rightsizer/data/rightsizejobs.yaml
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG IMAGE_SOURCE=<REPOSITORY_URL>
 LABEL org.opencontainers.image.title="rightsizer" \
       org.opencontainers.image.description="Kubernetes operator: the cheapest model-serving configuration that meets an SLA" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+      org.opencontainers.image.source="${IMAGE_SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The wheels are bind-mounted from the build stage, not copied: no layer of this image keeps them.
+# --no-index: everything comes from the build stage's wheels, nothing from an index.
+# pip, setuptools and wheel are removed afterwards: nothing needs them at run time.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-compile --no-index --find-links=/wheels "rightsizer==${VERSION}" \
+ && python -m pip uninstall --yes pip setuptools wheel
+WORKDIR /tmp
 USER 65532:65532
 ENTRYPOINT ["rightsizer", "operator"]
