@@ -1464,3 +1464,13 @@ def test_no_region_is_not_ready_and_retried_later_without_a_create():
     ready = by_type(trace.status["conditions"])["Ready"]
     assert (ready["status"], ready["reason"], ready["message"]) == ("False", "RegionUnknown", message)
     assert trace.status["nextPollTime"] == st.timestamp(T0 + seconds(300))
+
+
+def test_a_job_sagemaker_no_longer_knows_is_neither_polled_nor_stopped():
+    status = {"jobName": "fraud-0123abcd-g1", "backendStatus": "IN_PROGRESS",
+              "conditions": [{"type": "JobSubmitted", "status": "True", "reason": "JobSubmitted", "message": "m",
+                              "lastTransitionTime": T0_STAMP},
+                             {"type": "Succeeded", "status": "False", "reason": "JobNotFound", "message": "m",
+                              "lastTransitionTime": T0_STAMP}]}
+    assert job_may_be_running(status) is False
+    assert stops_on_delete({"deletionPolicy": "Stop"}, status) is False

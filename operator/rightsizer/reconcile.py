@@ -115,7 +115,11 @@ def job_may_be_running(status: Mapping[str, Any]) -> bool:
         return False
     submitted = st.find(status.get("conditions"), st.JOB_SUBMITTED)
     # Written ahead but refused by the backend: nothing was created.
-    return not (submitted and submitted.get("status") == st.FALSE)
+    if submitted and submitted.get("status") == st.FALSE:
+        return False
+    succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
+    # SageMaker no longer knows the job: nothing to poll or stop.
+    return not (succeeded and succeeded.get("reason") == "JobNotFound")
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
