@@ -193,7 +193,8 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
             if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
                 _ensure_finalizer(body)
             if logger:
-                logger.info(f"carrying out {effect!r}")
+                name = effect.plan.job_name if isinstance(effect, core.SubmitJob) else effect.job_name
+                logger.info(f"{type(effect).__name__} {name}")
             result = _execute(effect, backend_of, owner)
 
 
