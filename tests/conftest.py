@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
 # Set before the operator's modules are imported: compress its clocks (a 30 s poll becomes 0.6 s) and lift the
@@ -18,7 +17,7 @@ os.environ.setdefault("RIGHTSIZER_TIME_SCALE", "0.02")
 os.environ.setdefault("RIGHTSIZER_SAGEMAKER_CALLS_PER_SECOND", "500")
 os.environ.setdefault("RIGHTSIZER_SAGEMAKER_BURST", "500")
 
-from rightsizer import kube
+from rightsizer import kube, schema
 from rightsizer.cluster.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,10 +26,7 @@ SAMPLES = REPO / "manifests" / "samples"
 
 def load_samples() -> list[dict]:
     """Every RightsizeJob in manifests/samples (the kustomization file is not one)."""
-    documents = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        documents += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "RightsizeJob"]
-    return documents
+    return [document for path in sorted(SAMPLES.glob("*.yaml")) for document in schema.rightsize_jobs(path.read_text())]
 
 
 def wait_for(predicate, timeout: float = 40.0, interval: float = 0.1):

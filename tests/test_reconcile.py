@@ -6,10 +6,8 @@ import copy
 import dataclasses
 import datetime
 import re
-from pathlib import Path
 
 import pytest
-import yaml
 
 from rightsizer import schema
 from rightsizer import selection
@@ -21,9 +19,9 @@ from rightsizer.backends.base import (Adopted, EndpointPerformance, JobSnapshot,
 from rightsizer.backends.sagemaker import translate
 from rightsizer.reconcile import (DescribeJob, EmitEvent, Observation, Outcome, RetryLater, StopJob, SubmitJob,
                                   Timing, job_may_be_running, reconcile, stops_on_delete)
+from conftest import load_samples
 from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
 
-SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
@@ -39,11 +37,7 @@ INVALID_MESSAGE = "invalid spec: spec.instanceTypes[0]: Inference Recommender re
 
 
 def sample(name: str) -> dict:
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == "RightsizeJob" and document["metadata"]["name"] == name:
-                return document["spec"]
-    raise LookupError(name)
+    return next(document["spec"] for document in load_samples() if document["metadata"]["name"] == name)
 
 
 def apply(status: dict, outcome: Outcome) -> dict:

@@ -4,16 +4,14 @@ defaults, candidates and grids, and the samples. No API server."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
 
 from rightsizer import schema
 from rightsizer import spec as spec_module
 from rightsizer.spec import InvalidSpec, parse, soft_warnings
+from conftest import load_samples
 
-SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
 
 ARN = "arn:aws:sagemaker:us-east-1:111122223333:model-package/fraud/1"
 ROLE = "arn:aws:iam::111122223333:role/IR"
@@ -534,12 +532,7 @@ def test_traffic_pattern_parsing():
 # --- The samples -------------------------------------------------------------------------------------------------
 
 def load_sample_specs() -> dict[str, dict]:
-    specs = {}
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == "RightsizeJob":
-                specs[document["metadata"]["name"]] = document["spec"]
-    return specs
+    return {document["metadata"]["name"]: document["spec"] for document in load_samples()}
 
 
 SAMPLE_EXPECTATIONS = {

@@ -24,7 +24,7 @@ import yaml
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
-from rightsizer import cli, spec as spec_module
+from rightsizer import cli, schema, spec as spec_module
 from rightsizer.backends.base import JobPlan, Owner, Submitted
 from rightsizer.backends.sagemaker import translate
 from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
@@ -65,7 +65,7 @@ def owner_tags(namespace: str, name: str, uid: str = RENDER_UID) -> list[dict[st
 
 
 def sample(name: str) -> dict:
-    documents = [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d and d.get("kind") == "RightsizeJob"]
+    documents = schema.rightsize_jobs((SAMPLES / name).read_text())
     assert len(documents) == 1
     return documents[0]
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
+from rightsizer import schema
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -64,9 +64,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     failed = False
     for path in args.files:
-        for document in yaml.safe_load_all(Path(path).read_text()):
-            if not document or document.get("kind") != "RightsizeJob":
-                continue
+        for document in schema.rightsize_jobs(Path(path).read_text()):
             name = document.get("metadata", {}).get("name", "?")
             try:
                 parsed = spec_module.parse(document.get("spec") or {})
@@ -88,9 +86,7 @@ def _render(args: argparse.Namespace) -> int:
     from rightsizer.backends.sagemaker import translate
 
     requests = []
-    for document in yaml.safe_load_all(Path(args.file).read_text()):
-        if not document or document.get("kind") != "RightsizeJob":
-            continue
+    for document in schema.rightsize_jobs(Path(args.file).read_text()):
         metadata = document.get("metadata") or {}
         owner = Owner(metadata.get("namespace", "default"), metadata.get("name", "unnamed"),
                       metadata.get("uid", args.uid))

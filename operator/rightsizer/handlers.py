@@ -218,7 +218,7 @@ def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
 def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
     due = status.get("nextPollTime")
     # The timer ticks often and cheaply; the backend is called only when the status says a look is due.
-    if due and datetime.datetime.strptime(due, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc) > _now():
+    if due and st.parse_timestamp(due) > _now():
         return
     drive(body, logger=logger, trigger="poll")
 

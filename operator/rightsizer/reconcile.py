@@ -122,12 +122,6 @@ def job_may_be_running(status: Mapping[str, Any]) -> bool:
     return not (succeeded and succeeded.get("reason") == "JobNotFound")
 
 
-def _parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-
-
 class _Builder:
     """Accumulates one outcome: conditions, status fields, events and actions."""
 
@@ -276,7 +270,7 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         if observation.rejected is not None:  # a refused call (a look before creating, or no region): no spin
             _retry_later(out, f"cannot reach SageMaker for job {name}", observation.rejected)
             return
-        waiting_until = _parse_time(out.status.get("nextPollTime"))
+        waiting_until = st.parse_timestamp(out.status.get("nextPollTime"))
         refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != "NotSubmitted"
         if refused and out.status.get("jobName") == name:
             if waiting_until is None or now < waiting_until:
@@ -337,7 +331,7 @@ def _follow(out: _Builder, parsed) -> None:
         _apply_snapshot(out, parsed, observation.job)
         return
     if observation.job_missing:
-        started = _parse_time(out.status.get("startTime")) or now
+        started = st.parse_timestamp(out.status.get("startTime")) or now
         if (now - started).total_seconds() < observation.timing.not_found_grace:
             out.set(nextPollTime=observation.timing.after(now, observation.timing.first_poll))
             return
@@ -349,7 +343,7 @@ def _follow(out: _Builder, parsed) -> None:
     if observation.rejected is not None:
         _retry_later(out, f"cannot read job {name}", observation.rejected)
         return
-    due = _parse_time(out.status.get("nextPollTime"))
+    due = st.parse_timestamp(out.status.get("nextPollTime"))
     policy_edited = out.before.get("observedGeneration") != observation.generation
     if job_may_be_running(out.status) and (due is None or now >= due or policy_edited):
         out.actions.append(DescribeJob(name))
@@ -377,7 +371,7 @@ def _retry_later(out: _Builder, what: str, rejected: base.Rejected) -> None:
 
 def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
     now, name = out.observation.now, snapshot.job_name
-    started = _parse_time(out.status.get("startTime")) or now
+    started = st.parse_timestamp(out.status.get("startTime")) or now
     out.set(backendStatus=snapshot.status, lastPolledTime=st.timestamp(now),
             failureReason=(snapshot.failure_reason or None))
     if snapshot.job_arn:
@@ -507,8 +501,8 @@ def _rows_to_recommendations(rows: list[Mapping[str, Any]]) -> list[base.Recomme
                                 initial_instance_count=row.get("initialInstanceCount"),
                                 environment=row.get("environment") or {}, metrics=row.get("metrics") or {},
                                 serverless=row.get("serverless"),
-                                invocation_start=_parse_time(row.get("invocationStartTime")),
-                                invocation_end=_parse_time(row.get("invocationEndTime"))) for row in rows]
+                                invocation_start=st.parse_timestamp(row.get("invocationStartTime")),
+                                invocation_end=st.parse_timestamp(row.get("invocationEndTime"))) for row in rows]
 
 
 def _steps_status(steps: base.StepSummary) -> dict[str, Any]:
@@ -528,7 +522,7 @@ def _failed_steps_text(steps: base.StepSummary | None) -> str:
     if not steps or not steps.failures:
         return ""
     parts = [f"{f.instance_type or 'serverless'}"
-             f"{' (' + ', '.join(f'{k}={v}' for k, v in sorted(f.environment.items())) + ')' if f.environment else ''}"
+             f"{' (' + selection_module.describe_environment(f.environment) + ')' if f.environment else ''}"
              f": {f.failure_reason}" for f in steps.failures[:MAX_FAILED_STEPS]]
     return "; failed benchmarks: " + "; ".join(parts)
 

@@ -20,6 +20,11 @@ def crd() -> dict[str, Any]:
     return yaml.safe_load(resources.files("rightsizer").joinpath("data/rightsizejobs.yaml").read_text())
 
 
+def rightsize_jobs(text: str) -> list[dict[str, Any]]:
+    """The RightsizeJob documents of a (multi-document) YAML text; other kinds are skipped."""
+    return [document for document in yaml.safe_load_all(text) if document and document.get("kind") == KIND]
+
+
 def openapi_schema() -> dict[str, Any]:
     return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 

@@ -87,6 +87,10 @@ def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")
 
 
+def describe_environment(environment: Mapping[str, str]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in sorted(environment.items()))
+
+
 def describe_configuration(recommendation: Recommendation) -> str:
     if recommendation.instance_type:
         what = f"{recommendation.instance_type} x{recommendation.initial_instance_count or 1}"
@@ -94,7 +98,7 @@ def describe_configuration(recommendation: Recommendation) -> str:
         what = f"serverless {recommendation.serverless.get('memorySizeInMB')} MB"
     else:
         what = recommendation.recommendation_id
-    environment = ", ".join(f"{k}={v}" for k, v in sorted(recommendation.environment.items()))
+    environment = describe_environment(recommendation.environment)
     return f"{what} ({environment})" if environment else what
 
 
