@@ -17,6 +17,8 @@ import lupa.lua55
 import pytest
 import yaml
 
+from rightsizer.promotion import flow
+
 REPO = Path(__file__).resolve().parents[1]
 ARGOCD = REPO / "manifests" / "argocd"
 SCRIPT_PATH = ARGOCD / "health.lua"
@@ -168,9 +170,11 @@ CASES = [
 
 # Ready=False reasons the operator does not retry (they wait for an edit or are final) and the ones it retries.
 TERMINAL = ["InvalidSpec", "ValidationFailed", "NameTaken", "JobFailed", "JobStopped", "JobNotFound", "JobDeleted",
-            "NoCandidateMeetsSLA", "EndpointUpdateFailed"]
+            "NoCandidateMeetsSLA", "EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget",
+            "UnsupportedConfiguration", "NothingToRollBack"]
 RETRIED_REASONS = ["AccessDenied", "RoleNotAssumable", "ResourceLimitExceeded", "NoCredentials", "RegionUnknown",
-                   "BackendError", "ServiceQuotaExceededException", "SomethingNew"]
+                   "BackendError", "ServiceQuotaExceededException", "SomethingNew", "FieldConflict", "TargetNotFound",
+                   "TargetKindNotServed", "SourceNotFound", "Forbidden", "TargetError"]
 
 CASES += [(f"Ready=False {reason} (terminal)", job(VALID, condition("Ready", "False", reason, f"why {reason}")),
            "Degraded", f"{reason}: why {reason}") for reason in TERMINAL]
@@ -257,6 +261,14 @@ def test_the_terminal_reasons_match_the_operator():
     reconcile = (REPO / "operator" / "rightsizer" / "reconcile.py").read_text()
     literal = set(re.findall(r"condition\(st\.READY, st\.FALSE, \"(\w+)\"", reconcile))
     assert literal and literal <= set(TERMINAL), literal - set(TERMINAL)
+    # Promotion: what it fails for good (and does not retry) is terminal; its retried problems are not.
+    promotion = "".join((REPO / "operator" / "rightsizer" / "promotion" / f).read_text() for f in ("flow.py", "targets.py"))
+    failed = set(re.findall(r"_fail\(ctx, step, \"(\w+)\"", promotion))
+    final = set(re.findall(r"TargetProblem\(\"(\w+)\",[^()]*(?:\([^()]*\)[^()]*)*retry=False", promotion))
+    retried = set(re.findall(r"TargetProblem\(\"(\w+)\"", promotion)) - final
+    assert failed and final and retried
+    assert failed | final | {"UnsupportedConfiguration"} == set(flow.FINAL_REASONS) <= set(TERMINAL)
+    assert not retried & set(TERMINAL), retried & set(TERMINAL)
     # What the SageMaker client classifies as worth retrying later is not terminal for the health check.
     client = (REPO / "operator" / "rightsizer" / "backends" / "sagemaker" / "client.py").read_text()
     rejected = {re.search(r"\"([A-Z]\w+)\"", args).group(1): retry == "True"

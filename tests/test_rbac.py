@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 from conftest import REPO, load_samples, wait_for
 from rightsizer import schema
 from rightsizer.cluster import binaries
+from rightsizer.promotion import executor
 from sagemaker_sim import SimulatedInferenceRecommender
 
 pytestmark = pytest.mark.cluster
@@ -43,7 +44,7 @@ CLIENT_METHODS = {
 }
 # Modules that run inside the operator process (the CLI's cluster and install commands are admin tools).
 OPERATOR_MODULES = ["handlers.py", "reconcile.py", "selection.py", "spec.py", "status.py", "metrics.py", "schema.py",
-                    "backends"]
+                    "backends", "promotion"]
 
 
 def kustomize_build(path: str) -> list[dict]:
@@ -178,11 +179,24 @@ def code_calls() -> set[tuple[str, str, str]]:
     return calls
 
 
+def promotion_calls() -> set[tuple[str, str, str]]:
+    """Promotion reaches kinds known only at run time through the dynamic client; every such call names its verb
+    in `_resource(..., verb)`, which refuses anything outside PERMISSIONS (or the spec's own generic target)."""
+    source = REPO / "operator" / "rightsizer" / "promotion" / "executor.py"
+    verbs = {node.args[2].value for node in ast.walk(ast.parse(source.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_resource"}
+    assert verbs == {"get", "list", "patch", "delete"}
+    granted = {(group, plural, verb) for (group, plural), allowed in executor.PERMISSIONS.items() for verb in allowed}
+    # Each verb the code uses is granted on some kind, and each grant is one the code uses (create: by apply).
+    assert {verb for _, _, verb in granted} == verbs | {"create"}
+    return granted
+
+
 def test_the_cluster_role_grants_exactly_what_the_code_calls():
     role = next(o for o in kustomize_build("manifests/rbac")
                 if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "rightsizer-operator")
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
-    needed = code_calls() | KOPF_NEEDS
+    needed = code_calls() | KOPF_NEEDS | promotion_calls()
     assert ("rightsizer.io", "rightsizejobs/status", "patch") in needed  # the scan does see the code's calls
     assert granted == needed

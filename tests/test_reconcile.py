@@ -681,7 +681,7 @@ def test_timing_polls_every_30_s_at_first_slowing_to_120_s_over_an_hour():
     assert (TIMING.retry_first, TIMING.retry_max, TIMING.not_found_grace) == (300, 3600, 300)
     assert [TIMING.poll_interval(s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
     assert TIMING.after(T0, 30.75) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time is written
-    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150)
+    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60)
 
 
 def test_the_seed_step_cost_per_inference_is_cost_per_hour_over_an_hour_of_invocations():
@@ -881,7 +881,9 @@ def test_advanced_job_selects_from_the_six_seed_rows():
     assert summary(status["conditions"]) == [
         ("Ready", "True", "BestSelected"), ("Validated", "True", "ValidWithWarnings"),
         ("JobSubmitted", "True", "JobSubmitted"), ("Succeeded", "True", "JobCompleted"),
-        ("SLASatisfied", "True", "CandidateMeetsSLA")]
+        ("SLASatisfied", "True", "CandidateMeetsSLA"), ("AwaitingApproval", "True", "ApprovalRequired"),
+        ("Promoted", "False", "AwaitingApproval")]
+    assert status["promotion"]["state"] == "AwaitingApproval"  # the sample promotes by hand: nothing is touched
     assert status["warnings"] == ["spec.trafficPattern.phases[1].initialNumberOfUsers is 6; SageMaker documents 1-3"]
     assert_settled(ADVANCED, status, T2 + datetime.timedelta(hours=5))
 

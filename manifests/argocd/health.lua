@@ -9,11 +9,13 @@
 -- and every field may be absent or of an unexpected type.
 
 -- Ready=False reasons the operator does not retry: they wait for a spec edit or are final. Any other reason
--- (AccessDenied, RoleNotAssumable, ResourceLimitExceeded, NoCredentials, RegionUnknown, BackendError or an AWS
--- error code the operator passes through) is retried with back-off until it clears.
+-- (AccessDenied, RoleNotAssumable, ResourceLimitExceeded, NoCredentials, RegionUnknown, BackendError, an AWS
+-- error code the operator passes through, or a promotion's TargetNotFound, FieldConflict, Forbidden) is retried
+-- with back-off until it clears.
 local terminal = {
   InvalidSpec = true, ValidationFailed = true, NameTaken = true, JobFailed = true, JobStopped = true,
   JobNotFound = true, JobDeleted = true, NoCandidateMeetsSLA = true, EndpointUpdateFailed = true,
+  ResourceRejected = true, UnsupportedTarget = true, UnsupportedConfiguration = true, NothingToRollBack = true,
 }
 
 local function field(value, key)

@@ -24,9 +24,13 @@ from rightsizer import schema
 from rightsizer import status as st
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker.client import SageMakerBackend
+from rightsizer.promotion import executor as promotion_executor
+from rightsizer.promotion import objects as promotion_objects
 
-# kopf keeps per-handler progress and the last-handled spec in annotations; ours carry our own prefix.
-ANNOTATION_PREFIX = "rightsizer.io"
+# kopf keeps per-handler progress and the last-handled spec in annotations under this prefix, and ignores every
+# annotation under it when it diffs an object: the users' own rightsizer.io/approve and rightsizer.io/rollback
+# must stay outside it, or changing them would trigger nothing.
+ANNOTATION_PREFIX = "kopf.rightsizer.io"
 FINALIZER = "rightsizer.io/finalizer"
 RETRY_BACKOFF_SECONDS = 15
 MAX_STEPS_PER_VISIT = 8
@@ -95,8 +99,20 @@ def _merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in merged.items() if value is not None}
 
 
-def _execute(effect, backend_of: Callable[[], base.Backend], owner: base.Owner) -> dict[str, Any]:
-    """Carry out one backend action; returns the Observation fields that report its result."""
+def _promotion_executor(spec: dict[str, Any]) -> promotion_executor.Executor:
+    target = (spec.get("promotion") or {}).get("target") or {}
+    return promotion_executor.Executor(_api(), (target.get("apiVersion"), target.get("kind")) if target else None)
+
+
+def _execute(effect, backend_of: Callable[[], base.Backend], owner: base.Owner,
+             spec: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one action; returns the Observation fields that report its result."""
+    if isinstance(effect, promotion_objects.ReadWorld):
+        return {"world": _promotion_executor(spec).read(effect)}
+    if isinstance(effect, promotion_objects.ApplyObjects):
+        return {"applied": _promotion_executor(spec).apply(effect)}
+    if isinstance(effect, promotion_objects.DeleteObjects):
+        return {"deleted": _promotion_executor(spec).delete(effect)}
     try:
         if isinstance(effect, core.SubmitJob):
             return {"submit_result": backend_of().submit(effect.plan, owner)}
@@ -165,6 +181,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
         spec = copy.deepcopy(current.get("spec") or {})
         status = copy.deepcopy(current.get("status") or {})
         generation = current["metadata"].get("generation", 0)
+        annotations = dict(current["metadata"].get("annotations") or {})
 
         def backend_of() -> base.Backend:
             if not backend:
@@ -174,7 +191,8 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
         result: dict[str, Any] = {}
         for _step in range(MAX_STEPS_PER_VISIT):
             observation = core.Observation(generation=generation, now=_now(), owner=owner,
-                                           timing=TIMING, deleting=deleting, **result)
+                                           timing=TIMING, deleting=deleting,
+                                           annotations=annotations, **result)
             outcome = core.reconcile(spec, status, observation)
             if outcome.status_patch:
                 updated = _merged(status, outcome.status_patch)
@@ -193,9 +211,20 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
             if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
                 _ensure_finalizer(body)
             if logger:
-                name = effect.plan.job_name if isinstance(effect, core.SubmitJob) else effect.job_name
-                logger.info(f"{type(effect).__name__} {name}")
-            result = _execute(effect, backend_of, owner)
+                logger.info(f"{type(effect).__name__} {_describe_effect(effect)}")
+            result = _execute(effect, backend_of, owner, spec)
+
+
+def _describe_effect(effect) -> str:
+    if isinstance(effect, core.SubmitJob):
+        return effect.plan.job_name
+    if isinstance(effect, (core.DescribeJob, core.StopJob)):
+        return effect.job_name
+    if isinstance(effect, promotion_objects.ApplyObjects):
+        return ", ".join(ref.describe() for ref in effect.refs())
+    if isinstance(effect, promotion_objects.DeleteObjects):
+        return ", ".join(ref.describe() for ref in effect.refs)
+    return ", ".join(ref.describe() for ref in effect.objects)
 
 
 def _has_next_poll(status: kopf.Status, **_: Any) -> bool:
@@ -211,6 +240,16 @@ def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 @kopf.on.update(schema.GROUP, schema.VERSION, schema.PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
 def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     drive(body, logger=logger)
+
+
+@kopf.on.field(schema.GROUP, schema.VERSION, schema.PLURAL, field=("metadata", "annotations", "rightsizer.io/approve"),
+               backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.field(schema.GROUP, schema.VERSION, schema.PLURAL, field=("metadata", "annotations", "rightsizer.io/rollback"),
+               backoff=RETRY_BACKOFF_SECONDS)
+def promotion_annotation_changed(body: kopf.Body, logger: logging.Logger, old: Any, new: Any, **_: Any) -> None:
+    # Approval and rollback are annotations, not spec: the spec handler does not see them change.
+    if old != new:
+        drive(body, logger=logger, trigger="annotation")
 
 
 @kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=TIMER_TICK_SECONDS, when=_has_next_poll,

@@ -18,13 +18,19 @@ from rightsizer import spec as spec_module
 from rightsizer import status as st
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import translate
+from rightsizer.promotion import flow as promotion_flow
+from rightsizer.promotion import objects as promotion_objects
 
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
 
 # Conditions that get an Event whenever their (status, reason) changes.
-EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.READY)
+EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROVAL, st.PROMOTED, st.READY)
+# False conditions that are a state, not a problem: their Events are Normal.
+UNREMARKABLE_FALSE = ("NotSubmitted", "DryRun", "AwaitingApproval", "NoBestConfiguration", "NotRequired", "Approved",
+                      "RolledBack")
+PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
               "recommendations", "recommendationsTotal", "endpointPerformances", "steps", "best", "nextPollTime",
@@ -42,6 +48,8 @@ class Timing:
     retry_first: float = 300  # after a refusal worth retrying (permissions, quotas), doubling up to retry_max
     retry_max: float = 3600
     not_found_grace: float = 300  # a just-created job may not be visible yet (eventual consistency)
+    promotion_poll: float = 30  # ACK polls SageMaker every 30 s while an endpoint updates
+    promotion_retry: float = 120  # after a promotion problem that may clear by itself (missing target, conflict)
 
     def scaled(self, factor: float) -> "Timing":
         return Timing(*(value * factor for value in dataclasses.astuple(self)))
@@ -67,6 +75,11 @@ class Observation:
     submit_result: base.SubmitResult | None = None
     stop_result: base.StopDone | None = None
     rejected: base.Rejected | None = None
+    # The RightsizeJob's annotations (approval, rollback) and the result of the promotion action just carried out.
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    world: promotion_objects.World | None = None
+    applied: promotion_objects.ApplyResult | None = None
+    deleted: promotion_objects.DeleteResult | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +118,10 @@ class Outcome:
     status_patch: dict[str, Any]
 
     @property
-    def effect(self) -> SubmitJob | DescribeJob | StopJob | None:
-        return next((a for a in self.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob))), None)
+    def effect(self):
+        """The one action that touches the backend or the cluster, if any."""
+        return next((a for a in self.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob, *PROMOTION_EFFECTS))),
+                    None)
 
 
 def job_may_be_running(status: Mapping[str, Any]) -> bool:
@@ -162,7 +177,7 @@ class _Builder:
                 new = st.find(after, kind)
                 if new["status"] == st.UNKNOWN and kind != st.READY:
                     continue
-                bad = new["status"] == st.FALSE and new["reason"] not in ("NotSubmitted",)
+                bad = new["status"] == st.FALSE and new["reason"] not in UNREMARKABLE_FALSE
                 events.append(EmitEvent(WARNING if bad else NORMAL, new["reason"], new["message"]))
         self.set(observedGeneration=self.observation.generation)
         unique: list[EmitEvent] = []
@@ -201,6 +216,8 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         return out.outcome()
     _validated(out, warnings)
     _drive_sagemaker(out, parsed, request)
+    if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
+        _promote(out, parsed)
     return out.outcome()
 
 
@@ -227,6 +244,43 @@ def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) 
                   f"no job has been submitted for generation {out.observation.generation}")
     out.condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "no job has run yet")
     out.condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "no configuration has been benchmarked yet")
+
+
+# -- promotion --------------------------------------------------------------------------------------------------
+
+def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
+    observation, status = out.observation, out.status
+    succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
+    job_done = bool(succeeded and succeeded["status"] == st.TRUE)
+    if not job_done and not status.get("promotion"):
+        return  # nothing was promoted and nothing can be yet
+    sla = st.find(status.get("conditions"), st.SLA_SATISFIED)
+    owner = observation.owner
+    step = promotion_flow.advance(promotion_flow.Context(
+        promotion=parsed.promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
+        generation=observation.generation, best=status.get("best") if job_done else None,
+        sla_satisfied=sla.get("status") if sla else None, annotations=observation.annotations,
+        memory=status.get("promotion") or {}, now=observation.now, world=observation.world,
+        applied=observation.applied, deleted=observation.deleted))
+    out.set(promotion=step.memory)
+    for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):
+        if value is not None:
+            out.condition(kind, *value)
+    if step.phase:
+        out.set(phase=step.phase)
+    for event in step.events:
+        out.event(*event)
+    timing = observation.timing
+    if step.poll_after == "poll" or step.effect is not None:
+        # With an action under way a look is always due soon, so a restart mid-visit resumes it, and the poll
+        # timer (filtered on nextPollTime) is never switched off and on again within one visit.
+        out.set(nextPollTime=timing.after(observation.now, timing.promotion_poll))
+    elif step.poll_after == "retry":
+        out.set(nextPollTime=timing.after(observation.now, timing.promotion_retry))
+    elif job_done and step.effect is None:
+        out.set(nextPollTime=None)
+    if step.effect is not None:
+        out.actions.append(step.effect)
 
 
 # -- SageMaker -------------------------------------------------------------------------------------------------

@@ -1,0 +1,307 @@
+"""What each kind of target needs changed to serve a configuration.
+
+Patch-in-place targets (a KServe InferenceService, any custom resource named by spec.promotion.fieldPaths) get
+one server-side apply of the fields that carry the configuration. An ACK SageMaker Endpoint cannot be patched in
+place: endpoint configs are immutable and the environment lives on the Model's container, so the ACK target
+builds copies of the live Model and EndpointConfig with the new values, and the Endpoint is pointed at them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import re
+from typing import Any, Mapping, Sequence
+
+from rightsizer.promotion import paths
+from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef
+from rightsizer.promotion.paths import MISSING, Keyed, Path
+
+ACK_GROUP = "sagemaker.services.k8s.aws"
+KSERVE_GROUP = "serving.kserve.io"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# ACK records each endpoint config name it has sent to UpdateEndpoint here (sagemaker-controller#92).
+ACK_LAST_UPDATE_ANNOTATION = "sagemaker.services.k8s.aws/last-endpoint-config-for-update"
+ACK_SYNCED, ACK_TERMINAL = "ACK.ResourceSynced", "ACK.Terminal"
+# KServe predictor keys that hold the serving container (ModelSpec, or a legacy framework key).
+KSERVE_CONTAINER_KEYS = ("model", "xgboost", "sklearn", "lightgbm", "pytorch", "tensorflow", "onnx", "triton",
+                         "huggingface", "pmml", "paddle")
+# A serving pod that owns the node leaves room for the kubelet, the system and daemonsets.
+NODE_CPU_RESERVE_MILLIS = 250
+NODE_MEMORY_SHARE = 0.85
+_LOCAL_PROFILE = re.compile(r"^local-([1-9][0-9]*)cpu(?:-([1-9][0-9]*)gi)?$")
+LOCAL_PROFILE_DEFAULT_GIB_PER_CPU = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    """One configuration as the target should serve it."""
+
+    recommendation_id: str | None
+    instance_type: str | None
+    instance_count: int
+    environment: Mapping[str, str]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Configuration":
+        """From status.best or a status.promotion entry."""
+        count = row.get("initialInstanceCount", row.get("instanceCount"))
+        return cls(row.get("recommendationId"), row.get("instanceType"), int(count or 1),
+                   dict(row.get("environment") or {}))
+
+    def describe(self) -> str:
+        if self.recommendation_id is None and self.instance_type is None and not self.environment:
+            return "the configuration it had before"
+        environment = ", ".join(f"{k}={v}" for k, v in sorted(self.environment.items()))
+        what = f"{self.instance_type or 'unchanged instance type'} x{self.instance_count}"
+        return f"{what} ({environment})" if environment else what
+
+    def as_status(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"instanceCount": self.instance_count, "environment": dict(self.environment)}
+        if self.recommendation_id:
+            row["recommendationId"] = self.recommendation_id
+        if self.instance_type:
+            row["instanceType"] = self.instance_type
+        return row
+
+
+class TargetProblem(Exception):
+    """The target cannot take this configuration; the message says why in the user's terms."""
+
+    def __init__(self, reason: str, message: str, retry: bool = True):
+        super().__init__(message)
+        self.reason, self.message, self.retry = reason, message, retry
+
+
+def kind_of(target: Mapping[str, Any]) -> str:
+    group = target["apiVersion"].split("/")[0] if "/" in target["apiVersion"] else ""
+    if group == ACK_GROUP and target["kind"] == "Endpoint":
+        return "ack"
+    if group == KSERVE_GROUP and target["kind"] == "InferenceService":
+        return "kserve"
+    return "generic"
+
+
+# -- patch in place: KServe and generic -------------------------------------------------------------------------
+
+def instance_resources(instance_type: str) -> tuple[int, int] | None:
+    """(CPU millicores, memory bytes) a serving pod of this instance type requests, or None if unknown."""
+    profile = _LOCAL_PROFILE.match(instance_type)
+    if profile:
+        cpus = int(profile.group(1))
+        gib = int(profile.group(2) or cpus * LOCAL_PROFILE_DEFAULT_GIB_PER_CPU)
+        return cpus * 1000, gib * 2**30
+    from rightsizer import pricing
+
+    size = pricing.instance_size(instance_type)
+    if size is None:
+        return None
+    memory = int(size.memory_gib * 2**30 * NODE_MEMORY_SHARE) // 2**20 * 2**20
+    return int(size.vcpus * 1000 - NODE_CPU_RESERVE_MILLIS), memory
+
+
+def _quantities(instance_type: str) -> dict[str, Any] | None:
+    resources = instance_resources(instance_type)
+    if resources is None:
+        return None
+    millis, memory = resources
+    cpu = f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
+    return {"cpu": cpu, "memory": f"{memory // 2**20}Mi"}
+
+
+def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) -> list[tuple[Path, Any]]:
+    predictor = (live.get("spec") or {}).get("predictor") or {}
+    container_path: Path
+    key = next((k for k in KSERVE_CONTAINER_KEYS if isinstance(predictor.get(k), Mapping)), None)
+    if key is not None:
+        container_path = ("spec", "predictor", key)
+    elif predictor.get("containers"):
+        container_path = ("spec", "predictor", "containers", Keyed("name", predictor["containers"][0]["name"]))
+    else:
+        raise TargetProblem("UnsupportedTarget", "InferenceService has no predictor container to configure "
+                            "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
+    assignments: list[tuple[Path, Any]] = [(("spec", "predictor", "minReplicas"), configuration.instance_count)]
+    if configuration.instance_type:
+        if configuration.instance_type.startswith("ml."):
+            # EC2 nodes carry the instance type without SageMaker's "ml." prefix.
+            assignments.append((("spec", "predictor", "nodeSelector", INSTANCE_TYPE_LABEL),
+                                configuration.instance_type[3:]))
+        quantities = _quantities(configuration.instance_type)
+        if quantities is None:
+            raise TargetProblem("UnsupportedConfiguration", f"no CPU and memory figures for instance type "
+                                f"{configuration.instance_type}: cannot size the predictor", retry=False)
+        for side in ("requests", "limits"):
+            for resource, quantity in quantities.items():
+                if side == "limits" and resource == "cpu":
+                    continue  # a CPU limit only throttles a server that owns its node
+                assignments.append(((*container_path, "resources", side, resource), quantity))
+    for name, value in sorted(configuration.environment.items()):
+        assignments.append(((*container_path, "env", Keyed("name", name), "value"), value))
+    return assignments
+
+
+def generic_assignments(field_paths: Mapping[str, str], configuration: Configuration) -> list[tuple[Path, Any]]:
+    assignments: list[tuple[Path, Any]] = []
+    if field_paths.get("instanceType") and configuration.instance_type:
+        assignments.append((paths.parse(field_paths["instanceType"]), configuration.instance_type))
+    if field_paths.get("instanceCount"):
+        assignments.append((paths.parse(field_paths["instanceCount"]), configuration.instance_count))
+    if field_paths.get("environment"):
+        base = paths.parse(field_paths["environment"])
+        assignments.extend(((*base, name), value) for name, value in sorted(configuration.environment.items()))
+    return assignments
+
+
+def restoring(live: Mapping[str, Any], assignments: Sequence[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
+    """The same fields at their live values (MISSING where absent): applying them puts the target back."""
+    return [(path, paths.get(live, path)) for path, _ in assignments]
+
+
+def differences(live: Mapping[str, Any], assignments: Sequence[tuple[Path, Any]]) -> list[str]:
+    out = []
+    for path, value in assignments:
+        current = paths.get(live, path)
+        if current is MISSING or str(current) != str(value):
+            out.append(f"{paths.render(path)}: {'unset' if current is MISSING else current} -> {value}")
+    return out
+
+
+def apply_document(target: ObjectRef, body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": target.api_version, "kind": target.kind,
+            "metadata": {"name": target.name, "namespace": target.namespace}, **body}
+
+
+# -- ACK SageMaker Endpoint -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class AckLive:
+    """The Endpoint and the ACK objects behind its live configuration."""
+
+    endpoint: Mapping[str, Any]
+    config: Mapping[str, Any] | None
+    variant: Mapping[str, Any] | None
+    model: Mapping[str, Any] | None
+
+    @property
+    def config_name(self) -> str:
+        return (self.endpoint.get("spec") or {}).get("endpointConfigName", "")
+
+    def environment(self) -> dict[str, str]:
+        container = _model_container(self.model) if self.model else None
+        return dict((container or {}).get("environment") or {})
+
+    def configuration(self, recommendation_id: str | None) -> dict[str, Any]:
+        variant = self.variant or {}
+        return {**({"recommendationId": recommendation_id} if recommendation_id else {}),
+                "instanceType": variant.get("instanceType"), "instanceCount": int(variant.get("initialInstanceCount") or 1),
+                "environment": self.environment(), "endpointConfigName": self.config_name,
+                "modelName": variant.get("modelName"), "variantName": variant.get("variantName")}
+
+    def realises(self, configuration: Configuration) -> bool:
+        variant = self.variant or {}
+        environment = self.environment()
+        return (variant.get("instanceType") == configuration.instance_type
+                and int(variant.get("initialInstanceCount") or 1) == configuration.instance_count
+                and all(environment.get(k) == v for k, v in configuration.environment.items()))
+
+
+def ack_reads(target: ObjectRef) -> tuple[tuple[ObjectRef, ...], tuple[KindRef, ...]]:
+    return ((target,), (KindRef(target.api_version, "EndpointConfig", target.namespace),
+                        KindRef(target.api_version, "Model", target.namespace)))
+
+
+def by_sagemaker_name(objects: Sequence[Mapping[str, Any]], field: str, name: str | None) -> Mapping[str, Any] | None:
+    """ACK objects name each other by their SageMaker names (spec.<kind>Name), not by metadata.name."""
+    if not name:
+        return None
+    return next((o for o in objects if (o.get("spec") or {}).get(field) == name), None)
+
+
+def ack_live(endpoint: Mapping[str, Any], configs: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]],
+             variant_hint: Sequence[str | None]) -> AckLive:
+    config = by_sagemaker_name(configs, "endpointConfigName", (endpoint.get("spec") or {}).get("endpointConfigName"))
+    variants = list(((config or {}).get("spec") or {}).get("productionVariants") or [])
+    variant = next((v for hint in variant_hint if hint for v in variants if v.get("variantName") == hint),
+                   variants[0] if variants else None)
+    model = by_sagemaker_name(models, "modelName", (variant or {}).get("modelName"))
+    return AckLive(endpoint, config, variant, model)
+
+
+def object_name(target_name: str, owner_uid: str, attempt: int) -> str:
+    """A Kubernetes name that is also a valid SageMaker name (<= 63, alphanumerics and hyphens), new for every
+    attempt so that a name SageMaker or ACK refused is never tried again."""
+    base = re.sub(r"[^a-z0-9-]", "-", target_name.lower()).strip("-")[:44].rstrip("-") or "endpoint"
+    digest = hashlib.sha256(owner_uid.encode()).hexdigest()[:5]
+    return f"{base}-rs{digest}-{attempt}"
+
+
+def variant_name_for(current: str, count: int) -> str:
+    """ACK updates endpoints with RetainAllVariantProperties, which keeps a same-named variant's instance count:
+    a new count needs a new variant name."""
+    base = re.sub(r"-c[0-9]+$", "", current)[:57]
+    return f"{base}-c{count}"
+
+
+def _model_container(model: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    spec = (model or {}).get("spec") or {}
+    if isinstance(spec.get("primaryContainer"), Mapping):
+        return spec["primaryContainer"]
+    containers = spec.get("containers") or []
+    return containers[0] if containers else None
+
+
+def _labels(job_name: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL[0]: MANAGED_BY_LABEL[1], JOB_LABEL: job_name}
+
+
+def model_copy(live: AckLive, name: str, environment: Mapping[str, str], job_name: str) -> dict[str, Any]:
+    spec = copy.deepcopy(dict(live.model["spec"]))
+    spec["modelName"] = name
+    container_key = "primaryContainer" if isinstance(spec.get("primaryContainer"), Mapping) else "containers"
+    container = spec[container_key] if container_key == "primaryContainer" else spec["containers"][0]
+    container["environment"] = {**(container.get("environment") or {}), **environment}
+    return {"apiVersion": live.model["apiVersion"], "kind": "Model",
+            "metadata": {"name": name, "namespace": live.model["metadata"]["namespace"], "labels": _labels(job_name)},
+            "spec": spec}
+
+
+def config_copy(live: AckLive, name: str, configuration: Configuration, model_name: str, variant_name: str,
+                job_name: str) -> dict[str, Any]:
+    spec = copy.deepcopy(dict(live.config["spec"]))
+    spec["endpointConfigName"] = name
+    for variant in spec["productionVariants"]:
+        if variant.get("variantName") == live.variant.get("variantName"):
+            variant.update(variantName=variant_name, modelName=model_name,
+                           instanceType=configuration.instance_type,
+                           initialInstanceCount=configuration.instance_count)
+    return {"apiVersion": live.config["apiVersion"], "kind": "EndpointConfig",
+            "metadata": {"name": name, "namespace": live.config["metadata"]["namespace"], "labels": _labels(job_name)},
+            "spec": spec}
+
+
+def endpoint_patch(target: ObjectRef, config_name: str) -> dict[str, Any]:
+    return apply_document(target, {"spec": {"endpointConfigName": config_name}})
+
+
+def ack_endpoint_verdict(endpoint: Mapping[str, Any], config_name: str) -> tuple[str, str]:
+    """('done' | 'failed' | 'waiting', what ACK and SageMaker say) for an Endpoint pointed at `config_name`."""
+    from rightsizer.promotion.objects import condition, condition_is
+
+    status = endpoint.get("status") or {}
+    annotations = (endpoint.get("metadata") or {}).get("annotations") or {}
+    endpoint_status, failure = status.get("endpointStatus", "unknown"), status.get("failureReason")
+    terminal = condition(endpoint, ACK_TERMINAL)
+    sent = annotations.get(ACK_LAST_UPDATE_ANNOTATION) == config_name or status.get("latestEndpointConfigName") == config_name
+    if terminal and terminal.get("status") == "True":
+        return "failed", terminal.get("message") or failure or "ACK marked the Endpoint terminal"
+    if endpoint_status in ("Failed", "UpdateRollbackFailed"):
+        return "failed", failure or f"endpointStatus {endpoint_status}"
+    if not sent:
+        return "waiting", f"waiting for ACK to send the update (endpointStatus {endpoint_status})"
+    if endpoint_status == "InService" and failure:
+        # SageMaker rolls a failed update back and returns the endpoint to InService with the reason.
+        return "failed", failure
+    if endpoint_status == "InService" and condition_is(endpoint, ACK_SYNCED, "True"):
+        return "done", "InService"
+    return "waiting", f"endpointStatus {endpoint_status}"

@@ -1,0 +1,435 @@
+"""Promotion as pure functions: the gate, the per-target plans, the attempt state machine and its memory
+(status.promotion), driven with made-up API-server contents. tests/test_promotion_operator.py runs the same flow
+through the operator against the real API server."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+
+import pytest
+import regex
+
+from rightsizer import status as st
+from rightsizer.promotion import flow, paths, targets
+from rightsizer.promotion.objects import (ApplyObjects, ApplyResult, DeleteObjects, DeleteResult, KindRef, ObjectRef,
+                                          ReadWorld, World)
+from rightsizer.promotion.paths import MISSING, Keyed
+from rightsizer.promotion.targets import Configuration
+
+NOW = datetime.datetime(2026, 11, 29, 9, 0, tzinfo=datetime.timezone.utc)
+ACK = "sagemaker.services.k8s.aws/v1alpha1"
+NS, UID = "ml", "5f0c7a52-0000-4000-8000-000000000001"
+SAGEMAKER_NAME = regex.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+DNS_LABEL = regex.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+BEST = {"recommendationId": "job/00000001", "instanceType": "ml.m5.2xlarge", "initialInstanceCount": 2,
+        "environment": {"OMP_NUM_THREADS": "4"}}
+ENDPOINT_REF = ObjectRef(ACK, "Endpoint", NS, "fraud-endpoint")
+CONFIGS, MODELS = KindRef(ACK, "EndpointConfig", NS), KindRef(ACK, "Model", NS)
+
+
+# -- made-up API server contents --------------------------------------------------------------------------------
+
+def ack_conditions(synced: bool = True, terminal: str | None = None) -> list[dict]:
+    conditions = [{"type": "ACK.ResourceSynced", "status": "True" if synced else "False"}]
+    if terminal:
+        conditions.append({"type": "ACK.Terminal", "status": "True", "message": terminal})
+    return conditions
+
+
+def model(name: str, environment: dict, synced: bool = True, terminal: str | None = None) -> dict:
+    return {"apiVersion": ACK, "kind": "Model", "metadata": {"name": name, "namespace": NS},
+            "spec": {"modelName": name, "executionRoleARN": "arn:aws:iam::111122223333:role/sm",
+                     "primaryContainer": {"image": "xgboost:1.5-1", "modelDataURL": "s3://b/model.tar.gz",
+                                          "environment": environment}},
+            "status": {"conditions": ack_conditions(synced, terminal)}}
+
+
+def endpoint_config(name: str, model_name: str, instance_type: str = "ml.m5.large", count: int = 1,
+                    variant: str = "AllTraffic", synced: bool = True, terminal: str | None = None) -> dict:
+    return {"apiVersion": ACK, "kind": "EndpointConfig", "metadata": {"name": name, "namespace": NS},
+            "spec": {"endpointConfigName": name, "kmsKeyID": "alias/sm",
+                     "productionVariants": [{"variantName": variant, "modelName": model_name,
+                                             "instanceType": instance_type, "initialInstanceCount": count,
+                                             "initialVariantWeight": 1}]},
+            "status": {"conditions": ack_conditions(synced, terminal)}}
+
+
+def endpoint(config_name: str, endpoint_status: str = "InService", sent: str | None = None, synced: bool = True,
+             failure: str | None = None, terminal: str | None = None) -> dict:
+    body = {"apiVersion": ACK, "kind": "Endpoint",
+            "metadata": {"name": "fraud-endpoint", "namespace": NS, "annotations": {}},
+            "spec": {"endpointName": "fraud-endpoint", "endpointConfigName": config_name},
+            "status": {"endpointStatus": endpoint_status, "conditions": ack_conditions(synced, terminal)}}
+    if sent:
+        body["metadata"]["annotations"][targets.ACK_LAST_UPDATE_ANNOTATION] = sent
+    if failure:
+        body["status"]["failureReason"] = failure
+    return body
+
+
+ORIGINAL_MODEL = model("fraud-model", {"SAGEMAKER_PROGRAM": "serve", "OMP_NUM_THREADS": "1"})
+ORIGINAL_CONFIG = endpoint_config("fraud-config", "fraud-model")
+
+
+def ack_world(the_endpoint: dict, configs=(ORIGINAL_CONFIG,), models=(ORIGINAL_MODEL,), conflict=None) -> World:
+    return World({ENDPOINT_REF: the_endpoint}, {CONFIGS: tuple(configs), MODELS: tuple(models)}, conflict=conflict)
+
+
+def context(memory=None, *, mode="Automatic", best=BEST, annotations=None, world=None, applied=None, deleted=None,
+            target=None, generation=1, sla=st.TRUE, **promotion) -> flow.Context:
+    spec = {"target": target or {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint"}, "mode": mode,
+            "forceConflicts": False, **promotion}
+    return flow.Context(promotion=spec, namespace=NS, job_name="fraud", owner_uid=UID, generation=generation,
+                        best=best, sla_satisfied=sla, annotations=annotations or {}, memory=memory or {}, now=NOW,
+                        world=world, applied=applied, deleted=deleted)
+
+
+def name(attempt: int) -> str:
+    return targets.object_name("fraud-endpoint", UID, attempt)
+
+
+# -- paths ------------------------------------------------------------------------------------------------------
+
+def test_paths_parse_and_render():
+    assert paths.parse("spec.fleets[0].machineType") == ("spec", "fleets", 0, "machineType")
+    assert paths.render(("spec", "env", Keyed("name", "A"), "value")) == "spec.env[name=A].value"
+
+
+def test_an_apply_body_names_keyed_list_elements_and_copies_atomic_lists():
+    live = {"spec": {"env": [{"name": "KEEP", "value": "1"}], "fleets": [{"machineType": "a", "replicas": 1},
+                                                                         {"machineType": "b", "replicas": 1}]}}
+    body = paths.apply_body(live, [(("spec", "env", Keyed("name", "OMP"), "value"), "4"),
+                                   (("spec", "fleets", 1, "machineType"), "c"),
+                                   (("spec", "gone"), MISSING)])
+    # Keyed: only our element (server-side apply merges it with KEEP). Atomic: the whole list, one element changed.
+    assert body == {"spec": {"env": [{"name": "OMP", "value": "4"}],
+                             "fleets": [{"machineType": "a", "replicas": 1}, {"machineType": "c", "replicas": 1}]}}
+    assert live["spec"]["fleets"][1]["machineType"] == "b"  # the live object is not modified
+    assert paths.get(live, ("spec", "env", Keyed("name", "KEEP"), "value")) == "1"
+    assert paths.get(live, ("spec", "env", Keyed("name", "NOPE"), "value")) is MISSING
+    assert paths.get(live, ("spec", "fleets", 5)) is MISSING
+
+
+# -- naming ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target_name", ["fraud-endpoint", "a" * 253, "fraud.endpoint.v2", "x"])
+def test_object_names_are_valid_for_kubernetes_and_sagemaker_and_new_per_attempt(target_name):
+    names = {targets.object_name(target_name, UID, attempt) for attempt in range(1, 30)}
+    assert len(names) == 29
+    assert all(len(n) <= 63 and SAGEMAKER_NAME.match(n) and DNS_LABEL.match(n) for n in names), names
+    assert targets.object_name(target_name, UID, 3) == targets.object_name(target_name, UID, 3)
+    assert targets.object_name(target_name, UID, 3) != targets.object_name(target_name, UID.replace("1", "2"), 3)
+
+
+def test_a_new_instance_count_gets_a_new_variant_name():
+    assert targets.variant_name_for("AllTraffic", 2) == "AllTraffic-c2"
+    assert targets.variant_name_for("AllTraffic-c2", 3) == "AllTraffic-c3"
+    assert SAGEMAKER_NAME.match(targets.variant_name_for("v" * 63, 12))
+
+
+# -- KServe and generic plans ------------------------------------------------------------------------------------
+
+def test_kserve_gets_node_type_resources_replicas_and_env():
+    live = {"spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "env": [{"name": "A", "value": "1"}]}}}}
+    body = paths.apply_body(live, targets.kserve_assignments(live, Configuration.from_row(BEST)))
+    # ml.m5.2xlarge: 8 vCPUs, 32 GiB; the pod leaves 0.25 CPU and 15 % of memory to the node.
+    assert body == {"spec": {"predictor": {
+        "minReplicas": 2, "nodeSelector": {"node.kubernetes.io/instance-type": "m5.2xlarge"},
+        "model": {"resources": {"requests": {"cpu": "7750m", "memory": "27852Mi"}, "limits": {"memory": "27852Mi"}},
+                  "env": [{"name": "OMP_NUM_THREADS", "value": "4"}]}}}}
+
+
+def test_kserve_local_profiles_size_the_pod_without_a_node_type_and_custom_containers_are_keyed():
+    live = {"spec": {"predictor": {"containers": [{"name": "server", "image": "x"}]}}}
+    configuration = Configuration("r", "local-2cpu-4gi", 1, {})
+    body = paths.apply_body(live, targets.kserve_assignments(live, configuration))
+    assert body == {"spec": {"predictor": {"minReplicas": 1, "containers": [
+        {"name": "server", "resources": {"requests": {"cpu": "2", "memory": "4096Mi"},
+                                         "limits": {"memory": "4096Mi"}}}]}}}
+
+
+def test_kserve_without_a_container_is_unsupported():
+    with pytest.raises(targets.TargetProblem) as problem:
+        targets.kserve_assignments({"spec": {"predictor": {}}}, Configuration.from_row(BEST))
+    assert problem.value.reason == "UnsupportedTarget" and not problem.value.retry
+
+
+def test_generic_field_paths_expand_the_environment_per_variable():
+    assignments = targets.generic_assignments({"instanceType": "spec.fleets[0].machineType",
+                                               "environment": "spec.fleets[0].env"}, Configuration.from_row(BEST))
+    assert assignments == [(("spec", "fleets", 0, "machineType"), "ml.m5.2xlarge"),
+                           (("spec", "fleets", 0, "env", "OMP_NUM_THREADS"), "4")]
+
+
+# -- the gate --------------------------------------------------------------------------------------------------
+
+def test_manual_waits_for_approval_and_touches_nothing():
+    step = flow.advance(context(mode="Manual"))
+    assert step.effect is None and step.memory["state"] == "AwaitingApproval"
+    assert step.awaiting[:2] == (st.TRUE, "ApprovalRequired")
+    assert "rightsizer.io/approve=job/00000001" in step.awaiting[2]
+
+
+def test_an_approval_of_another_configuration_is_stale():
+    step = flow.advance(context(mode="Manual", annotations={"rightsizer.io/approve": "job/00000007"}))
+    assert step.effect is None and step.awaiting[:2] == (st.TRUE, "ApprovalStale")
+
+
+@pytest.mark.parametrize("approval", ["best", "job/00000001"])
+def test_an_approval_of_the_best_starts_the_promotion(approval):
+    step = flow.advance(context(mode="Manual", annotations={"rightsizer.io/approve": approval}))
+    assert isinstance(step.effect, ReadWorld) and step.awaiting[:2] == (st.FALSE, "Approved")
+
+
+def test_automatic_refuses_when_the_sla_is_not_met():
+    step = flow.advance(context(best=None, sla=st.FALSE))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, "SLANotMet")
+
+
+def test_a_local_profile_cannot_go_to_a_sagemaker_endpoint():
+    step = flow.advance(context(best={**BEST, "instanceType": "local-2cpu"}))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, "UnsupportedConfiguration")
+
+
+# -- ACK: the whole way, one step at a time ---------------------------------------------------------------------
+
+def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_service():
+    step = flow.advance(context())
+    assert step.effect.objects == (ENDPOINT_REF,) and step.effect.listings == (CONFIGS, MODELS)
+    assert step.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),)  # the conflict check
+
+    step = flow.advance(context(world=ack_world(endpoint("fraud-config"))))
+    new = name(1)
+    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 1
+    assert step.memory["pending"] == {**Configuration.from_row(BEST).as_status(), "endpointConfigName": new,
+                                      "modelName": new, "variantName": "AllTraffic-c2"}
+    assert step.memory["previous"] == {"instanceType": "ml.m5.large", "instanceCount": 1,
+                                       "environment": {"SAGEMAKER_PROGRAM": "serve", "OMP_NUM_THREADS": "1"},
+                                       "endpointConfigName": "fraud-config", "modelName": "fraud-model",
+                                       "variantName": "AllTraffic"}
+    assert step.memory["createdObjects"] == [f"Model/{new}", f"EndpointConfig/{new}"]
+    new_model, new_config = step.effect.bodies
+    assert new_model["spec"]["modelName"] == new
+    assert new_model["spec"]["primaryContainer"] == {"image": "xgboost:1.5-1", "modelDataURL": "s3://b/model.tar.gz",
+                                                     "environment": {"SAGEMAKER_PROGRAM": "serve",
+                                                                     "OMP_NUM_THREADS": "4"}}
+    assert new_config["spec"] == {"endpointConfigName": new, "kmsKeyID": "alias/sm", "productionVariants": [
+        {"variantName": "AllTraffic-c2", "modelName": new, "instanceType": "ml.m5.2xlarge", "initialInstanceCount": 2,
+         "initialVariantWeight": 1}]}
+    assert new_config["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "rightsizer",
+                                                "rightsizer.io/rightsizejob": "fraud"}
+    assert step.effect.force_conflicts is False
+    memory = step.memory
+
+    step = flow.advance(context(memory, applied=ApplyResult(step.effect.refs())))
+    assert step.effect is None and step.poll_after == "poll" and step.promoted[:2] == (st.UNKNOWN, "Promoting")
+
+    # ACK has not synced the new objects yet: the endpoint is not touched.
+    created = [model(new, {"OMP_NUM_THREADS": "4"}, synced=False), endpoint_config(new, new, synced=False)]
+    step = flow.advance(context(memory, world=ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, created[1]],
+                                                        [ORIGINAL_MODEL, created[0]])))
+    assert step.effect is None and "waiting for ACK to create" in step.promoted[2]
+
+    synced = [model(new, {"OMP_NUM_THREADS": "4"}), endpoint_config(new, new, "ml.m5.2xlarge", 2, "AllTraffic-c2")]
+    world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, synced[1]], [ORIGINAL_MODEL, synced[0]])
+    step = flow.advance(context(memory, world=world))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, new),), force_conflicts=False)
+    memory = step.memory
+    step = flow.advance(context(memory, applied=ApplyResult(step.effect.refs())))
+    assert step.memory["state"] == "WaitingForTarget" and step.poll_after == "poll"
+    memory = step.memory
+
+    # Pointed at the new config, but still reporting the old InService: not done until ACK has sent the update.
+    for stale in (endpoint(new), endpoint(new, "Updating", sent=new, synced=False)):
+        step = flow.advance(context(memory, world=ack_world(stale, [ORIGINAL_CONFIG, synced[1]],
+                                                            [ORIGINAL_MODEL, synced[0]])))
+        assert step.effect is None and step.promoted[:2] == (st.UNKNOWN, "Promoting"), step.promoted
+
+    step = flow.advance(context(memory, world=ack_world(endpoint(new, sent=new), [ORIGINAL_CONFIG, synced[1]],
+                                                        [ORIGINAL_MODEL, synced[0]])))
+    assert step.promoted == (st.TRUE, "Promoted",
+                             "ml.m5.2xlarge x2 (OMP_NUM_THREADS=4) is promoted to Endpoint/fraud-endpoint")
+    assert step.ready == step.promoted and step.phase == "Promoted"
+    assert step.memory["state"] == "Succeeded" and step.memory["appliedRecommendationId"] == "job/00000001"
+    assert step.memory["current"]["endpointConfigName"] == new and "pending" not in step.memory
+    assert step.memory["previous"]["endpointConfigName"] == "fraud-config"
+    assert step.effect is None  # the user's own objects are never collected; ours are still in use
+    assert ("Normal", "Promoted") in [e[:2] for e in step.events]
+
+    # Converged: no further reads or writes while nothing changes.
+    assert flow.advance(context(step.memory)).effect is None
+
+
+def test_a_conflict_stops_the_attempt_before_anything_is_created():
+    world = ack_world(endpoint("fraud-config"), conflict='Apply failed with 1 conflict: conflict with "argocd-controller"'
+                                                         ': .spec.endpointConfigName')
+    step = flow.advance(context(world=world))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, "FieldConflict")
+    assert "argocd-controller" in step.promoted[2] and "spec.promotion.forceConflicts" in step.promoted[2]
+    assert step.poll_after == "retry" and "pending" not in step.memory
+
+
+def pending_memory(state="CreatingResources") -> dict:
+    new = name(1)
+    return {"attempt": 1, "state": state, "pendingGeneration": 1, "rollback": False,
+            "pending": {**Configuration.from_row(BEST).as_status(), "endpointConfigName": new, "modelName": new,
+                        "variantName": "AllTraffic-c2"},
+            "previous": {"endpointConfigName": "fraud-config", "modelName": "fraud-model", "instanceType": "ml.m5.large",
+                         "instanceCount": 1, "environment": {}},
+            "pendingObjects": [f"Model/{new}", f"EndpointConfig/{new}"],
+            "createdObjects": [f"Model/{new}", f"EndpointConfig/{new}"]}
+
+
+def test_a_restart_between_recording_and_creating_creates_the_recorded_names():
+    step = flow.advance(context(pending_memory(), world=ack_world(endpoint("fraud-config"))))
+    assert [b["metadata"]["name"] for b in step.effect.bodies] == [name(1), name(1)]
+    assert step.memory["attempt"] == 1 and "after a restart" in step.promoted[2]
+
+
+def test_a_rejected_object_fails_the_attempt_and_only_a_spec_edit_starts_another():
+    new = name(1)
+    rejected = endpoint_config(new, new, synced=False, terminal="InvalidParameterValue: ml.m5.2xlarge not allowed")
+    world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected],
+                      [ORIGINAL_MODEL, model(new, {"OMP_NUM_THREADS": "4"})])
+    step = flow.advance(context(pending_memory(), world=world))
+    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+    assert "InvalidParameterValue" in step.promoted[2] and step.poll_after is None
+    failed = step.memory
+    assert flow.advance(context(failed)).effect is None  # not retried for the same generation
+    step = flow.advance(context(failed, generation=2, world=world))
+    assert step.memory["attempt"] == 2 and step.memory["pending"]["endpointConfigName"] == name(2)
+    assert [b["metadata"]["name"] for b in step.effect.bodies] == [name(2), name(2)]
+
+
+def synced_world(the_endpoint: dict) -> World:
+    new = name(1)
+    return ack_world(the_endpoint, [ORIGINAL_CONFIG, endpoint_config(new, new, "ml.m5.2xlarge", 2, "AllTraffic-c2")],
+                     [ORIGINAL_MODEL, model(new, {"OMP_NUM_THREADS": "4"})])
+
+
+@pytest.mark.parametrize("the_endpoint,detail", [
+    (endpoint(name(1), sent=name(1), failure="Instance type ml.m5.2xlarge is not available"), "not available"),
+    (endpoint(name(1), sent=name(1), synced=False, terminal="EndpointUpdateError: unable to update"), "EndpointUpdateError"),
+    (endpoint(name(1), "Failed", sent=name(1), failure="boom"), "boom"),
+])
+def test_a_failed_endpoint_update_is_reported_with_ack_and_sagemaker_words(the_endpoint, detail):
+    step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(the_endpoint)))
+    assert step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed") and detail in step.promoted[2]
+    assert step.ready[:2] == (st.FALSE, "EndpointUpdateFailed") and step.memory["state"] == "Failed"
+    assert "rightsizer.io/rollback=true" in step.promoted[2]
+
+
+def test_someone_else_repointing_the_endpoint_mid_promotion_fails_it():
+    step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(endpoint("other-config"))))
+    assert step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed") and "another writer" in step.promoted[2]
+
+
+def test_dry_run_plans_the_objects_and_changes_nothing():
+    step = flow.advance(context(mode="DryRun", world=ack_world(endpoint("fraud-config"))))
+    assert step.effect is None and step.memory["state"] == "Planned"
+    assert [(o["kind"], o["metadata"]["name"]) for o in step.memory["plannedPatch"]["objects"]] == [
+        ("Model", name(1)), ("EndpointConfig", name(1)), ("Endpoint", "fraud-endpoint")]
+    assert step.promoted[:2] == (st.FALSE, "DryRun") and "nothing was changed" in step.promoted[2]
+    assert "pending" not in step.memory and "attempt" not in step.memory
+
+
+def promoted_memory() -> dict:
+    new = name(1)
+    return {"state": "Succeeded", "attempt": 1, "appliedRecommendationId": "job/00000001",
+            "current": {**Configuration.from_row(BEST).as_status(), "endpointConfigName": new, "modelName": new,
+                        "variantName": "AllTraffic-c2"},
+            "previous": {"instanceType": "ml.m5.large", "instanceCount": 1, "environment": {},
+                         "endpointConfigName": "fraud-config", "modelName": "fraud-model", "variantName": "AllTraffic"},
+            "createdObjects": [f"Model/{new}", f"EndpointConfig/{new}"]}
+
+
+def test_rollback_points_the_endpoint_back_and_then_holds():
+    rollback = {"rightsizer.io/rollback": "true"}
+    step = flow.advance(context(promoted_memory(), annotations=rollback, world=synced_world(endpoint(name(1), sent=name(1)))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),))
+    assert step.memory["rollback"] is True and step.memory["pending"]["endpointConfigName"] == "fraud-config"
+    assert step.memory["previous"]["endpointConfigName"] == name(1)
+    memory = flow.advance(context(step.memory, annotations=rollback, applied=ApplyResult(step.effect.refs()))).memory
+    step = flow.advance(context(memory, annotations=rollback,
+                                world=synced_world(endpoint("fraud-config", sent="fraud-config"))))
+    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory["state"] == "RolledBack"
+    assert step.memory["current"]["endpointConfigName"] == "fraud-config"
+    assert step.effect is None  # what we rolled back from is kept: it is now `previous`
+    held = flow.advance(context(step.memory, annotations=rollback))
+    assert held.effect is None and held.promoted[:2] == (st.TRUE, "RolledBack")
+    # Removing the annotation promotes the best again, reusing the objects kept for it.
+    step = flow.advance(context(step.memory, world=synced_world(endpoint("fraud-config", sent="fraud-config"))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, name(1)),))
+
+
+def test_rollback_with_nothing_promoted_says_so():
+    step = flow.advance(context(annotations={"rightsizer.io/rollback": "true"}))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, "NothingToRollBack")
+
+
+def test_objects_no_configuration_uses_are_collected_after_a_later_promotion():
+    memory = promoted_memory()
+    memory["createdObjects"] = ["Model/old-1", "EndpointConfig/old-1", *memory["createdObjects"]]
+    step = flow.advance(context(memory))
+    assert step.effect == DeleteObjects((ObjectRef(ACK, "Model", NS, "old-1"), ObjectRef(ACK, "EndpointConfig", NS, "old-1")))
+    step = flow.advance(context(step.memory, deleted=DeleteResult(step.effect.refs)))
+    assert step.memory["createdObjects"] == promoted_memory()["createdObjects"]
+    assert step.events[0][:2] == ("Normal", "PromotionCleanedUp")
+
+
+def test_a_failed_cleanup_is_retried_later():
+    memory = promoted_memory()
+    memory["createdObjects"] = ["Model/old-1", *memory["createdObjects"]]
+    step = flow.advance(context(memory, deleted=DeleteResult((), error="Model/old-1: forbidden")))
+    assert step.memory["createdObjects"][0] == "Model/old-1" and step.poll_after == "retry"
+    assert step.events[0][:2] == ("Warning", "PromotionCleanupFailed")
+
+
+# -- patch in place --------------------------------------------------------------------------------------------
+
+GENERIC = {"apiVersion": "serving.example.com/v1", "kind": "ModelDeployment", "name": "fraud"}
+GENERIC_REF = ObjectRef("serving.example.com/v1", "ModelDeployment", NS, "fraud")
+FIELD_PATHS = {"instanceType": "spec.fleets[0].machineType", "instanceCount": "spec.fleets[0].replicas",
+               "environment": "spec.fleets[0].env"}
+
+
+def test_a_generic_target_is_applied_once_and_remembers_how_to_restore_it():
+    live = {"apiVersion": GENERIC["apiVersion"], "kind": "ModelDeployment", "metadata": {"name": "fraud"},
+            "spec": {"fleets": [{"machineType": "ml.m5.large", "replicas": 1, "env": {"KEEP": "1"}},
+                                {"machineType": "ml.c5.large", "replicas": 3}]}}
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=World({GENERIC_REF: live})))
+    document = step.effect.bodies[0]
+    assert document["spec"]["fleets"] == [{"machineType": "ml.m5.2xlarge", "replicas": 2,
+                                           "env": {"KEEP": "1", "OMP_NUM_THREADS": "4"}},
+                                          {"machineType": "ml.c5.large", "replicas": 3}]
+    assert step.memory["previous"]["patch"]["spec"]["fleets"][0] == {"machineType": "ml.m5.large", "replicas": 1,
+                                                                     "env": {"KEEP": "1"}}
+    step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult(step.effect.refs())))
+    assert step.promoted[:2] == (st.TRUE, "Promoted") and step.memory["state"] == "Succeeded"
+
+
+@pytest.mark.parametrize("world,reason", [
+    (World({GENERIC_REF: None}), "TargetNotFound"),
+    (World({GENERIC_REF: None}, unserved=frozenset({(GENERIC["apiVersion"], "ModelDeployment")})), "TargetKindNotServed"),
+    (World({}, error="modeldeployments is forbidden", forbidden=True), "Forbidden"),
+])
+def test_an_unreadable_target_is_reported_and_retried(world, reason):
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=world))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, reason) and step.poll_after == "retry"
+    assert step.ready[:2] == (st.FALSE, reason)
+
+
+def test_a_conflicting_apply_is_reported_not_forced():
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS,
+                                world=World({GENERIC_REF: {"spec": {"fleets": [{}]}}})))
+    step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult((), conflict='conflict with "helm": .spec.fleets')))
+    assert step.promoted[:2] == (st.FALSE, "FieldConflict") and '"helm"' in step.promoted[2]
+    assert step.poll_after == "retry"
+
+
+def test_final_reasons_are_the_ones_argo_cd_treats_as_terminal():
+    from test_argocd_health import TERMINAL
+    assert set(flow.FINAL_REASONS) <= set(TERMINAL)
