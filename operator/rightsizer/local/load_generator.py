@@ -1,0 +1,771 @@
+"""One load test of one model server on this machine, in SageMaker Inference Recommender's terms.
+
+Locust drives the load: headless, FastHttpUser (about 3x the requests per core of HttpUser), and a LoadTestShape
+whose tick() asks load_shape for the target user count and returns a spawn rate high enough to reach it at once.
+Locust runs in a child Python process, never in the caller's: the caller is an asyncio operator, and gevent's
+monkey-patching must not reach it. The child can be pinned to CPUs so that it does not steal the server's.
+
+Latencies are exact: an events.request listener keeps every response time, because Locust rounds response
+times to two significant digits before computing its percentiles. They are grouped into the intervals between
+two shape ticks (about one second each); once per interval the child checks SageMaker's stopping conditions:
+
+* the latency threshold (its percentile over a sliding window, once the window holds enough requests);
+* maxInvocations: successful invocations per minute over a full window reach the target;
+* flatInvocations Stop (the default): the best of the last 4 user levels is under 5 % above the first of them,
+  Triton Model Analyzer's throughput-plateau rule;
+* the traffic pattern, or jobDurationInSeconds, ends.
+
+Safety stops: a request cap, a wall-clock cap, a server that stops answering or answers only errors, the caller's
+stop(), and the parent's death (the child's stdin closes).
+
+The child talks to the parent in JSON lines on its original stdout (progress about once per second, then one
+result); everything else the child prints goes to stderr, which the parent logs.
+
+Asyncio callers: `await asyncio.to_thread(run_load_test, ...)`, or LoadTest.start() and then
+`await asyncio.to_thread(test.wait)`, calling test.stop() on cancellation. on_progress runs on a reader thread:
+hand its argument to the loop with loop.call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import enum
+import ipaddress
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from rightsizer.local.load_shape import LoadShape
+
+log = logging.getLogger(__name__)
+
+# Locust warns above 100 users/s. A tick's jump is far smaller (SageMaker adds at most 3 users per step), and
+# up to 100 users the dispatcher spawns them all in a single iteration, without sleeping.
+_SPAWN_RATE = 100.0
+# Locust samples its own CPU every 10 s; a compressed trial may be over before the first sample.
+_CPU_SAMPLE_INTERVAL_S = 2.0
+_CONTROL_POLL_S = 0.2
+# Importing Locust and spawning the first users takes about a second; the parent waits this long on top of the
+# wall-clock cap before it kills a child that has not finished.
+_STARTUP_AND_SHUTDOWN_GRACE_S = 30.0
+_STOP_GRACE_S = 5.0
+_STDERR_TAIL_LINES = 40
+
+
+class StopReason(enum.StrEnum):
+    LATENCY_THRESHOLD = "LatencyThresholdBreached"
+    MAX_INVOCATIONS = "MaxInvocationsReached"
+    THROUGHPUT_FLAT = "ThroughputFlat"
+    TRAFFIC_PATTERN_COMPLETE = "TrafficPatternComplete"
+    JOB_DURATION = "JobDurationReached"
+    REQUEST_CAP = "RequestCapReached"
+    WALL_CLOCK_CAP = "WallClockCapReached"
+    SERVER_UNREACHABLE = "ServerUnreachable"
+    SERVER_ERRORS = "ServerErrors"
+    CANCELLED = "Cancelled"
+    GENERATOR_ERROR = "GeneratorError"
+
+
+FAILED_REASONS = frozenset({StopReason.SERVER_UNREACHABLE, StopReason.SERVER_ERRORS, StopReason.GENERATOR_ERROR})
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """What each Locust user POSTs, in a loop without think time (SageMaker's users do the same)."""
+
+    url: str
+    payload: bytes
+    content_type: str = "application/json"
+
+    def __post_init__(self):
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"load target {self.url!r} is not an http(s) URL")
+        try:
+            loopback = ipaddress.ip_address(parts.hostname).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            # The local backend load-tests servers it started itself; aiming it elsewhere would be a load attack.
+            raise ValueError(f"load target {self.url!r} refused: only loopback addresses such as 127.0.0.1 are "
+                             "allowed (names such as localhost are refused too, since they may resolve elsewhere)")
+        if not isinstance(self.payload, bytes):
+            raise TypeError("LoadTarget.payload must be bytes")
+
+
+@dataclass(frozen=True)
+class StoppingConditions:
+    """The CRD's stoppingConditions, parsed. Absent conditions never stop a test."""
+
+    max_invocations: int | None = None
+    latency_percentile: float | None = None
+    latency_threshold_ms: float | None = None
+    stop_when_flat: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> StoppingConditions:
+        spec = spec or {}
+        max_invocations = spec.get("maxInvocations")
+        if max_invocations is not None and (not isinstance(max_invocations, int) or max_invocations < 1):
+            raise ValueError(f"stoppingConditions.maxInvocations must be an integer >= 1, got {max_invocations!r}")
+        percentile = threshold = None
+        thresholds = spec.get("modelLatencyThresholds")
+        if thresholds:
+            if len(thresholds) != 1:
+                raise ValueError("stoppingConditions.modelLatencyThresholds takes exactly one threshold")
+            name = str(thresholds[0].get("percentile", ""))
+            try:
+                percentile = float(name[1:]) if name[:1] == "P" else math.nan
+            except ValueError:
+                percentile = math.nan
+            if not 0 < percentile < 100:
+                raise ValueError("stoppingConditions.modelLatencyThresholds[0].percentile must look like P95, "
+                                 f"got {name!r}")
+            threshold = thresholds[0].get("valueInMilliseconds")
+            if not isinstance(threshold, (int, float)) or threshold <= 0:
+                raise ValueError("stoppingConditions.modelLatencyThresholds[0].valueInMilliseconds must be > 0, "
+                                 f"got {threshold!r}")
+        flat = spec.get("flatInvocations", "Stop")
+        if flat not in ("Stop", "Continue"):
+            raise ValueError(f"stoppingConditions.flatInvocations must be Stop or Continue, got {flat!r}")
+        return cls(max_invocations, percentile, None if threshold is None else float(threshold), flat == "Stop")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run is judged and bounded. Times are real seconds: time_scale does not shrink them."""
+
+    # Sliding window of the latency check, of maxInvocations and of "sustained" invocations, in whole ticks of
+    # about a second.
+    window_s: float = 5.0
+    # Below this many requests in the window, the latency check stops only a breach that more fast requests
+    # could no longer undo.
+    min_window_samples: int = 50
+    flat_levels: int = 4
+    flat_min_gain: float = 0.05
+    max_requests: int = 5_000_000
+    # None: the (scaled) traffic pattern's duration plus 30 s.
+    max_wall_s: float | None = None
+    # No successful answer for this long while requests keep failing: the server is down (refused, reset, timed
+    # out) or answers only errors (a wrong URL, a model that did not load). Either way the rest of the run would
+    # measure nothing.
+    failing_after_s: float = 3.0
+    request_timeout_s: float = 30.0
+
+    def wall_cap_s(self, shape: LoadShape) -> float:
+        return self.max_wall_s or shape.total_duration() + 30.0
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One interval between two shape ticks (about a second). Latencies are of successful requests."""
+
+    elapsed_s: float  # at the end of the interval
+    duration_s: float
+    users: int
+    stage: str
+    requests: int
+    failures: int
+    rps: float  # successful requests per second
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    elapsed_s: float
+    users: int  # from now on
+    stage: str
+    rps: float  # over the interval that just ended
+    p95_ms: float | None  # over the sliding window
+    requests: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One load test. The model_latency_* fields are exact client-side round trips over loopback (SageMaker's
+    ModelLatency is also seen from outside the container), over the window of max_invocations_per_minute."""
+
+    stop_reason: StopReason
+    detail: str
+    # Highest successful invocations per minute over a sliding window of RunSettings.window_s whose latency
+    # percentile stayed within the threshold; None if no window did.
+    max_invocations_per_minute: float | None
+    model_latency_p50_ms: float | None
+    model_latency_p95_ms: float | None
+    model_latency_p99_ms: float | None
+    users_at_max_invocations: int | None
+    total_requests: int
+    total_failures: int
+    # Exact percentiles of every successful request of the run, next to Locust's rounded one (all requests).
+    run_p50_ms: float | None
+    run_p95_ms: float | None
+    run_p99_ms: float | None
+    locust_p95_ms: float | None
+    # Locust's generator passed 90 % CPU: it may have been the bottleneck, so the trial is suspect.
+    cpu_warning: bool
+    duration_s: float
+    timeline: tuple[TimelinePoint, ...]
+
+    @property
+    def failed(self) -> bool:
+        return self.stop_reason in FAILED_REASONS
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoadResult:
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["stop_reason"] = StopReason(values["stop_reason"])
+        values["timeline"] = tuple(TimelinePoint(**point) for point in values["timeline"])
+        return cls(**values)
+
+    @classmethod
+    def without_measurements(cls, reason: StopReason, detail: str) -> LoadResult:
+        nothing = {f.name: None for f in fields(cls)}
+        return cls(**{**nothing, "stop_reason": reason, "detail": detail, "total_requests": 0, "total_failures": 0,
+                      "cpu_warning": False, "duration_s": 0.0, "timeline": ()})
+
+
+class LoadTest:
+    """A load test in a child process: start(), then wait() for the result, or stop() to cancel.
+
+    Also a context manager that starts on entry and stops (if still running) on exit.
+    """
+
+    def __init__(self, target: LoadTarget, pattern: Mapping[str, Any], stopping: Mapping[str, Any] | None = None, *,
+                 cpus: Collection[int] | None = None, time_scale: float = 1.0, job_duration_s: float | None = None,
+                 settings: RunSettings | None = None, on_progress: Callable[[LoadProgress], None] | None = None):
+        self.target = target
+        self.shape = LoadShape(pattern, time_scale=time_scale, job_duration_s=job_duration_s)
+        self.stopping = StoppingConditions.from_spec(stopping)
+        self.settings = settings or RunSettings()
+        self.cpus = sorted(set(cpus)) if cpus is not None else None
+        if self.cpus is not None:
+            allowed = os.sched_getaffinity(0)
+            if not self.cpus or not set(self.cpus) <= allowed:
+                raise ValueError(f"cpus {self.cpus} must be a non-empty subset of this process's CPUs "
+                                 f"{sorted(allowed)}")
+        self.on_progress = on_progress
+        self._config = {
+            "url": target.url,
+            "payload": base64.b64encode(target.payload).decode("ascii"),
+            "content_type": target.content_type,
+            "pattern": dict(pattern),
+            "time_scale": time_scale,
+            "job_duration_s": job_duration_s,
+            "stopping": asdict(self.stopping),
+            "settings": asdict(self.settings),
+            "cpus": self.cpus,
+        }
+        self.max_wall_s = self.settings.wall_cap_s(self.shape)
+        self._process: subprocess.Popen | None = None
+        self._readers: list[threading.Thread] = []
+        self._result: LoadResult | None = None
+        self._child_error: str | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+        self._overdue: threading.Timer | None = None
+        self._killed_overdue = False
+        self._cancelled = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> LoadTest:
+        if self._process is not None:
+            raise RuntimeError("a LoadTest runs once")
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        # A new session keeps a terminal's Ctrl-C away from the child: the parent decides when it stops, and the
+        # child still reports what it measured.
+        self._process = subprocess.Popen([sys.executable, "-c", _CHILD_BOOTSTRAP], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                         start_new_session=True)
+        self._process.stdin.write(json.dumps(self._config).encode() + b"\n")
+        self._process.stdin.flush()
+        self._readers = [threading.Thread(target=self._read_events, name="load-generator-events", daemon=True),
+                         threading.Thread(target=self._read_stderr, name="load-generator-stderr", daemon=True)]
+        for reader in self._readers:
+            reader.start()
+        self._overdue = threading.Timer(self.max_wall_s + _STARTUP_AND_SHUTDOWN_GRACE_S, self._kill_overdue)
+        self._overdue.daemon = True
+        self._overdue.start()
+        return self
+
+    def stop(self) -> None:
+        """Cancel the test and return once the child has exited (its partial measurements stay in wait())."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self._cancelled = True
+        try:
+            process.stdin.write(b"stop\n")
+            process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        try:
+            process.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning("load generator %d ignored stop for %.0f s; killing it", process.pid, _STOP_GRACE_S)
+            process.kill()
+            process.wait()
+
+    def wait(self, timeout: float | None = None) -> LoadResult:
+        """The result, once the child has finished. Raises TimeoutError if `timeout` passes first (the test
+        keeps running)."""
+        if self._process is None:
+            raise RuntimeError("LoadTest.wait() before start()")
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"load test still running after {timeout} s") from None
+        for reader in self._readers:
+            reader.join()
+        if self._overdue:
+            self._overdue.cancel()
+        try:
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._result is not None:
+            return self._result
+        if self._killed_overdue:
+            return LoadResult.without_measurements(
+                StopReason.WALL_CLOCK_CAP,
+                f"the load generator was killed after overrunning its {self.max_wall_s:.0f} s wall-clock cap")
+        if self._cancelled:
+            return LoadResult.without_measurements(StopReason.CANCELLED, "stopped by the caller")
+        detail = self._child_error or "\n".join(self._stderr_tail) or "no output"
+        return LoadResult.without_measurements(
+            StopReason.GENERATOR_ERROR, f"the load generator exited with code {self._process.returncode}: {detail}")
+
+    def __enter__(self) -> LoadTest:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        if self._overdue:
+            self._overdue.cancel()
+
+    def _kill_overdue(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._killed_overdue = True
+            self._process.kill()
+
+    def _read_events(self) -> None:
+        for line in self._process.stdout:
+            message = json.loads(line)
+            kind = message.pop("type")
+            if kind == "progress":
+                if self.on_progress is not None:
+                    try:
+                        self.on_progress(LoadProgress(**message))
+                    except Exception:
+                        log.exception("load test progress callback failed")
+            elif kind == "result":
+                self._result = LoadResult.from_dict(message)
+            elif kind == "error":
+                self._child_error = message["detail"]
+
+    def _read_stderr(self) -> None:
+        for raw in self._process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self._stderr_tail.append(line)
+            log.warning("load generator %d: %s", self._process.pid, line)
+
+
+def run_load_test(target: LoadTarget, pattern: Mapping[str, Any], stopping: Mapping[str, Any] | None = None, *,
+                  cpus: Collection[int] | None = None, time_scale: float = 1.0, job_duration_s: float | None = None,
+                  settings: RunSettings | None = None,
+                  on_progress: Callable[[LoadProgress], None] | None = None) -> LoadResult:
+    """Run one load test to its end (blocking). `pattern` and `stopping` are the CRD's trafficPattern and
+    stoppingConditions; `job_duration_s` is its jobDurationInSeconds. See the module docstring."""
+    with LoadTest(target, pattern, stopping, cpus=cpus, time_scale=time_scale, job_duration_s=job_duration_s,
+                  settings=settings, on_progress=on_progress) as test:
+        return test.wait()
+
+
+# ---- the child process ----------------------------------------------------------------------------------------
+
+# gevent must patch the standard library before anything else imports it, hence a fresh interpreter whose first
+# statement is the patch.
+_CHILD_BOOTSTRAP = ("from gevent import monkey; monkey.patch_all(); "
+                    "from rightsizer.local.load_generator import _child_main; _child_main()")
+
+
+def _child_main() -> None:
+    # JSON lines go to the original stdout; fd 1 then points at stderr, so a stray print cannot corrupt them.
+    channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    code = 0
+    try:
+        config, pending_input = _read_first_line(0)
+        _ChildRun(json.loads(config), channel, pending_input).execute()
+    except BaseException:
+        _send(channel, "error", detail=traceback.format_exc())
+        code = 1
+    try:
+        channel.flush()
+    except BrokenPipeError:
+        pass
+    # Skip interpreter shutdown: Locust's killed greenlets and gevent's hub have nothing left to flush.
+    os._exit(code)
+
+
+def _read_first_line(fd: int) -> tuple[bytes, bytes]:
+    """The first line on `fd`, and whatever followed it in the same reads (a "stop" that came right after)."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("the parent closed the control pipe before sending the configuration")
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    return line, rest
+
+
+def _send(channel, kind: str, **payload) -> None:
+    try:
+        channel.write(json.dumps({"type": kind, **payload}) + "\n")
+    except BrokenPipeError:
+        pass  # the parent is gone; the control loop notices and ends the run
+
+
+@dataclass
+class _Interval:
+    start: float
+    users: int
+    stage: str
+    end: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    latencies_ms: Any = None  # a numpy array once the interval is closed
+
+
+class _Measurements:
+    """Exact latencies grouped in tick intervals, and SageMaker's stopping rules over them. No I/O, no clock."""
+
+    def __init__(self, stopping: StoppingConditions, settings: RunSettings):
+        import numpy
+
+        self.np = numpy
+        self.stopping = stopping
+        self.settings = settings
+        self.window_intervals = max(1, round(settings.window_s))
+        self.closed: list[_Interval] = []
+        self.open: _Interval | None = None
+        self.open_latencies: list[float] = []
+        self.total_requests = 0
+        self.total_failures = 0
+        # One [users, successes, seconds] per consecutive run of intervals at the same user count.
+        self.levels: list[list[float]] = []
+
+    def record(self, latency_ms: float, ok: bool) -> None:
+        # Outside an interval only requests cut short by the end of the run complete; leaving them out keeps the
+        # totals equal to the timeline's sums.
+        if self.open is None:
+            return
+        self.total_requests += 1
+        self.open.requests += 1
+        if ok:
+            self.open_latencies.append(latency_ms)
+        else:
+            self.total_failures += 1
+            self.open.failures += 1
+
+    def open_interval(self, now: float, users: int, stage: str) -> None:
+        self.open = _Interval(now, users, stage)
+        self.open_latencies = []
+
+    def close_interval(self, now: float, users: int) -> _Interval | None:
+        """Ends the open interval. `users` is what Locust actually ran, which the timeline shows instead of the
+        target if spawning fell behind."""
+        interval, self.open = self.open, None
+        if interval is None:
+            return None
+        interval.end = now
+        interval.users = users
+        interval.latencies_ms = self.np.array(self.open_latencies, dtype=float)
+        self.closed.append(interval)
+        successes, seconds = len(interval.latencies_ms), interval.end - interval.start
+        if self.levels and self.levels[-1][0] == interval.users:
+            self.levels[-1][1] += successes
+            self.levels[-1][2] += seconds
+        else:
+            if self.levels and interval.users < self.levels[-1][0]:
+                # A later phase starting lower begins a new sweep; comparing across it would be meaningless.
+                self.levels.clear()
+            self.levels.append([interval.users, successes, seconds])
+        return interval
+
+    @staticmethod
+    def rate(intervals: list[_Interval]) -> float:
+        """Successful requests per second over consecutive intervals."""
+        seconds = sum(i.end - i.start for i in intervals)
+        return sum(len(i.latencies_ms) for i in intervals) / seconds if seconds > 0 else 0.0
+
+    def latencies(self, intervals: list[_Interval]):
+        return self.np.concatenate([i.latencies_ms for i in intervals]) if intervals else self.np.array([])
+
+    def percentiles(self, latencies, qs=(50, 95, 99)) -> list[float | None]:
+        if len(latencies) == 0:
+            return [None] * len(qs)
+        return [float(v) for v in self.np.percentile(latencies, qs)]
+
+    def stop_check(self) -> tuple[StopReason, str] | None:
+        """The first of SageMaker's stopping conditions met by the closed intervals, if any."""
+        return self._latency_breach() or self._max_invocations_reached() or self._throughput_flat()
+
+    def _latency_breach(self) -> tuple[StopReason, str] | None:
+        s = self.stopping
+        if s.latency_threshold_ms is None or not self.closed:
+            return None
+        recent = self.closed[-self.window_intervals:]
+        latencies = self.latencies(recent)
+        n = len(latencies)
+        if n == 0:
+            return None
+        if n >= self.settings.min_window_samples:
+            breached = self.np.percentile(latencies, s.latency_percentile) > s.latency_threshold_ms
+        else:
+            # Even if the missing requests were all fast, this many slow ones would keep the percentile above.
+            slow = int((latencies > s.latency_threshold_ms).sum())
+            breached = slow > (1 - s.latency_percentile / 100) * self.settings.min_window_samples
+        if not breached:
+            return None
+        value = self.np.percentile(latencies, s.latency_percentile)
+        seconds = recent[-1].end - recent[0].start
+        return (StopReason.LATENCY_THRESHOLD,
+                f"P{s.latency_percentile:g} latency {value:.1f} ms over the last {seconds:.1f} s ({n} requests) "
+                f"exceeded the {s.latency_threshold_ms:g} ms threshold at {recent[-1].users} users")
+
+    def _max_invocations_reached(self) -> tuple[StopReason, str] | None:
+        target = self.stopping.max_invocations
+        if target is None or len(self.closed) < self.window_intervals:
+            return None
+        rps = self.rate(self.closed[-self.window_intervals:])
+        if rps * 60 < target:
+            return None
+        return (StopReason.MAX_INVOCATIONS,
+                f"{rps * 60:.0f} invocations/min over the last {self.window_intervals} s reached maxInvocations "
+                f"{target} at {self.closed[-1].users} users")
+
+    def _throughput_flat(self) -> tuple[StopReason, str] | None:
+        count = self.settings.flat_levels
+        finished = self.levels[:-1]  # the last level may still be growing
+        if not self.stopping.stop_when_flat or len(finished) < count:
+            return None
+        recent = finished[-count:]
+        rates = [successes / seconds if seconds > 0 else 0.0 for _, successes, seconds in recent]
+        if not max(rates) < (1 + self.settings.flat_min_gain) * rates[0]:
+            return None
+        return (StopReason.THROUGHPUT_FLAT,
+                f"throughput flat: {' -> '.join(f'{r:.0f}' for r in rates)} req/s at "
+                f"{' -> '.join(str(int(users)) for users, _, _ in recent)} users gained less than "
+                f"{self.settings.flat_min_gain:.0%} over {count} user levels")
+
+    def best_sustained_window(self) -> dict[str, Any]:
+        """The window with the most successful invocations whose latency percentile held the threshold."""
+        size = min(self.window_intervals, len(self.closed))
+        candidates = [self.closed[end - size:end] for end in range(size, len(self.closed) + 1)] if size else []
+        threshold, percentile = self.stopping.latency_threshold_ms, self.stopping.latency_percentile
+        # Highest rate first: the first that holds the threshold wins, so few percentiles get computed.
+        for intervals in sorted(candidates, key=self.rate, reverse=True):
+            rps, latencies = self.rate(intervals), self.latencies(intervals)
+            if len(latencies) == 0:
+                break
+            if threshold is not None and self.np.percentile(latencies, percentile) > threshold:
+                continue
+            p50, p95, p99 = self.percentiles(latencies)
+            return {"max_invocations_per_minute": rps * 60, "model_latency_p50_ms": p50, "model_latency_p95_ms": p95,
+                    "model_latency_p99_ms": p99, "users_at_max_invocations": max(i.users for i in intervals)}
+        return {"max_invocations_per_minute": None, "model_latency_p50_ms": None, "model_latency_p95_ms": None,
+                "model_latency_p99_ms": None, "users_at_max_invocations": None}
+
+    def timeline(self, started: float) -> list[TimelinePoint]:
+        points = []
+        for interval in self.closed:
+            seconds = interval.end - interval.start
+            p50, p95, p99 = self.percentiles(interval.latencies_ms)
+            points.append(TimelinePoint(round(interval.end - started, 3), round(seconds, 3), interval.users,
+                                        interval.stage, interval.requests, interval.failures,
+                                        len(interval.latencies_ms) / seconds if seconds > 0 else 0.0, p50, p95, p99))
+        return points
+
+
+class _ChildRun:
+    def __init__(self, config: dict[str, Any], channel, pending_input: bytes):
+        self.config = config
+        self.channel = channel
+        self.pending_input = pending_input
+        self.target = LoadTarget(config["url"], base64.b64decode(config["payload"]), config["content_type"])
+        self.shape = LoadShape(config["pattern"], time_scale=config["time_scale"],
+                               job_duration_s=config["job_duration_s"])
+        self.stopping = StoppingConditions(**config["stopping"])
+        self.settings = RunSettings(**config["settings"])
+        self.measurements = _Measurements(self.stopping, self.settings)
+        self.started: float | None = None
+        self.reason: tuple[StopReason, str] | None = None
+        self.issued = 0
+        self.last_success = time.perf_counter()
+        # Why the latest request failed, None if it succeeded.
+        self.last_failure: str | None = None
+        self.last_failure_was_transport = False
+        self.cpu_warning = False
+        self.runner = None
+
+    def execute(self) -> None:
+        if self.config["cpus"]:
+            os.sched_setaffinity(0, self.config["cpus"])
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+        import gevent
+        import locust.runners
+        from locust import FastHttpUser, LoadTestShape, task
+        from locust.env import Environment
+
+        locust.runners.CPU_MONITOR_INTERVAL = _CPU_SAMPLE_INTERVAL_S
+        run = self
+        parts = urlsplit(self.target.url)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        payload, headers = self.target.payload, {"Content-Type": self.target.content_type}
+
+        class InferenceUser(FastHttpUser):
+            host = f"{parts.scheme}://{parts.netloc}"
+            network_timeout = run.settings.request_timeout_s
+            connection_timeout = run.settings.request_timeout_s
+
+            @task
+            def invoke(self):
+                if run.issued >= run.settings.max_requests:
+                    gevent.sleep(_CONTROL_POLL_S)  # the control loop is about to end the run
+                    return
+                run.issued += 1
+                self.client.post(path, data=payload, headers=headers, name="invoke")
+
+        class PatternShape(LoadTestShape):
+            def tick(self):
+                return run.tick()
+
+        env = Environment(user_classes=[InferenceUser], shape_class=PatternShape())
+        env.events.request.add_listener(self.on_request)
+        env.events.cpu_warning.add_listener(self.on_cpu_warning)
+        self.runner = env.create_local_runner()
+        self.last_success = time.perf_counter()
+        self.runner.start_shape()
+        self.control_loop()
+        users = self.runner.user_count
+        self.runner.quit()
+        now = time.perf_counter()
+        self.measurements.close_interval(now, users)
+        self.send_result(env, now)
+
+    def on_request(self, response_time, response=None, exception=None, **_) -> None:
+        if exception is None:
+            self.last_success = time.perf_counter()
+            self.last_failure = None
+        else:
+            # FastHttpUser reports status 0 when no HTTP answer came at all.
+            status = getattr(response, "status_code", 0) or 0
+            self.last_failure_was_transport = not status
+            self.last_failure = repr(exception) if not status else f"HTTP {status}: {exception}"
+        self.measurements.record(response_time, exception is None)
+
+    def on_cpu_warning(self, **_) -> None:
+        self.cpu_warning = True
+
+    def tick(self):
+        try:
+            now = time.perf_counter()
+            if self.started is None:
+                self.started = now
+            closed = self.measurements.close_interval(now, self.runner.user_count)
+            if closed is not None and self.reason is None:
+                self.reason = self.measurements.stop_check()
+            elapsed = now - self.started
+            if self.reason is None and elapsed >= self.shape.total_duration():
+                self.reason = ((StopReason.JOB_DURATION, "jobDurationInSeconds reached")
+                               if self.shape.capped_by_job_duration else
+                               (StopReason.TRAFFIC_PATTERN_COMPLETE, "the traffic pattern ran to its end"))
+            if self.reason is not None:
+                return None
+            users, stage = self.shape.users_at(elapsed), self.shape.stage_label(elapsed)
+            self.measurements.open_interval(now, users, stage)
+            if closed is not None:
+                self.send_progress(elapsed, users, stage, closed)
+            return users, _SPAWN_RATE
+        except Exception:
+            # An exception would kill Locust's shape greenlet silently and leave the users running.
+            self.reason = (StopReason.GENERATOR_ERROR, traceback.format_exc())
+            return None
+
+    def send_progress(self, elapsed: float, users: int, stage: str, closed: _Interval) -> None:
+        m = self.measurements
+        (p95,) = m.percentiles(m.latencies(m.closed[-m.window_intervals:]), (95,))
+        seconds = closed.end - closed.start
+        _send(self.channel, "progress", elapsed_s=round(elapsed, 3), users=users, stage=stage,
+              rps=len(closed.latencies_ms) / seconds if seconds > 0 else 0.0, p95_ms=p95,
+              requests=m.total_requests, failures=m.total_failures)
+
+    def control_loop(self) -> None:
+        """Until a stop reason: the caller's stop, the parent's death, and the safety caps."""
+        import select  # gevent's, once patched: waiting here lets the users run
+
+        parent = os.getppid()
+        control_input = self.pending_input
+        wall_start = time.perf_counter()
+        max_wall = self.settings.wall_cap_s(self.shape)
+        while self.reason is None:
+            if b"stop" in control_input:
+                self.reason = (StopReason.CANCELLED, "stopped by the caller")
+                break
+            readable, _, _ = select.select([0], [], [], _CONTROL_POLL_S)
+            if readable:
+                chunk = os.read(0, 4096)
+                if not chunk:
+                    self.reason = (StopReason.CANCELLED, "the parent process closed the control pipe (it exited)")
+                    break
+                control_input = (control_input + chunk)[-16:]
+            if self.reason is not None:  # a tick decided while this loop waited
+                break
+            now = time.perf_counter()
+            if os.getppid() != parent:
+                self.reason = (StopReason.CANCELLED, "the parent process exited")
+            elif self.last_failure and now - self.last_success >= self.settings.failing_after_s:
+                self.reason = (
+                    StopReason.SERVER_UNREACHABLE if self.last_failure_was_transport else StopReason.SERVER_ERRORS,
+                    f"no successful answer from {self.target.url} for {now - self.last_success:.1f} s "
+                    f"(last error: {self.last_failure})")
+            elif self.issued >= self.settings.max_requests:
+                self.reason = (StopReason.REQUEST_CAP, f"request cap of {self.settings.max_requests} reached")
+            elif now - wall_start >= max_wall:
+                self.reason = (StopReason.WALL_CLOCK_CAP, f"wall-clock cap of {max_wall:.0f} s reached")
+
+    def send_result(self, env, now: float) -> None:
+        m = self.measurements
+        started = self.started if self.started is not None else now
+        p50, p95, p99 = m.percentiles(m.latencies(m.closed))
+        total = env.stats.total
+        reason, detail = self.reason
+        _send(self.channel, "result", stop_reason=reason, detail=detail, **m.best_sustained_window(),
+              total_requests=m.total_requests, total_failures=m.total_failures,
+              run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99,
+              locust_p95_ms=float(total.get_response_time_percentile(0.95)) if total.num_requests else None,
+              cpu_warning=self.cpu_warning, duration_s=round(now - started, 3),
+              timeline=[asdict(point) for point in m.timeline(started)])

@@ -1,0 +1,84 @@
+"""The traffic pattern → target users over time, in SageMaker's units (spawnRate is users per minute)."""
+
+import pytest
+
+from rightsizer.local.load_shape import LoadShape
+
+
+def phases(*specs):
+    return {"trafficType": "PHASES",
+            "phases": [{"initialNumberOfUsers": u, "spawnRate": r, "durationInSeconds": d} for u, r, d in specs]}
+
+
+def stairs(duration, steps, users_per_step):
+    return {"trafficType": "STAIRS",
+            "stairs": {"durationInSeconds": duration, "numberOfSteps": steps, "usersPerStep": users_per_step}}
+
+
+def test_a_phase_adds_spawn_rate_users_per_minute_rounded_down():
+    shape = LoadShape(phases((2, 3, 120)))  # one more user every 20 s
+    assert [shape.users_at(t) for t in (0, 19.9, 20, 39.9, 40, 60, 119.9)] == [2, 2, 3, 3, 4, 5, 7]
+    assert shape.total_duration() == 120
+
+
+def test_phases_run_one_after_another_each_from_its_own_initial_users():
+    shape = LoadShape(phases((1, 60, 3), (3, 0, 2), (1, 120, 2)))
+    assert [shape.users_at(t + 0.5) for t in range(7)] == [1, 2, 3, 3, 3, 2, 4]
+    assert [shape.stage_label(t + 0.5) for t in (0, 3, 5)] == ["phase 1/3", "phase 2/3", "phase 3/3"]
+    assert shape.total_duration() == 7
+
+
+def test_stairs_hold_k_times_users_per_step_for_an_equal_share_of_the_duration():
+    shape = LoadShape(stairs(600, 5, 2))  # SageMaker's example: 600 s in 5 steps of 120 s
+    assert [shape.users_at(t) for t in (0, 119.9, 120, 300, 480, 599.9)] == [2, 2, 4, 6, 10, 10]
+    assert [shape.stage_label(t) for t in (0, 130, 599)] == ["step 1/5", "step 2/5", "step 5/5"]
+    assert shape.total_duration() == 600
+
+
+def test_time_scale_shrinks_durations_and_speeds_spawning_through_the_same_user_counts():
+    unscaled = LoadShape(phases((1, 3, 120), (2, 1, 120)))
+    scaled = LoadShape(phases((1, 3, 120), (2, 1, 120)), time_scale=0.05)
+    assert scaled.total_duration() == pytest.approx(12)
+    for t in range(0, 240, 5):
+        assert scaled.users_at(t * 0.05) == unscaled.users_at(t), t
+    # 3 users per minute at 1/20 of the time: one more user every scaled second, with no float near-misses.
+    assert [scaled.users_at(t * 0.1) for t in range(0, 60, 10)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_job_duration_cuts_the_pattern_and_says_so():
+    shape = LoadShape(stairs(600, 5, 1), job_duration_s=300, time_scale=0.01)
+    assert shape.capped_by_job_duration
+    assert shape.total_duration() == pytest.approx(3)
+    assert [s.label for s in shape.stages] == ["step 1/5", "step 2/5", "step 3/5"]
+    assert shape.users_at(2.9) == 3 and shape.users_at(3.0) == 0
+    assert not LoadShape(stairs(600, 5, 1), job_duration_s=600).capped_by_job_duration
+
+
+def test_outside_the_pattern_there_are_no_users():
+    shape = LoadShape(phases((2, 0, 10)))
+    assert shape.users_at(-1) == 0 and shape.users_at(10) == 0
+    assert shape.stage_label(10) == "done" and shape.stage_label(-1) == "not started"
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ({"trafficType": "RAMP"}, "trafficType must be PHASES or STAIRS"),
+    ({"trafficType": "PHASES", "phases": []}, "phases must be a non-empty list"),
+    ({**phases((1, 1, 10)), "stairs": stairs(10, 1, 1)["stairs"]}, "stairs is not allowed"),
+    (phases((0, 1, 10)), r"phases\[0\].initialNumberOfUsers must be an integer >= 1"),
+    (phases((1, -1, 10)), r"phases\[0\].spawnRate must be an integer >= 0"),
+    (phases((1, 1, 10), (1, 1, 0)), r"phases\[1\].durationInSeconds must be an integer >= 1"),
+    (phases((True, 1, 10)), "initialNumberOfUsers must be an integer"),
+    ({"trafficType": "STAIRS"}, "stairs must be an object"),
+    (stairs(10, 0, 1), "stairs.numberOfSteps must be an integer >= 1"),
+    ([], "trafficPattern must be an object"),
+])
+def test_invalid_patterns_are_refused_with_the_field_at_fault(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        LoadShape(pattern)
+
+
+def test_invalid_scale_and_job_duration_are_refused():
+    with pytest.raises(ValueError, match="time_scale"):
+        LoadShape(stairs(10, 1, 1), time_scale=0)
+    with pytest.raises(ValueError, match="job duration"):
+        LoadShape(stairs(10, 1, 1), job_duration_s=0)
