@@ -433,3 +433,12 @@ def test_a_conflicting_apply_is_reported_not_forced():
 def test_final_reasons_are_the_ones_argo_cd_treats_as_terminal():
     from test_argocd_health import TERMINAL
     assert set(flow.FINAL_REASONS) <= set(TERMINAL)
+
+
+def test_a_terminal_condition_left_from_the_previous_update_is_shown_not_judged():
+    # The endpoint now names our config, but ACK has not sent it yet: its Terminal condition is the last update's.
+    stale = endpoint(name(1), sent="an-older-config", synced=False, terminal="EndpointUpdateError: older",
+                     failure="the older update failed")
+    step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(stale)))
+    assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and "ACK reports: EndpointUpdateError: older" in step.promoted[2]
+    assert step.memory["state"] == "WaitingForTarget"

@@ -139,8 +139,10 @@ def test_manual_ack_promotion_waits_for_approval_reports_a_conflict_then_rolls_o
     install_endpoint(kinds, namespace)
     endpoint_before = get(kinds["Endpoint"], namespace, "fraud-endpoint")
     monkeypatch.setenv("KUBECONFIG", str(service_account_kubeconfig(api, tmp_path / "operator.kubeconfig")))
+    manual = sample("fraud-advanced")
+    manual["spec"]["promotion"]["forceConflicts"] = False
     with KopfRunner(operator_args(namespace)) as runner:
-        create(api, namespace, sample("fraud-advanced"))
+        create(api, namespace, manual)
         body = wait_for(lambda: (b := read(api, namespace, "fraud-advanced"))
                         and condition(b, "AwaitingApproval").get("status") == "True" and b)
         best_id = body["status"]["best"]["recommendationId"]
@@ -206,7 +208,7 @@ def test_a_failed_endpoint_update_is_reported_and_rollback_restores_the_previous
     SimulatedInferenceRecommender(results=advanced_recommendations).install()
     install_endpoint(kinds, namespace)
     body = sample("fraud-advanced")
-    body["spec"]["promotion"].update(mode="Automatic", forceConflicts=True)
+    body["spec"]["promotion"]["mode"] = "Automatic"
     with KopfRunner(operator_args(namespace)) as runner:
         create(api, namespace, body)
         configs = wait_for(lambda: ours(kinds, "EndpointConfig", namespace))
@@ -243,7 +245,7 @@ def test_dry_run_plans_and_automatic_refuses_without_the_sla_touching_nothing(ap
     install_endpoint(kinds, namespace)
     endpoint_version = get(kinds["Endpoint"], namespace, "fraud-endpoint")["metadata"]["resourceVersion"]
     dry = sample("fraud-advanced")
-    dry["spec"]["promotion"]["mode"] = "DryRun"
+    dry["spec"]["promotion"].update(mode="DryRun", forceConflicts=False)
     strict = copy.deepcopy(sample("fraud-advanced"))
     strict["metadata"]["name"] = "fraud-strict"
     strict["spec"]["promotion"]["mode"] = "Automatic"

@@ -292,13 +292,17 @@ def ack_endpoint_verdict(endpoint: Mapping[str, Any], config_name: str) -> tuple
     annotations = (endpoint.get("metadata") or {}).get("annotations") or {}
     endpoint_status, failure = status.get("endpointStatus", "unknown"), status.get("failureReason")
     terminal = condition(endpoint, ACK_TERMINAL)
+    terminal = terminal if terminal and terminal.get("status") == "True" else None
     sent = annotations.get(ACK_LAST_UPDATE_ANNOTATION) == config_name or status.get("latestEndpointConfigName") == config_name
-    if terminal and terminal.get("status") == "True":
+    if not sent:
+        # Until ACK has sent this config to UpdateEndpoint, a terminal condition or failure is the previous
+        # update's (ACK keeps it until its next reconcile): shown, not judged.
+        ack_says = f"; ACK reports: {terminal.get('message') or 'terminal'}" if terminal else ""
+        return "waiting", f"waiting for ACK to send the update (endpointStatus {endpoint_status}{ack_says})"
+    if terminal:
         return "failed", terminal.get("message") or failure or "ACK marked the Endpoint terminal"
     if endpoint_status in ("Failed", "UpdateRollbackFailed"):
         return "failed", failure or f"endpointStatus {endpoint_status}"
-    if not sent:
-        return "waiting", f"waiting for ACK to send the update (endpointStatus {endpoint_status})"
     if endpoint_status == "InService" and failure:
         # SageMaker rolls a failed update back and returns the endpoint to InService with the reason.
         return "failed", failure
