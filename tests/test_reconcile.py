@@ -200,23 +200,81 @@ def test_first_visit_with_warnings_says_so_and_lists_them():
     assert_admissible(outcome.status_patch)
 
 
-LOCAL_PENDING_MESSAGE = ("the spec is valid; the local load test of 8 configuration(s) is not submitted yet "
-                         "(the local backend is not available in this version)")
+LOCAL_PENDING_MESSAGE = "the spec is valid; the local load test of 8 configuration(s) is not submitted yet"
+LOCAL_OWNER = Owner("ml", "fraud-local", "uid-local")
 
 
-@pytest.mark.parametrize("owner", [None, Owner("ml", "fraud", "uid-1")], ids=["no-owner", "owner"])
-def test_first_visit_of_the_local_sample(owner):
-    """The local backend is not started by this version, with or without an owner: no job, no backend action."""
-    outcome = reconcile(sample("fraud-local"), {}, Observation(generation=1, now=T0, owner=owner))
+def test_first_visit_of_the_local_sample_without_an_owner_waits():
+    outcome = reconcile(sample("fraud-local"), {}, Observation(generation=1, now=T0))
     assert summary(outcome.status_patch["conditions"]) == [
         ("Ready", "Unknown", "JobPending"), ("Validated", "True", "Valid"), ("JobSubmitted", "False", "NotSubmitted"),
         ("Succeeded", "Unknown", "JobPending"), ("SLASatisfied", "Unknown", "NoResults")]
     assert by_type(outcome.status_patch["conditions"])["Ready"]["message"] == LOCAL_PENDING_MESSAGE
-    assert outcome.actions == (EmitEvent("Normal", "Valid", "the spec is valid"),
-                               EmitEvent("Normal", "NotSubmitted", "no job has been submitted for generation 1"),
-                               EmitEvent("Normal", "JobPending", LOCAL_PENDING_MESSAGE))
     assert outcome.effect is None and "jobName" not in outcome.status_patch
     assert_admissible(outcome.status_patch)
+
+
+def local_rows(name: str, count: int) -> tuple[Recommendation, ...]:
+    return tuple(Recommendation(f"{name}/{i:08d}", "local-1cpu", 2, {"OMP_NUM_THREADS": str(i + 1)},
+                                {"maxInvocations": 20000 + 1000 * i, "modelLatency": 40 - i, "costPerHour": 0.1,
+                                 "cpuUtilization": 99.0, "memoryUtilization": 3.5, "modelSetupTime": 1})
+                 for i in range(count))
+
+
+def test_a_local_job_is_written_ahead_then_followed_configuration_by_configuration():
+    spec = sample("fraud-local")
+    outcome = reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER))
+    submit = outcome.effect
+    name = submit.plan.job_name
+    assert re.fullmatch(r"fraud-local-[0-9a-f]{8}-g1", name)
+    assert outcome.status_patch["jobName"] == name  # written ahead of the start, as for SageMaker
+    # The request carries what defines the experiment; selection, promotion and deletion edits keep the job.
+    assert set(submit.plan.request) == {"JobName", "Spec"} and "selection" not in submit.plan.request["Spec"]
+    assert submit.plan.request["Spec"]["instanceTypes"] == ["local-1cpu", "local-2cpu"]
+    status = apply({}, outcome)
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               submit_result=Submitted(f"local:ml/{name}"))))
+    assert status["phase"] == "Submitted" and by_type(status["conditions"])["JobSubmitted"]["status"] == "True"
+
+    running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
+                          steps=StepSummary(8, {"COMPLETED": 1}),
+                          progress={"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"})
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job=running))
+    status = apply(status, outcome)
+    assert status["progress"] == {"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"}
+    assert status["nextPollTime"] == "2026-03-01T12:05:05Z"  # every 5 s: a local describe costs nothing
+    assert len(status["recommendations"]) == 1 and "best" not in status
+    assert by_type(status["conditions"])["Ready"]["message"].endswith("(1 of 8 benchmarks completed)")
+
+    # The operator restarted: the job is gone from its memory; it runs again without the finished configuration.
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job_missing=True))
+    resubmit = outcome.effect
+    assert isinstance(resubmit, SubmitJob) and resubmit.plan.job_name == name
+    assert [row["recommendationId"] for row in resubmit.plan.request["Completed"]] == [f"{name}/00000000"]
+    assert ("Normal", "JobResumed") in [(a.type, a.reason) for a in outcome.actions if isinstance(a, EmitEvent)]
+    status = apply(status, outcome)
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
+                                                               submit_result=Submitted(f"local:ml/{name}"))))
+    assert status["jobName"] == name and status["nextPollTime"] == "2026-03-01T12:05:05Z"
+
+    done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=local_rows(name, 3),
+                       steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress={"completed": 8, "total": 8})
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, job=done)))
+    # The cheapest per inference: the same price per hour, the most invocations; x2 instances reach 30000/min.
+    assert status["best"]["recommendationId"] == f"{name}/00000002"
+    assert status["phase"] == "Completed" and "nextPollTime" not in status
+    assert_admissible(status)
+
+
+def test_editing_the_local_selection_keeps_the_job():
+    spec = sample("fraud-local")
+    first = reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)).effect.plan.job_name
+    edited = {**spec, "selection": {"objective": "ModelLatency"}}
+    status = {"jobName": first}
+    assert reconcile(edited, status, Observation(generation=2, now=T0, owner=LOCAL_OWNER)).effect.plan.job_name == first
+    redefined = {**spec, "instanceTypes": ["local-1cpu"]}
+    outcome = reconcile(redefined, {}, Observation(generation=3, now=T0, owner=LOCAL_OWNER))
+    assert outcome.effect.plan.job_name != first and outcome.effect.plan.job_name.endswith("-g3")
 
 
 def test_first_visit_of_an_invalid_spec():
@@ -681,7 +739,7 @@ def test_timing_polls_every_30_s_at_first_slowing_to_120_s_over_an_hour():
     assert (TIMING.retry_first, TIMING.retry_max, TIMING.not_found_grace) == (300, 3600, 300)
     assert [TIMING.poll_interval(s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
     assert TIMING.after(T0, 30.75) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time is written
-    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60)
+    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60, 2.5)
 
 
 def test_the_seed_step_cost_per_inference_is_cost_per_hour_over_an_hour_of_invocations():

@@ -17,11 +17,13 @@ from rightsizer import selection as selection_module
 from rightsizer import spec as spec_module
 from rightsizer import status as st
 from rightsizer.backends import base
+from rightsizer.backends.local import request as local_request
 from rightsizer.backends.sagemaker import translate
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
 
 NORMAL, WARNING = "Normal", "Warning"
+BACKEND_NAMES = {"sagemaker": "SageMaker", "local": "the local backend"}
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
 
@@ -34,7 +36,7 @@ PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
               "recommendations", "recommendationsTotal", "endpointPerformances", "steps", "best", "nextPollTime",
-              "submitAttempts")
+              "submitAttempts", "progress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Timing:
     not_found_grace: float = 300  # a just-created job may not be visible yet (eventual consistency)
     promotion_poll: float = 30  # ACK polls SageMaker every 30 s while an endpoint updates
     promotion_retry: float = 120  # after a promotion problem that may clear by itself (missing target, conflict)
+    local_poll: float = 5  # a local job's describe is a look at memory: status follows each configuration
 
     def scaled(self, factor: float) -> "Timing":
         return Timing(*(value * factor for value in dataclasses.astuple(self)))
@@ -202,20 +205,23 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
 
     warnings = spec_module.soft_warnings(parsed)
     out.set(warnings=[w[: st.MAX_WARNING_CHARS] for w in warnings[: st.MAX_WARNINGS]] or None)
-    if parsed.backend != "sagemaker" or observation.owner is None:
+    if observation.owner is None:
         _validated(out, warnings)
-        _not_started(out, parsed, "the local backend is not available in this version"
-                     if parsed.backend == "local" else "")
+        _not_started(out, parsed, "")
         return out.outcome()
 
-    try:
-        request = translate.build_request(parsed, observation.owner, observation.generation,
-                                          current_name=out.status.get("jobName"))
-    except translate.RequestInvalid as invalid:
-        _refuse(out, [f"the SageMaker request would be refused: {error}" for error in invalid.errors])
-        return out.outcome()
+    if parsed.backend == "local":
+        request = local_request.build_request(spec, observation.owner, observation.generation,
+                                              current_name=out.status.get("jobName"))
+    else:
+        try:
+            request = translate.build_request(parsed, observation.owner, observation.generation,
+                                              current_name=out.status.get("jobName"))
+        except translate.RequestInvalid as invalid:
+            _refuse(out, [f"the SageMaker request would be refused: {error}" for error in invalid.errors])
+            return out.outcome()
     _validated(out, warnings)
-    _drive_sagemaker(out, parsed, request)
+    _drive_job(out, parsed, request)
     if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
         _promote(out, parsed)
     return out.outcome()
@@ -283,9 +289,9 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
         out.actions.append(step.effect)
 
 
-# -- SageMaker -------------------------------------------------------------------------------------------------
+# -- the job (either backend) -------------------------------------------------------------------------------------------------
 
-def _drive_sagemaker(out: _Builder, parsed: spec_module.RightsizeJobSpec, request: dict[str, Any]) -> None:
+def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, request: dict[str, Any]) -> None:
     observation = out.observation
     desired, current = request["JobName"], out.status.get("jobName")
 
@@ -308,7 +314,7 @@ def _drive_sagemaker(out: _Builder, parsed: spec_module.RightsizeJobSpec, reques
     if current is None or not submitted or submitted["status"] != st.TRUE:
         _submit(out, parsed, request, submitted)
         return
-    _follow(out, parsed)
+    _follow(out, parsed, request)
 
 
 def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[str, Any] | None) -> None:
@@ -364,7 +370,7 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         return
 
     attempts = int(out.status.get("submitAttempts") or 0) + 1
-    message = f"SageMaker refused job {name}: {result.message}"
+    message = f"{BACKEND_NAMES[parsed.backend]} refused job {name}: {result.message}"
     if result.retryable_later:
         timing = observation.timing
         delay = min(timing.retry_max, timing.retry_first * 2 ** (attempts - 1))
@@ -378,11 +384,14 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
     out.condition(st.READY, st.FALSE, result.reason, message)
 
 
-def _follow(out: _Builder, parsed) -> None:
+def _follow(out: _Builder, parsed, request: dict[str, Any]) -> None:
     """A submitted job: poll it while it runs, fold its results in, re-select when only the policy changed."""
     observation, now, name = out.observation, out.observation.now, out.status["jobName"]
     if observation.job is not None:
         _apply_snapshot(out, parsed, observation.job)
+        return
+    if parsed.backend == "local" and (observation.job_missing or observation.submit_result is not None):
+        _resume_local(out, parsed, request)
         return
     if observation.job_missing:
         started = st.parse_timestamp(out.status.get("startTime")) or now
@@ -416,6 +425,30 @@ def _follow(out: _Builder, parsed) -> None:
             out.set(recommendationsTotal=total)  # status keeps 20 rows; the job had more
 
 
+def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
+    """A local job lives in the operator's process: after a restart it is gone. Run it again, without the
+    configurations status already holds."""
+    observation, name = out.observation, out.status["jobName"]
+    result = observation.submit_result
+    if result is None:
+        finished = out.status.get("recommendations") or []
+        out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
+                                        f"configurations it had not finished ({len(finished)} finished before)")
+        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished})))
+        return
+    if isinstance(result, base.Adopted):
+        _apply_snapshot(out, parsed, result.snapshot)
+        return
+    if isinstance(result, base.Submitted):
+        timing = observation.timing
+        out.set(nextPollTime=timing.after(observation.now, timing.local_poll))
+        return
+    message = f"cannot resume job {name}: {getattr(result, 'message', result)}"
+    out.condition(st.READY, st.FALSE, "JobFailed", message)
+    out.condition(st.SUCCEEDED, st.FALSE, "JobFailed", message)
+    out.set(nextPollTime=None, phase=st.FAILED)
+
+
 def _retry_later(out: _Builder, what: str, rejected: base.Rejected) -> None:
     timing, now = out.observation.timing, out.observation.now
     retry_at = timing.after(now, timing.retry_first)
@@ -439,10 +472,14 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
                                        "modelLatency": p.model_latency} for p in snapshot.endpoint_performances])
     progress = _progress(snapshot.steps)
 
+    if snapshot.progress is not None:
+        out.set(progress=dict(snapshot.progress))
     if snapshot.status in base.ACTIVE_STATUSES:
         timing = out.observation.timing
+        interval = timing.local_poll if parsed.backend == "local" else \
+            timing.poll_interval((now - started).total_seconds())
         out.set(phase=st.SUBMITTED if snapshot.status == base.PENDING else st.IN_PROGRESS,
-                nextPollTime=timing.after(now, timing.poll_interval((now - started).total_seconds())))
+                nextPollTime=timing.after(now, interval))
         out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
         if snapshot.recommendations:

@@ -78,12 +78,20 @@ def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     failures = []
     latency, throughput, cost = metrics.get("modelLatency"), metrics.get("maxInvocations"), metrics.get("costPerHour")
     if constraints.max_model_latency_ms is not None and (latency is None or latency > constraints.max_model_latency_ms):
-        failures.append(f"latency {latency} ms > {constraints.max_model_latency_ms} ms")
+        failures.append("no latency measured" if latency is None
+                        else f"latency {latency} ms > {constraints.max_model_latency_ms} ms")
+    count = recommendation.initial_instance_count or 1
+    # maxInvocations is per instance (SageMaker's definition); the recommended count serves the whole load.
+    endpoint_throughput = None if throughput is None else throughput * count
     if constraints.min_invocations_per_minute is not None and (
-            throughput is None or throughput < constraints.min_invocations_per_minute):
-        failures.append(f"{throughput} invocations/min < {constraints.min_invocations_per_minute}")
+            endpoint_throughput is None or endpoint_throughput < constraints.min_invocations_per_minute):
+        if throughput is None:
+            failures.append("no throughput measured")
+        else:
+            shown = f"{throughput} x{count} = {endpoint_throughput}" if count > 1 else f"{throughput}"
+            failures.append(f"{shown} invocations/min < {constraints.min_invocations_per_minute}")
     if constraints.max_cost_per_hour is not None and (cost is None or cost > constraints.max_cost_per_hour):
-        failures.append(f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
+        failures.append("no price known" if cost is None else f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
     return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")
 
 

@@ -79,6 +79,8 @@ class JobSnapshot:
     recommendations: tuple[Recommendation, ...] = ()
     steps: StepSummary | None = None
     endpoint_performances: tuple[EndpointPerformance, ...] = ()
+    # Configurations finished out of planned, and what runs now (the local backend; SageMaker reports steps).
+    progress: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
