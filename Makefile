@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-unit controlplane docs docs-check cluster-up cluster-down clean
+.PHONY: venv demo test test-unit controlplane docs docs-check cluster-up cluster-down clean
 
 venv: $(BIN)/rightsizer
 
@@ -12,6 +12,11 @@ $(BIN)/rightsizer: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# The README's first command: the fraud use case end to end on this machine (local backend), then cleans up.
+# Uses KUBECONFIG's cluster when one answers, otherwise starts (and stops) its own control plane.
+demo: venv controlplane
+	$(BIN)/rightsizer demo
 
 # Builds (once, then cached in ~/.cache/rightsizer/envtest) the pinned kube-apiserver and etcd.
 controlplane: venv

@@ -251,6 +251,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     resubmit = outcome.effect
     assert isinstance(resubmit, SubmitJob) and resubmit.plan.job_name == name
     assert [row["recommendationId"] for row in resubmit.plan.request["Completed"]] == [f"{name}/00000000"]
+    assert resubmit.plan.request["StartedAt"] == status["startTime"]  # the job duration counts from the first start
     assert ("Normal", "JobResumed") in [(a.type, a.reason) for a in outcome.actions if isinstance(a, EmitEvent)]
     status = apply(status, outcome)
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,

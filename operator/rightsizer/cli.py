@@ -118,6 +118,28 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(args: argparse.Namespace) -> int:
+    from rightsizer.local import fraud_model
+
+    example = fraud_model.write_example(args.directory, trees=args.trees)
+    print(json.dumps({"model": str(example.model), "payload": str(example.payload),
+                      "payloadRow": str(example.payload_row), "metadata": str(example.metadata),
+                      "rocAuc": round(example.roc_auc, 5), "aucPr": round(example.auc_pr, 4)}, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rightsizer import local_run
+
+    return local_run.run_file(args.file, name=args.name, report_path=args.report, time_scale=args.time_scale)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rightsizer import demo
+
+    return demo.run()
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="rightsizer", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -149,6 +171,23 @@ def parser() -> argparse.ArgumentParser:
                         help="the uid to hash into the job name when the manifest has none (a real one is assigned "
                              "by the API server)")
     render.set_defaults(run=_render)
+
+    example = commands.add_parser("example", help="make the reference model and payloads (no download)")
+    example.add_argument("what", choices=["fraud-model"])
+    example.add_argument("directory", type=Path)
+    example.add_argument("--trees", type=int, default=300)
+    example.set_defaults(run=_example)
+
+    run = commands.add_parser("run", help="run a backend: local RightsizeJob on this machine, without a cluster")
+    run.add_argument("file")
+    run.add_argument("--name", help="which RightsizeJob of the file (default: the first with backend: local)")
+    run.add_argument("--report", type=Path, help="also write an HTML report with charts here")
+    run.add_argument("--time-scale", type=float, default=1.0,
+                     help="multiply the traffic pattern's durations (0.1: a ten times shorter run)")
+    run.set_defaults(run=_run)
+
+    demo = commands.add_parser("demo", help="the reference use case end to end: cluster, operator, local job")
+    demo.set_defaults(run=_demo)
 
     docs = commands.add_parser("docs", help="generate the API reference from the CRD schema")
     docs.add_argument("--output", default="docs/api-reference.md")

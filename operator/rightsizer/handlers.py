@@ -85,6 +85,10 @@ def _now() -> datetime.datetime:
 
 
 def _backend_for(spec: dict[str, Any]) -> base.Backend:
+    if spec.get("backend") == "local":
+        from rightsizer.backends.local.backend import LocalBackend  # its load tools load only when used
+
+        return LocalBackend()
     return SageMakerBackend((spec.get("sagemaker") or {}).get("region"))
 
 

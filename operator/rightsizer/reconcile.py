@@ -420,7 +420,7 @@ def _follow(out: _Builder, parsed, request: dict[str, Any]) -> None:
                                                                    p["modelLatency"]) for p in performances])
             return
         total = out.status.get("recommendationsTotal")
-        _select(out, parsed, _rows_to_recommendations(out.status.get("recommendations") or []))
+        _select(out, parsed, [base.Recommendation.from_status_row(row) for row in out.status.get("recommendations") or []])
         if total is not None and total > out.status["recommendationsTotal"]:
             out.set(recommendationsTotal=total)  # status keeps 20 rows; the job had more
 
@@ -434,7 +434,8 @@ def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
         finished = out.status.get("recommendations") or []
         out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} finished before)")
-        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished})))
+        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished,
+                                                         "StartedAt": out.status.get("startTime")})))
         return
     if isinstance(result, base.Adopted):
         _apply_snapshot(out, parsed, result.snapshot)
@@ -584,16 +585,6 @@ def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
     if r.invocation_end:
         row["invocationEndTime"] = st.timestamp(r.invocation_end)
     return row
-
-
-def _rows_to_recommendations(rows: list[Mapping[str, Any]]) -> list[base.Recommendation]:
-    return [base.Recommendation(recommendation_id=row.get("recommendationId", ""),
-                                instance_type=row.get("instanceType"),
-                                initial_instance_count=row.get("initialInstanceCount"),
-                                environment=row.get("environment") or {}, metrics=row.get("metrics") or {},
-                                serverless=row.get("serverless"),
-                                invocation_start=st.parse_timestamp(row.get("invocationStartTime")),
-                                invocation_end=st.parse_timestamp(row.get("invocationEndTime"))) for row in rows]
 
 
 def _steps_status(steps: base.StepSummary) -> dict[str, Any]:

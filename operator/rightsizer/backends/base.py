@@ -10,6 +10,8 @@ import dataclasses
 import datetime
 from typing import Any, Mapping, Protocol
 
+from rightsizer.status import parse_timestamp
+
 # Backend status words (SageMaker's RecommendationJobStatus; the local backend uses the same words).
 PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"
 STOPPING, STOPPED, DELETING, DELETED = "STOPPING", "STOPPED", "DELETING", "DELETED"
@@ -43,6 +45,15 @@ class Recommendation:
     serverless: Mapping[str, int] | None = None
     invocation_start: datetime.datetime | None = None
     invocation_end: datetime.datetime | None = None
+
+    @classmethod
+    def from_status_row(cls, row: Mapping[str, Any]) -> "Recommendation":
+        """A row of status.recommendations read back (re-selection, a resumed local job, a report)."""
+        return cls(recommendation_id=row.get("recommendationId", ""), instance_type=row.get("instanceType"),
+                   initial_instance_count=row.get("initialInstanceCount"),
+                   environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
+                   serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
+                   invocation_end=parse_timestamp(row.get("invocationEndTime")))
 
 
 @dataclasses.dataclass(frozen=True)

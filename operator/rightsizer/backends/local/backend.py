@@ -1,0 +1,148 @@
+"""The local backend: a RightsizeJob's experiment run on this host, behind the same submit/describe/stop
+interface as SageMaker, so the reconcile core, status, selection and promotion do not know the difference.
+
+A submitted job runs in a background thread of the operator process (its model servers and load generator are
+child processes pinned to their own cores). Only one experiment runs at a time on a host, since two would
+measure each other. The process holds no other memory: after a restart the job is unknown here, and the
+reconcile core submits it again with the configurations status already records, which are not run twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import threading
+from typing import Any, Mapping
+
+from rightsizer import spec as spec_module
+from rightsizer import status as st
+from rightsizer.backends import base
+from rightsizer.backends.local import experiment as experiment_module
+
+FINISHED_RUNS_KEPT_SECONDS = 3600
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclasses.dataclass
+class _Run:
+    job_name: str
+    created: datetime.datetime
+    experiment: experiment_module.Experiment | None = None
+    started: bool = False
+    finished: datetime.datetime | None = None
+    outcomes: list[experiment_module.ConfigurationOutcome] = dataclasses.field(default_factory=list)
+    progress: experiment_module.ExperimentProgress | None = None
+    error: str | None = None
+    stop_requested: bool = False
+
+
+_runs: dict[str, _Run] = {}
+_runs_guard = threading.Lock()
+# One experiment at a time per host: a second one would share the cores and skew both.
+_host = threading.Lock()
+
+
+class LocalBackend:
+    def __init__(self, time_scale: float = 1.0):
+        self.time_scale = time_scale
+
+    def submit(self, plan: base.JobPlan, owner: base.Owner) -> base.SubmitResult:
+        with _runs_guard:
+            _forget_old_runs()
+            existing = _runs.get(plan.job_name)
+            if existing is not None and not existing.stop_requested:
+                return base.Adopted(_snapshot(existing))
+            earlier = tuple(base.Recommendation.from_status_row(row)
+                            for row in plan.request.get("Completed") or () if row.get("recommendationId"))
+            started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
+            run = _Run(plan.job_name, created=started)
+            try:
+                parsed = spec_module.parse(plan.request["Spec"])
+                run.experiment = experiment_module.Experiment(
+                    parsed, plan.job_name, time_scale=self.time_scale,
+                    completed={r.recommendation_id: r for r in earlier}, job_started_at=started,
+                    on_progress=lambda progress: setattr(run, "progress", progress),
+                    on_outcome=run.outcomes.append)
+            except spec_module.InvalidSpec as invalid:
+                return base.Rejected("ValidationFailed", "; ".join(invalid.errors), retryable_later=False)
+            except experiment_module.ExperimentError as error:
+                # Unreadable payload, unusable loadGeneratorCpus: nothing can run until the spec changes.
+                return base.Rejected("ValidationFailed", str(error), retryable_later=False)
+            _runs[plan.job_name] = run
+        threading.Thread(target=_execute, args=(run,), name=f"local-job {plan.job_name}", daemon=True).start()
+        return base.Submitted(job_arn=f"local:{owner.namespace}/{plan.job_name}")
+
+    def describe(self, job_name: str) -> base.JobSnapshot | None:
+        with _runs_guard:
+            run = _runs.get(job_name)
+            return _snapshot(run) if run is not None else None
+
+    def stop(self, job_name: str) -> base.StopDone:
+        with _runs_guard:
+            run = _runs.get(job_name)
+            if run is None:
+                return base.StopDone(not_found=True)
+            if run.finished is not None:
+                return base.StopDone(already_finished=True)
+            run.stop_requested = True
+        run.experiment.stop()
+        return base.StopDone()
+
+
+def _execute(run: _Run) -> None:
+    with _host:
+        if run.stop_requested:
+            run.finished = _now()
+            return
+        run.started = True
+        try:
+            run.experiment.run()
+        except Exception as error:  # the job fails with the reason; the operator must live on
+            log.exception("local job %s failed", run.job_name)
+            run.error = f"{type(error).__name__}: {error}"
+        finally:
+            run.finished = _now()
+
+
+def _forget_old_runs() -> None:
+    cutoff = _now() - datetime.timedelta(seconds=FINISHED_RUNS_KEPT_SECONDS)
+    for name in [name for name, run in _runs.items() if run.finished and run.finished < cutoff]:
+        del _runs[name]
+
+
+def _snapshot(run: _Run) -> base.JobSnapshot:
+    experiment = run.experiment
+    outcomes = [*experiment.restored, *run.outcomes]
+    recommendations = tuple(o.recommendation for o in outcomes if o.recommendation is not None)
+    total = len(experiment.plan)
+    unfinished = base.STOPPED if run.finished is not None else base.PENDING
+    steps = experiment_module.step_summary(outcomes, total, unfinished_status=unfinished)
+    current = run.progress.current if run.progress and run.finished is None else None
+    progress = {"completed": len(outcomes), "total": total, **({"current": current[:256]} if current else {})}
+    status, failure = _status(run, recommendations, outcomes)
+    return base.JobSnapshot(job_name=run.job_name, status=status, job_arn=f"local:{run.job_name}",
+                            failure_reason=failure, creation_time=run.created, completion_time=run.finished,
+                            recommendations=recommendations, steps=steps, progress=progress)
+
+
+def _status(run: _Run, recommendations, outcomes) -> tuple[str, str | None]:
+    if run.finished is None:
+        if run.stop_requested:
+            return base.STOPPING, None
+        return (base.IN_PROGRESS if run.started else base.PENDING), None
+    if run.stop_requested:
+        return base.STOPPED, None
+    if run.error:
+        return base.FAILED, run.error
+    if not recommendations:
+        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason}" for o in outcomes if o.failure_reason)
+        ended = f" ({run.experiment.end_reason})" if run.experiment.end_reason else ""
+        return base.FAILED, f"no configuration could be measured{ended}: {reasons or 'nothing ran'}"
+    # Like SageMaker, a job that reached its duration completes with the configurations it measured.
+    return base.COMPLETED, None

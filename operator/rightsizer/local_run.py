@@ -1,0 +1,113 @@
+"""`rightsizer run FILE`: a backend: local RightsizeJob run in the foreground, with no cluster: a progress line
+per configuration, then the results table and the winner, and optionally an HTML report with charts."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from rightsizer import report, schema, selection
+from rightsizer import spec as spec_module
+from rightsizer.backends.base import StepFailure
+from rightsizer.backends.local import experiment as experiment_module
+
+
+def _pick(path: str, name: str | None) -> dict[str, Any]:
+    documents = schema.rightsize_jobs(Path(path).read_text())
+    for document in documents:
+        metadata, spec = document.get("metadata") or {}, document.get("spec") or {}
+        if (name and metadata.get("name") == name) or (not name and spec.get("backend") == "local"):
+            return document
+    wanted = f"a RightsizeJob named {name}" if name else "a RightsizeJob with backend: local"
+    raise SystemExit(f"{path}: no {wanted} (backend: sagemaker jobs run in SageMaker; `rightsizer render` shows "
+                     f"their request)")
+
+
+def run_file(path: str, *, name: str | None = None, report_path: Path | None = None, time_scale: float = 1.0,
+             stream: TextIO = sys.stdout) -> int:
+    document = _pick(path, name)
+    job = document.get("metadata", {}).get("name", "local")
+    try:
+        parsed = spec_module.parse(document.get("spec") or {})
+    except spec_module.InvalidSpec as invalid:
+        for error in invalid.errors:
+            print(f"{path}: {job}: error: {error}", file=sys.stderr)
+        return 1
+    if parsed.backend != "local":
+        print(f"{path}: {job}: backend {parsed.backend} does not run here", file=sys.stderr)
+        return 1
+
+    board: report.ProgressBoard | None = None
+
+    def on_progress(progress: experiment_module.ExperimentProgress) -> None:
+        planned = progress.configuration
+        if board is None or planned is None:
+            return
+        load = progress.load
+        fraction = None
+        if load is not None and shape_seconds:
+            fraction = min(1.0, load.elapsed_s / shape_seconds)
+        board.update(planned.index, state="running", fraction=fraction,
+                     detail=report.progress_detail(load) if load else "starting the model server")
+        board.draw()
+
+    def on_outcome(outcome: experiment_module.ConfigurationOutcome) -> None:
+        if board is None:
+            return
+        if outcome.recommendation is not None:
+            detail = report.result_detail(outcome.load) if outcome.load else "measured"
+            board.update(outcome.planned.index, state="done", detail=detail)
+        else:
+            state = "skipped" if outcome.planned.skipped else "failed"
+            board.update(outcome.planned.index, state=state, detail=outcome.failure_reason or "")
+        board.draw()
+
+    try:
+        experiment = experiment_module.Experiment(parsed, job, time_scale=time_scale, on_progress=on_progress,
+                                                  on_outcome=on_outcome)
+    except experiment_module.ExperimentError as error:
+        print(f"{path}: {job}: cannot run here: {error}", file=sys.stderr)
+        return 1
+    from rightsizer.local.load_shape import LoadShape
+
+    pattern = experiment_module.traffic_pattern_dict(parsed.traffic_pattern) if parsed.traffic_pattern \
+        else experiment_module.DEFAULT_TRAFFIC_PATTERN
+    shape_seconds = LoadShape(pattern, time_scale=time_scale).total_duration()
+    board = report.ProgressBoard([p.label for p in experiment.plan], stream)
+    board.note(f"{job}: {len(experiment.plan)} configuration(s), one at a time; Ctrl-C stops")
+    board.draw()
+
+    # Ctrl-C stops the load test and the server cleanly and still prints what was measured.
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: (interrupted.set(), threading.Thread(
+        target=experiment.stop, daemon=True).start()))
+    try:
+        outcomes = experiment.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    measured = [o.recommendation for o in outcomes if o.recommendation is not None]
+    unmeasured = [StepFailure(o.planned.instance_type, dict(o.planned.environment), o.failure_reason or "")
+                  for o in outcomes if o.recommendation is None]
+    chosen = selection.select(measured, parsed.selection.objective, selection.constraints_for(parsed))
+    print(file=stream)
+    print(report.results_table(chosen, unmeasured=unmeasured), file=stream)
+    if experiment.end_reason:
+        print(f"ended early: {experiment.end_reason}", file=stream)
+    if report_path:
+        timelines = {selection.describe_configuration(o.recommendation): o.load.timeline
+                     for o in outcomes if o.recommendation is not None and o.load is not None}
+        threshold = parsed.stopping_conditions.latency_threshold if parsed.stopping_conditions else None
+        document = report.html_report(
+            f"rightsizer: {job}", chosen, timelines,
+            generated_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            spec_summary=spec_module.describe_job(parsed),
+            latency_threshold_ms=threshold.milliseconds if threshold else None, unmeasured=unmeasured)
+        print(f"report: {report.write_html(report_path, document)}", file=stream)
+    if interrupted.is_set():
+        return 130
+    return 0 if chosen.best is not None else 2

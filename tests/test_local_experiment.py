@@ -1,0 +1,358 @@
+"""The local backend's experiment engine: plans from specs and made-up hosts, and real runs on 127.0.0.1 with the
+built-in model server (a tiny fraud model) or small stand-in servers, traffic patterns compressed to seconds."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+
+from rightsizer import selection, spec as spec_module
+from rightsizer.backends.base import COMPLETED, FAILED, PENDING, STOPPED, Recommendation
+from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
+                                                  max_invocations_window, measured_outcome, plan_experiment,
+                                                  step_summary)
+from rightsizer.local import fraud_model
+from rightsizer.local.load_generator import LoadResult, StopReason, TimelinePoint
+from rightsizer.local.placement import GIB, HostFacts
+from rightsizer.local.server_process import ResourceUsage
+
+PRICE = 0.05
+# Far above what one core serves, so that the instance count comes out of the measurement.
+TARGET_INVOCATIONS = 600_000
+# 50 s at 0.1 = 5 s of load: one user more every 0.5 s, from 1 to 11.
+QUICK_TRAFFIC = {"trafficType": "PHASES",
+                 "phases": [{"initialNumberOfUsers": 1, "spawnRate": 12, "durationInSeconds": 50}]}
+QUICK_SCALE = 0.1
+
+# A stand-in for a custom model server: it notes every start in the file named by its first argument, then
+# behaves as the MODE of its configuration says.
+STAND_IN_SERVER = textwrap.dedent("""
+    import os, sys, time
+    with open(sys.argv[1], "a") as starts:
+        starts.write(os.environ["MODE"] + "\\n")
+    if os.environ["MODE"] == "crash":
+        sys.exit("cannot load the model: model.ubj is corrupt")
+    if os.environ["MODE"] == "slow-crash":
+        time.sleep(1.0)
+        sys.exit("gave up after a second")
+    from rightsizer.local.model_server import main
+    main()
+""")
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return fraud_model.write_example(tmp_path_factory.mktemp("fraud"), trees=20, legitimate_rows=20000,
+                                     fraud_rows=100)
+
+
+@pytest.fixture
+def no_leftover_processes():
+    """Every process a test starts (servers, their workers, load generators) must be gone when it ends."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 3
+    while True:
+        left = []
+        for child in me.children(recursive=True):
+            try:
+                if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
+                    left.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    """The stand-in server's command, and a function returning the MODEs it was started with, in order."""
+    script = tmp_path / "stand_in_server.py"
+    script.write_text(STAND_IN_SERVER)
+    starts = tmp_path / "starts.txt"
+
+    def started() -> list[str]:
+        return starts.read_text().split() if starts.exists() else []
+
+    return [sys.executable, str(script), str(starts)], started
+
+
+def local_spec(example, *, instance_types=("local-1cpu",), ranges=None, traffic=QUICK_TRAFFIC,
+               stopping=None, server_command=None, **fields) -> spec_module.RightsizeJobSpec:
+    model = {"modelUri": example.model.as_uri(),
+             "payload": {"path": str(example.payload_row), "contentType": "text/csv"}}
+    if server_command:
+        model["server"] = {"command": server_command}
+    else:
+        model["framework"] = "xgboost"
+    raw = {"backend": "local", "model": {"local": model}, "instanceTypes": list(instance_types),
+           "environmentParameterRanges": ranges or {"OMP_NUM_THREADS": ["1", "2"]},
+           "trafficPattern": traffic,
+           "stoppingConditions": stopping or {"maxInvocations": TARGET_INVOCATIONS,
+                                              "modelLatencyThresholds": [{"percentile": "P95",
+                                                                          "valueInMilliseconds": 500}]},
+           "local": {"pricePerHour": {"local-1cpu": PRICE, "local-2cpu": 2 * PRICE}, "loadGeneratorCpus": [1]},
+           **fields}
+    return spec_module.parse(raw)
+
+
+# ---- plan ---------------------------------------------------------------------------------------------------------
+
+TWO_CPU_HOST = HostFacts(cpus=(0, 1), memory_total_bytes=16 * GIB, memory_available_bytes=12 * GIB)
+
+
+def test_plan_lists_candidates_in_spec_order_then_their_grid_with_sagemaker_ids(example):
+    spec = local_spec(example, instance_types=["local-2cpu", "local-1cpu"],
+                      ranges={"OMP_NUM_THREADS": ["1", "2"], "SAGEMAKER_MODEL_SERVER_WORKERS": ["1", "2"]})
+
+    planned = plan_experiment(spec, "fraud-local-3f9a2c1e-g1", TWO_CPU_HOST)
+
+    assert [p.index for p in planned] == list(range(8))
+    assert [p.recommendation_id for p in planned] == [f"fraud-local-3f9a2c1e-g1/{i:08d}" for i in range(8)]
+    assert [p.instance_type for p in planned] == ["local-2cpu"] * 4 + ["local-1cpu"] * 4
+    grid = [{"OMP_NUM_THREADS": omp, "SAGEMAKER_MODEL_SERVER_WORKERS": workers}
+            for omp in ("1", "2") for workers in ("1", "2")]
+    assert [dict(p.environment) for p in planned] == grid * 2
+    # The load generator keeps CPU 1, so two server CPUs do not fit on this host.
+    for skipped in planned[:4]:
+        assert skipped.placement is None
+        assert "local-2cpu needs 2 vCPUs" in skipped.skipped_reason
+    for placed in planned[4:]:
+        assert placed.skipped_reason is None
+        assert placed.placement.cpus == (0,) and placed.placement.load_generator_cpus == (1,)
+        assert placed.placement.price_per_hour == PRICE
+    assert planned[4].label == "local-1cpu (OMP_NUM_THREADS=1, SAGEMAKER_MODEL_SERVER_WORKERS=1)"
+    assert plan_experiment(spec, "fraud-local-3f9a2c1e-g1", TWO_CPU_HOST) == planned
+
+
+def test_plan_skips_what_is_beyond_max_number_of_tests(example):
+    spec = local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2", "3"]}, resourceLimit={"maxNumberOfTests": 2})
+
+    planned = plan_experiment(spec, "job", TWO_CPU_HOST)
+
+    assert [p.skipped_reason is None for p in planned] == [True, True, False]
+    assert "spec.resourceLimit.maxNumberOfTests is 2" in planned[2].skipped_reason
+
+
+# ---- metrics and steps (pure) -------------------------------------------------------------------------------------
+
+
+def load_result(*, max_invocations, p95, run_p95, stop_reason=StopReason.TRAFFIC_PATTERN_COMPLETE,
+                timeline=()) -> LoadResult:
+    return LoadResult(stop_reason=stop_reason, detail="details", max_invocations_per_minute=max_invocations,
+                      model_latency_p50_ms=p95 and p95 / 2, model_latency_p95_ms=p95,
+                      model_latency_p99_ms=p95 and p95 * 2, users_at_max_invocations=3 if max_invocations else None,
+                      total_requests=1000, total_failures=0, run_p50_ms=run_p95 and run_p95 / 2, run_p95_ms=run_p95,
+                      run_p99_ms=run_p95 and run_p95 * 2, locust_p95_ms=run_p95, cpu_warning=False, duration_s=10.0,
+                      timeline=tuple(timeline))
+
+
+USAGE = ResourceUsage(start=0.0, end=5.0, cpu_percent=97.5, cpu_percent_max=100.0, rss_bytes=GIB // 10,
+                      memory_percent=5.0, samples=5)
+
+
+def test_a_threshold_breached_before_any_window_held_is_completed_with_zero_invocations_and_never_selected(example):
+    spec = local_spec(example, stopping={"modelLatencyThresholds": [{"percentile": "P95", "valueInMilliseconds": 5}]})
+    planned = plan_experiment(spec, "job", TWO_CPU_HOST)[0]
+    breached = load_result(max_invocations=None, p95=None, run_p95=12.2, stop_reason=StopReason.LATENCY_THRESHOLD)
+
+    outcome = measured_outcome(planned, breached, setup_seconds=1.4, usage=USAGE, stopping=spec.stopping_conditions)
+
+    assert outcome.status == COMPLETED and outcome.failure_reason is None
+    assert outcome.recommendation.initial_instance_count == 1
+    assert outcome.recommendation.metrics == {"maxInvocations": 0, "modelLatency": 13, "modelSetupTime": 1,
+                                              "cpuUtilization": 97.5, "memoryUtilization": 5.0,
+                                              "costPerHour": PRICE}
+    assert "LatencyThresholdBreached" in outcome.detail
+    for objective in ("CostPerInference", "CostPerHour", "ModelLatency", "MaxInvocations"):
+        assert selection.select([outcome.recommendation], objective,
+                                selection.constraints_for(spec)).best is None
+
+
+def test_latency_is_the_thresholds_percentile_rounded_up_and_the_count_meets_max_invocations(example):
+    spec = local_spec(example, stopping={"maxInvocations": 25_000,
+                                         "modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 50}]})
+    planned = plan_experiment(spec, "job", TWO_CPU_HOST)[0]
+    result = load_result(max_invocations=12_000.4, p95=20.1, run_p95=25.0)
+
+    metrics = measured_outcome(planned, result, setup_seconds=0.4, usage=None,
+                               stopping=spec.stopping_conditions).recommendation.metrics
+
+    assert metrics["modelLatency"] == 41  # P99 = 40.2 ms
+    assert metrics["maxInvocations"] == 12_000
+    assert metrics["costPerHour"] == pytest.approx(3 * PRICE)  # ceil(25000 / 12000) instances
+    assert metrics["costPerInference"] == pytest.approx(PRICE / (12_000 * 60))
+    assert "cpuUtilization" not in metrics
+
+
+def test_a_run_without_one_successful_request_is_a_failure(example):
+    spec = local_spec(example)
+    planned = plan_experiment(spec, "job", TWO_CPU_HOST)[0]
+
+    outcome = measured_outcome(planned, load_result(max_invocations=None, p95=None, run_p95=None), setup_seconds=1,
+                               usage=None, stopping=spec.stopping_conditions)
+
+    assert outcome.status == FAILED and "no successful invocation" in outcome.failure_reason
+
+
+def test_the_max_invocations_window_is_found_on_the_timeline():
+    rates = [100, 200, 300, 300, 300, 250, 100]
+    timeline = [TimelinePoint(elapsed_s=float(second + 1), duration_s=1.0, users=second + 1, stage="phase 1/1",
+                              requests=rate, failures=0, rps=float(rate), p50_ms=1.0, p95_ms=2.0, p99_ms=3.0)
+                for second, rate in enumerate(rates)]
+    # The load generator's best 3-interval window: seconds 2-5, 300 req/s.
+    result = load_result(max_invocations=300 * 60, p95=2.0, run_p95=2.0, timeline=timeline)
+
+    assert max_invocations_window(result, window_s=3) == (2.0, 5.0)
+
+
+def test_step_summary_counts_by_status_with_the_failures_reasons(example):
+    spec = local_spec(example, instance_types=["local-2cpu", "local-1cpu"])
+    planned = plan_experiment(spec, "job", TWO_CPU_HOST)
+    recommendation = Recommendation(planned[2].recommendation_id, "local-1cpu", 1, planned[2].environment,
+                                    {"maxInvocations": 100})
+    outcomes = [ConfigurationOutcome(planned[0], None, planned[0].skipped_reason, None),
+                ConfigurationOutcome(planned[2], recommendation, None, None)]
+
+    running = step_summary(outcomes, len(planned))
+    ended = step_summary(outcomes, len(planned), unfinished_status=STOPPED)
+
+    assert running.total == 4 and running.by_status == {FAILED: 1, COMPLETED: 1, PENDING: 2}
+    assert ended.by_status == {FAILED: 1, COMPLETED: 1, STOPPED: 2}
+    (failure,) = running.failures
+    assert failure.instance_type == "local-2cpu" and failure.environment == {"OMP_NUM_THREADS": "1"}
+    assert "needs 2 vCPUs" in failure.failure_reason
+
+
+# ---- runs ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_small_experiment_recommends_every_configuration_with_sane_metrics(example, no_leftover_processes):
+    spec = local_spec(example)
+    progress: list[ExperimentProgress] = []
+    reported: list[ConfigurationOutcome] = []
+
+    experiment = Experiment(spec, "fraud-local", time_scale=QUICK_SCALE, on_progress=progress.append,
+                            on_outcome=reported.append)
+    outcomes = experiment.run()
+
+    assert [o.planned.recommendation_id for o in outcomes] == ["fraud-local/00000000", "fraud-local/00000001"]
+    assert reported == outcomes and experiment.end_reason is None
+    for outcome, threads in zip(outcomes, ("1", "2")):
+        assert outcome.failure_reason is None, outcome.failure_reason
+        recommendation = outcome.recommendation
+        assert recommendation.environment == {"OMP_NUM_THREADS": threads}
+        metrics = recommendation.metrics
+        assert isinstance(metrics["maxInvocations"], int) and metrics["maxInvocations"] > 0
+        assert isinstance(metrics["modelLatency"], int) and 0 < metrics["modelLatency"] <= 500
+        assert metrics["cpuUtilization"] > 0 and 0 < metrics["memoryUtilization"] < 100
+        assert isinstance(metrics["modelSetupTime"], int) and metrics["modelSetupTime"] < 60
+        instances = math.ceil(TARGET_INVOCATIONS / metrics["maxInvocations"])
+        assert recommendation.initial_instance_count == instances
+        assert metrics["costPerHour"] == pytest.approx(PRICE * instances)
+        assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocations"] * 60))
+        assert recommendation.invocation_start < recommendation.invocation_end
+        assert outcome.load.timeline and outcome.load.max_invocations_per_minute > 0
+    assert step_summary(outcomes, len(experiment.plan)).by_status == {COMPLETED: 2}
+    during_load = [p for p in progress if p.load is not None]
+    assert during_load and "users" in during_load[-1].current and during_load[-1].configuration is not None
+    assert (progress[-1].completed, progress[-1].total, progress[-1].current) == (2, 2, None)
+    assert selection.select([o.recommendation for o in outcomes], "CostPerInference",
+                            selection.constraints_for(spec)).best is not None
+
+
+def test_a_server_that_exits_at_once_fails_only_its_configuration(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["crash", "serve"]})
+
+    outcomes = Experiment(spec, "job", time_scale=QUICK_SCALE).run()
+
+    crashed, served = outcomes
+    assert crashed.status == FAILED and crashed.recommendation is None and crashed.load is None
+    assert "exited with code 1 before it was ready" in crashed.failure_reason
+    assert "model.ubj is corrupt" in crashed.failure_reason
+    assert served.status == COMPLETED and served.recommendation.metrics["maxInvocations"] > 0
+    assert started() == ["crash", "serve"]
+    (failure,) = step_summary(outcomes, 2).failures
+    assert failure.environment == {"MODE": "crash"} and "model.ubj is corrupt" in failure.failure_reason
+
+
+def test_finished_configurations_are_not_run_again(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["serve", "crash"]})
+    earlier = Recommendation("job/00000000", "local-1cpu", 1, {"MODE": "serve"}, {"maxInvocations": 1234})
+    reported: list[ConfigurationOutcome] = []
+
+    outcomes = Experiment(spec, "job", time_scale=QUICK_SCALE, completed={"job/00000000": earlier},
+                          on_outcome=reported.append).run()
+
+    assert started() == ["crash"]
+    assert outcomes[0].recommendation is earlier and outcomes[0].load is None
+    assert outcomes[1].status == FAILED
+    assert reported == [outcomes[1]]
+
+
+def test_stop_mid_run_returns_promptly_and_leaves_no_process(example, no_leftover_processes):
+    # 300 s at 0.1 = 30 s of steady load that flat throughput does not end: only stop() ends it early.
+    spec = local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2"]},
+                      traffic={"trafficType": "PHASES",
+                               "phases": [{"initialNumberOfUsers": 2, "spawnRate": 0, "durationInSeconds": 300}]},
+                      stopping={"flatInvocations": "Continue"})
+    loaded = threading.Event()
+    experiment = Experiment(spec, "job", time_scale=QUICK_SCALE,
+                            on_progress=lambda progress: progress.load and loaded.set())
+    returned: list[list[ConfigurationOutcome]] = []
+    runner = threading.Thread(target=lambda: returned.append(experiment.run()))
+    runner.start()
+    try:
+        assert loaded.wait(20), "the load test never reported progress"
+        stopping_at = time.monotonic()
+        experiment.stop()
+        runner.join(10)
+        took = time.monotonic() - stopping_at
+    finally:
+        experiment.stop()
+        runner.join(10)
+
+    assert not runner.is_alive() and took < 8
+    assert returned == [[]]
+    assert experiment.stopped and experiment.end_reason == "stopped"
+
+
+def test_job_duration_stops_scheduling_new_configurations(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    # 20 s at 0.025 = a 0.5 s job; the first server takes a second to fail.
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["slow-crash", "serve", "crash"]},
+                      traffic={"trafficType": "PHASES",
+                               "phases": [{"initialNumberOfUsers": 1, "spawnRate": 0, "durationInSeconds": 20}]},
+                      jobDurationInSeconds=20)
+    experiment = Experiment(spec, "job", time_scale=0.025)
+
+    outcomes = experiment.run()
+
+    assert started() == ["slow-crash"]
+    assert [o.planned.index for o in outcomes] == [0] and "gave up after a second" in outcomes[0].failure_reason
+    assert "spec.jobDurationInSeconds (20 s) was reached; 2 configurations not run" == experiment.end_reason
+    assert step_summary(outcomes, len(experiment.plan), unfinished_status=STOPPED).by_status == {FAILED: 1,
+                                                                                                  STOPPED: 2}
+
+
+def test_job_duration_counts_from_when_the_job_started(example, stand_in):
+    command, started = stand_in
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["serve"]}, jobDurationInSeconds=600)
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+
+    experiment = Experiment(spec, "job", job_started_at=an_hour_ago)
+
+    assert experiment.run() == [] and started() == []
+    assert "jobDurationInSeconds (600 s) was reached" in experiment.end_reason
