@@ -182,7 +182,7 @@ _ELLIPSIS = "..."
 def progress_detail(progress: LoadProgress) -> str:
     """The running state's detail: where the traffic pattern is and what the server does right now."""
     p95 = MISSING if progress.p95_ms is None else f"{progress.p95_ms:.1f}"
-    detail = f"{progress.stage}, {progress.users} user{"" if progress.users == 1 else "s"}, {progress.rps:.0f} req/s, p95 {p95} ms"
+    detail = f"{progress.stage}, {progress.users} user{'' if progress.users == 1 else 's'}, {progress.rps:.0f} req/s, p95 {p95} ms"
     if progress.failures:
         detail += f", {progress.failures} of {progress.requests} requests failed"
     return detail
