@@ -1,0 +1,142 @@
+"""The local backend through the operator, against the real API server: real model servers and load tests on
+127.0.0.1, short traffic patterns. Status follows each configuration; a delete stops the load; an operator
+killed mid-run resumes with only the unfinished configurations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from conftest import wait_for
+from rightsizer import schema
+from rightsizer.local import fraud_model
+from test_sagemaker_operator import condition, create, events, objects, operator_args, read
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return fraud_model.write_example(tmp_path_factory.mktemp("fraud"), trees=20, legitimate_rows=20000,
+                                     fraud_rows=100)
+
+
+def local_job(model, name: str = "fraud-local", phase_seconds: int = 3, omp=("1", "2")) -> dict:
+    return {"apiVersion": "rightsizer.io/v1alpha1", "kind": "RightsizeJob", "metadata": {"name": name},
+            "spec": {"backend": "local",
+                     "model": {"local": {"framework": "xgboost", "modelUri": f"file://{model.model}",
+                                         "payload": {"path": str(model.payload_row), "contentType": "text/csv"}}},
+                     "instanceTypes": ["local-1cpu"],
+                     "environmentParameterRanges": {"OMP_NUM_THREADS": list(omp)},
+                     "trafficPattern": {"trafficType": "PHASES", "phases": [
+                         {"initialNumberOfUsers": 1, "spawnRate": 60, "durationInSeconds": phase_seconds}]},
+                     "stoppingConditions": {"modelLatencyThresholds": [{"percentile": "P95",
+                                                                        "valueInMilliseconds": 100}]},
+                     "local": {"pricePerHour": {"local-1cpu": 0.05}}}}
+
+
+def servers_and_generators() -> list[psutil.Process]:
+    """Model servers and load generators started by this process (the operator runs in it)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "model_server" in command or "load_generator" in command or "locust" in command:
+            found.append(child)
+    return found
+
+
+def test_status_follows_each_configuration_and_the_best_is_selected(api, crd_installed, namespace, model):
+    with KopfRunner(operator_args(namespace)) as runner:
+        create(api, namespace, local_job(model))
+        partial = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                           and (b.get("status") or {}).get("progress", {}).get("completed") == 1 and b, timeout=90)
+        assert partial["status"]["progress"]["total"] == 2
+        assert condition(partial, "Ready")["status"] == "Unknown"
+        assert len(partial["status"]["recommendations"]) == 1  # written as soon as it finished
+        done = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                        and condition(b, "Ready").get("status") == "True" and b, timeout=90)
+    assert runner.exception is None, runner.output
+    status = done["status"]
+    assert condition(done, "Ready")["reason"] == "BestSelected" and status["phase"] == "Completed"
+    assert status["backendStatus"] == "COMPLETED" and status["steps"]["byStatus"] == {"COMPLETED": 2}
+    rows = status["recommendations"]
+    assert {row["environment"]["OMP_NUM_THREADS"] for row in rows} == {"1", "2"}
+    for row in rows:
+        metrics = row["metrics"]
+        assert metrics["maxInvocations"] > 0 and 0 < metrics["modelLatency"] <= 100
+        assert metrics["cpuUtilization"] > 0 and metrics["costPerHour"] == pytest.approx(0.05)
+        assert row["instanceType"] == "local-1cpu" and row["meetsSLA"] is True
+    assert status["best"]["recommendationId"] in {row["recommendationId"] for row in rows}
+    assert "finalizers" not in done["metadata"] or "rightsizer.io/finalizer" not in done["metadata"]["finalizers"]
+    assert servers_and_generators() == []
+
+
+def test_deleting_the_job_stops_the_load(api, crd_installed, namespace, model):
+    with KopfRunner(operator_args(namespace)) as runner:
+        create(api, namespace, local_job(model, phase_seconds=60))
+        wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                 and (b.get("status") or {}).get("backendStatus") == "IN_PROGRESS" and servers_and_generators(),
+                 timeout=60)
+        objects(api).delete_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL,
+                                                     "fraud-local")
+        wait_for(lambda: read(api, namespace, "fraud-local") is None, timeout=30)
+        wait_for(lambda: not servers_and_generators(), timeout=15)
+    assert runner.exception is None, runner.output
+
+
+def orphaned_load_processes() -> list[psutil.Process]:
+    """Model servers and load generators that no living process of this test session owns."""
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or ())
+        if ("rightsizer.local.model_server" in command or "load_generator" in command) and process.pid not in ours:
+            found.append(process)
+    return found
+
+
+def operator_process(namespace: str, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rightsizer.cli", "operator", "--standalone",
+                             f"--namespace={namespace}"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ}, start_new_session=True)
+
+
+def test_an_operator_killed_mid_run_resumes_only_the_unfinished_configurations(api, crd_installed, namespace, model,
+                                                                               tmp_path):
+    with open(tmp_path / "operator.log", "w") as log:
+        first = operator_process(namespace, log)
+        try:
+            create(api, namespace, local_job(model, phase_seconds=4, omp=("1", "2", "3")))
+            partial = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                               and (b.get("status") or {}).get("progress", {}).get("completed", 0) >= 1 and b,
+                               timeout=90)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # no cleanup: what a crash or an OOM kill leaves
+            first.wait()
+        finished_before = {row["recommendationId"]: row for row in partial["status"]["recommendations"]}
+        # Its model servers and load generator die with it (parent-death signal), leaving nothing behind.
+        wait_for(lambda: not orphaned_load_processes(), timeout=15)
+        second = operator_process(namespace, log)
+        try:
+            done = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                            and condition(b, "Succeeded").get("status") == "True" and b, timeout=120)
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+    rows = {row["recommendationId"]: row for row in done["status"]["recommendations"]}
+    assert len(rows) == 3
+    for recommendation_id, before in finished_before.items():
+        assert rows[recommendation_id]["metrics"] == before["metrics"]  # kept, not measured again
+    assert ("Normal", "JobResumed") in events(api, namespace, "fraud-local")
+    assert done["status"]["jobName"] == partial["status"]["jobName"]
