@@ -12,9 +12,10 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
-# operator/rightsizer/data/rightsizejobs.yaml is a symlink to ../../../crds/rightsizejobs.yaml: both trees are
-# needed, or the wheel would have no CRD in it.
+# operator/rightsizer/data/rightsizejobs.yaml and fraud-local.yaml are symlinks to ../../../crds/ and
+# ../../../manifests/samples/: those trees are needed, or the wheel would have no CRD and no demo job in it.
 COPY crds/ crds/
+COPY manifests/samples/ manifests/samples/
 COPY operator/ operator/
 # Every dependency is published as a wheel for this platform, so no compiler is needed. Had one been needed,
 # build-essential would be installed here and never in the final stage.

@@ -4,6 +4,7 @@ it, and a fresh namespace per test (namespaces are never finalized without a con
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +40,11 @@ def wait_for(predicate, timeout: float = 40.0, interval: float = 0.1):
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
+
+
+def refusals(log: str) -> list[str]:
+    """Log lines where the API server refused the operator (403). A millisecond timestamp such as ",403" is not."""
+    return [line for line in log.splitlines() if re.search(r"Forbidden|\b403\b(?<!,403)", line)]
 
 
 @pytest.fixture(scope="session")

@@ -61,11 +61,13 @@ def test_a_sample_gets_its_initial_status(api, operator, namespace):
     status = body["status"]
     assert status["observedGeneration"] == body["metadata"]["generation"] == 1
     assert status["phase"] == "Pending"
+    # The sample's model lives at /models/fraud (`rightsizer example fraud-model /models/fraud` makes it): absent
+    # here, so the local backend refuses the job, saying which file, and waits for an edit.
     ready = condition(body, "Ready")
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("Unknown", "JobPending", 1)
-    assert ready["message"] == ("the spec is valid; the local load test of 8 configuration(s) is not submitted yet "
-                                "(the local backend is not available in this version)")
-    assert condition(body, "JobSubmitted")["status"] == "False"
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "ValidationFailed", 1)
+    assert ready["message"].startswith(f"the local backend refused job {status['jobName']}: ")
+    assert "/models/fraud/payload.csv" in ready["message"]
+    assert condition(body, "JobSubmitted")["reason"] == "ValidationFailed"
     assert condition(body, "Validated")["reason"] == "Valid"
     for entry in status["conditions"]:
         assert entry["lastTransitionTime"].endswith("Z") and entry["message"]
@@ -127,7 +129,7 @@ def test_every_sample_is_reconciled(api, operator, namespace):
         body = wait_for(lambda: (b := read(api, namespace, name)) and condition(b, "Ready") and b)
         assert condition(body, "Validated")["status"] == "True", body["status"]
         if backend == "local":
-            assert condition(body, "Ready")["reason"] == "JobPending"
+            assert condition(body, "Ready")["reason"] == "ValidationFailed"  # its model is not on this machine
         else:
             wait_for(lambda: condition(read(api, namespace, name), "JobSubmitted").get("status") == "True")
     assert len(operator.sim.jobs) == len([n for n, backend in names if backend == "sagemaker"])
