@@ -535,3 +535,15 @@ def test_region_from_spec_then_environment(monkeypatch):
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     assert sm.region_for(None) == "eu-central-1"
     assert sm.region_for("us-west-2") == "us-west-2"
+
+
+def test_a_result_without_cost_gets_the_catalog_price_in_the_catalog_region_only():
+    from rightsizer.backends.sagemaker.client import _recommendation
+
+    raw = {"RecommendationId": "j/1", "Metrics": {"MaxInvocations": 30000, "ModelLatency": 9},
+           "EndpointConfiguration": {"EndpointName": "e", "VariantName": "v", "InstanceType": "ml.m5.xlarge",
+                                     "InitialInstanceCount": 2}}
+    assert _recommendation(raw, "us-east-1").metrics["costPerHour"] == pytest.approx(0.46)  # 2 x 0.23
+    assert "costPerHour" not in _recommendation(raw, "eu-west-1").metrics  # us-east-1 prices are not Ireland's
+    priced = {**raw, "Metrics": {**raw["Metrics"], "CostPerHour": 0.5}}
+    assert _recommendation(priced, "us-east-1").metrics["costPerHour"] == 0.5  # SageMaker's own figure wins

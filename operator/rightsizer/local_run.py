@@ -22,7 +22,7 @@ def _pick(path: str, name: str | None) -> dict[str, Any]:
         metadata, spec = document.get("metadata") or {}, document.get("spec") or {}
         if (name and metadata.get("name") == name) or (not name and spec.get("backend") == "local"):
             return document
-    wanted = f"a RightsizeJob named {name}" if name else "a RightsizeJob with backend: local"
+    wanted = f"RightsizeJob named {name}" if name else "RightsizeJob with backend: local"
     raise SystemExit(f"{path}: no {wanted} (backend: sagemaker jobs run in SageMaker; `rightsizer render` shows "
                      f"their request)")
 

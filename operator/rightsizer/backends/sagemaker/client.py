@@ -17,7 +17,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from rightsizer import metrics
+from rightsizer import metrics, pricing
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker.translate import OWNER_TAG_KEYS
 
@@ -156,15 +156,22 @@ def _metrics(raw: dict | None) -> dict[str, float | int]:
     return metrics
 
 
-def _recommendation(raw: dict) -> base.Recommendation:
+def _recommendation(raw: dict, region: str | None = None) -> base.Recommendation:
     endpoint = raw.get("EndpointConfiguration") or {}
     serverless = endpoint.get("ServerlessConfig")
+    metrics = _metrics(raw.get("Metrics"))
+    instance_type, count = endpoint.get("InstanceType"), endpoint.get("InitialInstanceCount") or 1
+    if "costPerHour" not in metrics and instance_type:
+        # SageMaker leaves cost out in some results; the bundled catalog knows its own region's prices.
+        quote = pricing.price_per_hour(instance_type, region=region)
+        if quote.price is not None:
+            metrics["costPerHour"] = round(quote.price * count, 6)
     return base.Recommendation(
         recommendation_id=raw.get("RecommendationId") or endpoint.get("EndpointName", ""),
-        instance_type=endpoint.get("InstanceType"),
+        instance_type=instance_type,
         initial_instance_count=endpoint.get("InitialInstanceCount"),
         environment=_environment(raw.get("ModelConfiguration")),
-        metrics=_metrics(raw.get("Metrics")),
+        metrics=metrics,
         serverless={SERVERLESS_KEYS[k]: v for k, v in serverless.items()} if serverless else None,
         invocation_start=raw.get("InvocationStartTime"),
         invocation_end=raw.get("InvocationEndTime"),
@@ -238,7 +245,8 @@ class SageMakerBackend:
             job_name=raw["JobName"], status=raw["Status"], job_arn=raw.get("JobArn"),
             failure_reason=raw.get("FailureReason"), creation_time=raw.get("CreationTime"),
             completion_time=raw.get("CompletionTime"),
-            recommendations=tuple(_recommendation(r) for r in raw.get("InferenceRecommendations") or ()),
+            recommendations=tuple(_recommendation(r, self.region)
+                                  for r in raw.get("InferenceRecommendations") or ()),
             steps=self._steps(job_name),
             endpoint_performances=tuple(
                 base.EndpointPerformance(p["EndpointInfo"]["EndpointName"], p["Metrics"]["MaxInvocations"],
