@@ -235,6 +235,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
                                                                submit_result=Submitted(f"local:ml/{name}"))))
     assert status["phase"] == "Submitted" and by_type(status["conditions"])["JobSubmitted"]["status"] == "True"
+    assert status["nextPollTime"] == "2026-03-01T12:00:02Z"  # not SageMaker's first 30 s
 
     running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
                           steps=StepSummary(8, {"COMPLETED": 1}),
@@ -242,7 +243,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job=running))
     status = apply(status, outcome)
     assert status["progress"] == {"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"}
-    assert status["nextPollTime"] == "2026-03-01T12:05:05Z"  # every 5 s: a local describe costs nothing
+    assert status["nextPollTime"] == "2026-03-01T12:05:02Z"  # every 2 s: a local describe costs nothing
     assert len(status["recommendations"]) == 1 and "best" not in status
     assert by_type(status["conditions"])["Ready"]["message"].endswith("(1 of 8 benchmarks completed)")
 
@@ -256,7 +257,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     status = apply(status, outcome)
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
                                                                submit_result=Submitted(f"local:ml/{name}"))))
-    assert status["jobName"] == name and status["nextPollTime"] == "2026-03-01T12:05:05Z"
+    assert status["jobName"] == name and status["nextPollTime"] == "2026-03-01T12:05:02Z"
 
     done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=local_rows(name, 3),
                        steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress={"completed": 8, "total": 8})
@@ -740,7 +741,7 @@ def test_timing_polls_every_30_s_at_first_slowing_to_120_s_over_an_hour():
     assert (TIMING.retry_first, TIMING.retry_max, TIMING.not_found_grace) == (300, 3600, 300)
     assert [TIMING.poll_interval(s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
     assert TIMING.after(T0, 30.75) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time is written
-    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60, 2.5)
+    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60, 1)
 
 
 def test_the_seed_step_cost_per_inference_is_cost_per_hour_over_an_hour_of_invocations():

@@ -39,6 +39,7 @@ TRANSIENT_RETRY_SECONDS = (15, 60)  # after a transient error; the longer one wh
 TIME_SCALE = float(os.environ.get("RIGHTSIZER_TIME_SCALE", "1"))
 TIMING = core.Timing().scaled(TIME_SCALE)
 TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
+LOCAL_TIMER_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
 
 _object_locks: dict[str, threading.Lock] = {}
 _object_locks_guard = threading.Lock()
@@ -231,8 +232,12 @@ def _describe_effect(effect) -> str:
     return ", ".join(ref.describe() for ref in effect.objects)
 
 
-def _has_next_poll(status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("nextPollTime"))
+def _has_next_poll(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("nextPollTime")) and spec.get("backend") != "local"
+
+
+def _local_job_polls(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("nextPollTime")) and spec.get("backend") == "local"
 
 
 def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -264,6 +269,14 @@ def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any)
     if due and st.parse_timestamp(due) > _now():
         return
     drive(body, logger=logger, trigger="poll")
+
+
+# A local job's describe reads the operator's own memory and its configurations finish within seconds: its
+# status is looked at on a finer tick than a SageMaker job's (only while it has a poll due).
+@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=LOCAL_TIMER_TICK_SECONDS, when=_local_job_polls,
+            backoff=RETRY_BACKOFF_SECONDS)
+def poll_local(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
+    poll(body=body, status=status, logger=logger)
 
 
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)

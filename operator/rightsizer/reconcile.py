@@ -52,7 +52,7 @@ class Timing:
     not_found_grace: float = 300  # a just-created job may not be visible yet (eventual consistency)
     promotion_poll: float = 30  # ACK polls SageMaker every 30 s while an endpoint updates
     promotion_retry: float = 120  # after a promotion problem that may clear by itself (missing target, conflict)
-    local_poll: float = 5  # a local job's describe is a look at memory: status follows each configuration
+    local_poll: float = 2  # a local job's describe is a look at memory: status follows each configuration
 
     def scaled(self, factor: float) -> "Timing":
         return Timing(*(value * factor for value in dataclasses.astuple(self)))
@@ -358,8 +358,9 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         if adopted:
             _apply_snapshot(out, parsed, result.snapshot)
         else:
+            first_look = observation.timing.local_poll if parsed.backend == "local" else observation.timing.first_poll
             out.set(phase=st.SUBMITTED, backendStatus=base.PENDING,
-                    nextPollTime=observation.timing.after(now, observation.timing.first_poll))
+                    nextPollTime=observation.timing.after(now, first_look))
             out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {base.PENDING}")
         return
 
