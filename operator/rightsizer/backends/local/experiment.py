@@ -601,7 +601,8 @@ class Experiment:
 
     @staticmethod
     def _load_text(planned: PlannedConfiguration, progress: LoadProgress) -> str:
-        text = f"{planned.label}: {progress.stage}, {progress.users} user{'' if progress.users == 1 else 's'}, {progress.rps:.0f} req/s"
+        users = f"{progress.users} user{'' if progress.users == 1 else 's'}"
+        text = f"{planned.label}: {progress.stage}, {users}, {progress.rps:.0f} req/s"
         if progress.p95_ms is not None:
             text += f", p95 {progress.p95_ms:.0f} ms"
         return text
