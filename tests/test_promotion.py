@@ -442,3 +442,21 @@ def test_a_terminal_condition_left_from_the_previous_update_is_shown_not_judged(
     step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(stale)))
     assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and "ACK reports: EndpointUpdateError: older" in step.promoted[2]
     assert step.memory["state"] == "WaitingForTarget"
+
+
+def test_a_generic_rollback_applies_the_recorded_restoring_patch_and_keeps_the_promotion_as_previous():
+    live = {"spec": {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}}
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=World({GENERIC_REF: live})))
+    promoted = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                    applied=ApplyResult(step.effect.refs()))).memory
+    after = {"spec": {"fleets": [{"machineType": "ml.m5.2xlarge", "replicas": 2, "env": {"OMP_NUM_THREADS": "4"}}]}}
+    rollback = {"rightsizer.io/rollback": "true"}
+    step = flow.advance(context(promoted, target=GENERIC, fieldPaths=FIELD_PATHS, annotations=rollback,
+                                world=World({GENERIC_REF: after})))
+    assert step.effect.bodies[0]["spec"] == {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}
+    assert step.memory["previous"]["recommendationId"] == "job/00000001"  # the promotion, to re-apply later
+    step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS, annotations=rollback,
+                                applied=ApplyResult(step.effect.refs())))
+    assert step.promoted == (st.TRUE, "RolledBack", "rolled back to the configuration it had before on "
+                                                    "ModelDeployment/fraud")
+    assert step.memory["state"] == "RolledBack" and "appliedRecommendationId" not in step.memory

@@ -273,14 +273,13 @@ def _succeed(ctx: Context, step: Step) -> Step:
         memory["appliedRecommendationId"] = pending["recommendationId"]
     else:
         memory.pop("appliedRecommendationId", None)
-    configuration = Configuration.from_row(pending)
-    verb = "rolled back to" if rollback else "promoted"
-    message = f"{configuration.describe()} {'on' if rollback else 'to'} {_what(ctx)}"
-    step.events.append(("Normal", "RolledBack" if rollback else "Promoted", f"{verb} {message}"))
-    step.promoted = (st.TRUE, "RolledBack" if rollback else "Promoted",
-                     f"{'rolled back to' if rollback else ''} {message}".strip() if rollback
-                     else f"{configuration.describe()} is promoted to {_what(ctx)}")
-    step.ready = step.promoted
+    configuration = Configuration.from_row(pending).describe()
+    if rollback:
+        reason, message = "RolledBack", f"rolled back to {configuration} on {_what(ctx)}"
+    else:
+        reason, message = "Promoted", f"{configuration} is promoted to {_what(ctx)}"
+    step.events.append(("Normal", reason, message))
+    step.promoted = step.ready = (st.TRUE, reason, message)
     step.phase = st.PROMOTED_PHASE
     return _collect_garbage(ctx, step)
 
@@ -322,13 +321,18 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
     if memory.get("state") == WAITING_FOR_TARGET and _same_attempt(memory, desired, rollback, ctx.generation):
         return _kserve_settled(ctx, step, live)
 
+    same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
     if rollback:
-        body = (memory.get("pending") if _same_attempt(memory, desired, rollback, ctx.generation)
-                else memory["previous"]).get("patch") or {}
-        assignments = _assignments(ctx, live, desired)
+        # Back to what `previous` recorded, by applying its patch; what is rolled back from becomes `previous`.
+        target_entry = dict(memory["pending"] if same else memory["previous"])
+        body = target_entry.get("patch") or {}
+        previous = dict(memory.get("current") or {})
     else:
         assignments = _assignments(ctx, live, desired)
         body = paths.apply_body(live, assignments)
+        target_entry = {**desired.as_status(), "patch": body}
+        previous = {**{k: v for k, v in (memory.get("current") or {}).items() if k != "patch"},
+                    "patch": paths.apply_body(live, targets.restoring(live, assignments))}
     document = targets.apply_document(ref, body)
     if dry_run:
         changes = targets.differences(live, assignments)
@@ -337,10 +341,8 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
                    f"({'; '.join(changes) if changes else 'no change'}); nothing was changed")
         step.promoted = (st.FALSE, "DryRun", message)
         return step
-    if not _same_attempt(memory, desired, rollback, ctx.generation) or memory.get("state") == FAILED:
-        restoring = paths.apply_body(live, targets.restoring(live, assignments))
-        previous = {**{k: v for k, v in (memory.get("current") or {}).items() if k != "patch"}, "patch": restoring}
-        _start(memory, ctx, desired, rollback, previous, {**desired.as_status(), "patch": body}, UPDATING_TARGET)
+    if not same:
+        _start(memory, ctx, desired, rollback, previous, target_entry, UPDATING_TARGET)
     step.effect = ApplyObjects((document,), force_conflicts=bool(ctx.promotion.get("forceConflicts")))
     return _waiting(step, f"applying {desired.describe()} to {_what(ctx)}")
 
