@@ -356,3 +356,42 @@ def test_job_duration_counts_from_when_the_job_started(example, stand_in):
 
     assert experiment.run() == [] and started() == []
     assert "jobDurationInSeconds (600 s) was reached" in experiment.end_reason
+
+
+# Any HTTP model server, with its own port variable and paths (here a KServe-V1-like one, in the standard
+# library so the test needs nothing else): the experiment only needs its command, ready path and invoke path.
+OTHER_SERVER = textwrap.dedent("""
+    import http.server, os
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def _answer(self, code, body):
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def do_GET(self):
+            self._answer(200 if self.path == "/v1/models/fraud" else 404, b"{}")
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(200 if self.path == "/v1/models/fraud:predict" else 404, b'{"predictions": [0.01]}')
+        def log_message(self, *_):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["APP_PORT"])), Handler).serve_forever()
+""")
+
+
+def test_any_http_server_is_measured_through_its_own_port_variable_and_paths(example, tmp_path,
+                                                                            no_leftover_processes):
+    script = tmp_path / "other_server.py"
+    script.write_text(OTHER_SERVER)
+    raw_spec = {"backend": "local", "instanceTypes": ["local-1cpu"],
+                "model": {"local": {"server": {"command": [sys.executable, str(script)], "portEnv": "APP_PORT",
+                                               "readyPath": "/v1/models/fraud",
+                                               "invokePath": "/v1/models/fraud:predict"},
+                                    "payload": {"path": str(example.payload_row), "contentType": "text/csv"}}},
+                "trafficPattern": QUICK_TRAFFIC,
+                "stoppingConditions": {"modelLatencyThresholds": [{"percentile": "P95", "valueInMilliseconds": 500}]},
+                "local": {"pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1]}}
+    (outcome,) = Experiment(spec_module.parse(raw_spec), "job", time_scale=QUICK_SCALE).run()
+    assert outcome.failure_reason is None, outcome.failure_reason
+    assert outcome.recommendation.metrics["maxInvocations"] > 0 and outcome.load.total_failures == 0

@@ -107,8 +107,12 @@ def _follow(objects: client.CustomObjectsApi, name: str, stream: TextIO, operato
         status = body.get("status") or {}
         progress = status.get("progress") or {}
         ready = _conditions(body).get("Ready") or {}
-        line = (f"{status.get('phase', 'Pending')}: {progress.get('completed', 0)}/{progress.get('total', '?')} "
-                f"configurations; {progress.get('current') or ready.get('message', '')}")
+        phase = status.get("phase", "Pending")
+        if progress:
+            line = (f"{phase}: {progress.get('completed', 0)}/{progress.get('total')} configurations; "
+                    f"{progress.get('current') or ready.get('message', '')}")
+        else:
+            line = f"{phase}: {ready.get('message') or 'waiting for the operator'}"
         if line != last:
             _say(stream, line)
             last = line
