@@ -1530,3 +1530,13 @@ def test_a_job_sagemaker_no_longer_knows_is_neither_polled_nor_stopped():
                               "lastTransitionTime": T0_STAMP}]}
     assert job_may_be_running(status) is False
     assert stops_on_delete({"deletionPolicy": "Stop"}, status) is False
+
+
+def test_removing_the_promotion_withdraws_a_pending_approval():
+    spec = copy.deepcopy(ADVANCED)
+    status, name = completed(spec, advanced_recommendations)
+    assert by_type(status["conditions"])["AwaitingApproval"]["status"] == "True"
+    del spec["promotion"]
+    outcome = reconcile(spec, status, Observation(generation=2, now=T2, owner=OWNER))
+    awaiting = by_type(apply(status, outcome)["conditions"])["AwaitingApproval"]
+    assert (awaiting["status"], awaiting["reason"]) == ("False", "NotRequired") and outcome.effect is None

@@ -224,6 +224,11 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
     _drive_job(out, parsed, request)
     if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
         _promote(out, parsed)
+    elif not parsed.promotion:
+        awaiting = st.find(out.status.get("conditions"), st.AWAITING_APPROVAL)
+        if awaiting and awaiting["status"] == st.TRUE:
+            # Nobody is asked any more: a stale True would keep Argo CD showing the job Suspended.
+            out.condition(st.AWAITING_APPROVAL, st.FALSE, "NotRequired", "spec.promotion was removed")
     return out.outcome()
 
 

@@ -141,7 +141,7 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
 
 def _converged(memory: Mapping[str, Any], desired: Configuration) -> bool:
     current = memory.get("current") or {}
-    return (memory.get("state") in (SUCCEEDED,) and not memory.get("pending")
+    return (memory.get("state") == SUCCEEDED and not memory.get("pending")
             and current.get("recommendationId") == desired.recommendation_id)
 
 
