@@ -16,8 +16,8 @@ import pytest
 from rightsizer import selection, spec as spec_module
 from rightsizer.backends.base import COMPLETED, FAILED, PENDING, STOPPED, Recommendation
 from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
-                                                  max_invocations_window, measured_outcome, plan_experiment,
-                                                  step_summary)
+                                                  max_invocations_window, measured_outcome, median_outcome,
+                                                  plan_experiment, step_summary)
 from rightsizer.local import fraud_model
 from rightsizer.local.load_generator import LoadResult, StopReason, TimelinePoint
 from rightsizer.local.placement import GIB, HostFacts
@@ -395,3 +395,39 @@ def test_any_http_server_is_measured_through_its_own_port_variable_and_paths(exa
     (outcome,) = Experiment(spec_module.parse(raw_spec), "job", time_scale=QUICK_SCALE).run()
     assert outcome.failure_reason is None, outcome.failure_reason
     assert outcome.recommendation.metrics["maxInvocations"] > 0 and outcome.load.total_failures == 0
+
+
+def test_repetitions_are_interleaved_and_reported_as_medians(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["a", "b"]},
+                      local={"pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1], "repetitions": 2})
+    reported: list[ConfigurationOutcome] = []
+    texts: list[str] = []
+    experiment = Experiment(spec, "job", time_scale=QUICK_SCALE, on_outcome=reported.append,
+                            on_progress=lambda progress: texts.append(progress.current or ""))
+    outcomes = experiment.run()
+    assert started() == ["a", "b", "a", "b"]  # every configuration once, then again
+    assert [o.planned.environment["MODE"] for o in reported] == ["a", "b"]  # each reported once, when both ran
+    assert any(text.startswith("run 2/2: local-1cpu (MODE=b)") for text in texts)
+    for outcome in outcomes:
+        assert outcome.detail.startswith("median of 2 runs: maxInvocations ")
+        metrics = outcome.recommendation.metrics
+        assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocations"] * 60))
+
+
+def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(example):
+    (planned,) = [p for p in plan_experiment(local_spec(example, ranges={"OMP_NUM_THREADS": ["1"]}), "job",
+                                             TWO_CPU_HOST)]
+    def run(invocations: int, latency: int, cpu: float) -> ConfigurationOutcome:
+        return ConfigurationOutcome(planned, Recommendation(planned.recommendation_id, "local-1cpu", 1, {},
+                                                            {"maxInvocations": invocations, "modelLatency": latency,
+                                                             "cpuUtilization": cpu, "costPerHour": PRICE}),
+                                    None, None, f"run at {invocations}")
+    combined = median_outcome([run(60000, 9, 90.0), run(48000, 12, 80.0), run(54000, 10, 99.0)])
+    metrics = combined.recommendation.metrics
+    assert (metrics["maxInvocations"], metrics["modelLatency"], metrics["cpuUtilization"]) == (54000, 10, 90.0)
+    assert metrics["costPerInference"] == pytest.approx(PRICE / (54000 * 60))
+    assert combined.detail == ("median of 3 runs: maxInvocations 48000-60000/min, modelLatency 9-12 ms; "
+                               "run at 54000")
+    two = median_outcome([run(50000, 9, 90.0), run(40000, 10, 80.0)])
+    assert two.recommendation.metrics["modelLatency"] == 10  # 9.5 rounded up: latency is never flattered

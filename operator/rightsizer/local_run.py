@@ -60,6 +60,8 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
             return
         if outcome.recommendation is not None:
             detail = report.result_detail(outcome.load) if outcome.load else "measured"
+            if (outcome.detail or "").startswith("median of"):
+                detail = outcome.detail.split("; ")[0]  # repeated runs: the median's spread
             board.update(outcome.planned.index, state="done", detail=detail)
         else:
             state = "skipped" if outcome.planned.skipped else "failed"

@@ -62,12 +62,13 @@ import datetime
 import logging
 import math
 import os
+import statistics
 import sys
 import threading
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import rightsizer
 from rightsizer.backends.base import COMPLETED, FAILED, PENDING, Recommendation, StepFailure, StepSummary
@@ -296,6 +297,43 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
 
 
+def median_outcome(runs: Sequence[ConfigurationOutcome]) -> ConfigurationOutcome:
+    """Several measured runs of one configuration as one: each metric's median (latency rounded up, like a
+    single run's), the median run's timeline for charts, the spread in the detail. Pure."""
+    if len(runs) == 1:
+        return runs[0]
+    recommendations = [run.recommendation for run in runs]
+    metrics: dict[str, float | int] = {}
+    for key in recommendations[0].metrics:
+        values = [r.metrics[key] for r in recommendations if r.metrics.get(key) is not None]
+        if not values:
+            continue
+        middle = statistics.median(values)
+        if all(isinstance(v, int) for v in values):
+            middle = math.ceil(middle) if key == "modelLatency" else round(middle)
+        metrics[key] = middle
+    counts = [r.initial_instance_count or 1 for r in recommendations]
+    count = math.ceil(statistics.median(counts))
+    # Cost follows the median throughput and count, as a single run's does: per instance-hour over its invocations.
+    price = runs[0].planned.placement.price_per_hour if runs[0].planned.placement else None
+    if price is not None:
+        metrics["costPerHour"] = price * count
+        metrics.pop("costPerInference", None)
+        if metrics.get("maxInvocations"):
+            metrics["costPerInference"] = price / (metrics["maxInvocations"] * 60)
+    by_throughput = sorted(runs, key=lambda run: run.recommendation.metrics.get("maxInvocations") or 0)
+    typical = by_throughput[len(by_throughput) // 2]
+    throughputs = [r.metrics.get("maxInvocations") or 0 for r in recommendations]
+    latencies = [r.metrics.get("modelLatency") for r in recommendations if r.metrics.get("modelLatency") is not None]
+    spread = (f"median of {len(runs)} runs: maxInvocations {min(throughputs)}-{max(throughputs)}/min"
+              + (f", modelLatency {min(latencies)}-{max(latencies)} ms" if latencies else ""))
+    recommendation = dataclasses.replace(
+        recommendations[0], metrics=metrics, initial_instance_count=count,
+        invocation_start=recommendations[0].invocation_start, invocation_end=recommendations[-1].invocation_end)
+    return ConfigurationOutcome(typical.planned, recommendation, None, typical.load,
+                                "; ".join(part for part in (spread, typical.detail) if part))
+
+
 def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
                  unfinished_status: str = PENDING) -> StepSummary:
     """The job's benchmark steps as ListInferenceRecommendationsJobSteps reports them: counted by status, with
@@ -392,6 +430,8 @@ class Experiment:
         self.spec = spec
         self.job_name = job_name
         self.time_scale = float(time_scale)
+        self.repetitions = int((spec.local or {}).get("repetitions") or 1)
+        self._run_number = 1
         self.job_started_at = job_started_at
         try:
             self.plan: tuple[PlannedConfiguration, ...] = tuple(
@@ -463,23 +503,46 @@ class Experiment:
         for planned in self.plan:
             if planned.skipped and planned.recommendation_id not in outcomes:
                 self._record(outcomes, ConfigurationOutcome(planned, None, planned.skipped_reason, None))
+        # Repetitions are interleaved (all configurations once, then again) so that a slow minute of the host
+        # does not land on one configuration's every run.
+        runs: dict[str, list[ConfigurationOutcome]] = {}
         try:
-            for planned in self.plan:
-                if planned.recommendation_id in outcomes:
-                    continue
-                if self.stopped:
-                    self.end_reason = "stopped"
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.end_reason = self._duration_reason()
-                    break
-                outcome = self._run_configuration(planned, deadline)
-                if outcome is None:
-                    break
-                self._record(outcomes, outcome)
+            for self._run_number in range(1, self.repetitions + 1):
+                for planned in self.plan:
+                    if planned.recommendation_id in outcomes:
+                        continue
+                    if self.stopped:
+                        self.end_reason = "stopped"
+                        return self._sorted(outcomes)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.end_reason = self._duration_reason()
+                        self._record_partial_runs(outcomes, runs)
+                        return self._sorted(outcomes)
+                    outcome = self._run_configuration(planned, deadline)
+                    if outcome is None:
+                        if self.end_reason != "stopped":
+                            self._record_partial_runs(outcomes, runs)
+                        return self._sorted(outcomes)
+                    if outcome.recommendation is None:  # a failure is not worth repeating
+                        self._record(outcomes, outcome)
+                        continue
+                    runs.setdefault(planned.recommendation_id, []).append(outcome)
+                    if len(runs[planned.recommendation_id]) == self.repetitions:
+                        self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id)))
         finally:
             self._report(None, None)
+        return self._sorted(outcomes)
+
+    @staticmethod
+    def _sorted(outcomes: Mapping[str, ConfigurationOutcome]) -> list[ConfigurationOutcome]:
         return sorted(outcomes.values(), key=lambda outcome: outcome.planned.index)
+
+    def _record_partial_runs(self, outcomes: dict[str, ConfigurationOutcome],
+                             runs: dict[str, list[ConfigurationOutcome]]) -> None:
+        """The job duration ended the repetitions: what was measured still counts, as SageMaker's does."""
+        for measured in runs.values():
+            self._record(outcomes, median_outcome(measured))
+        runs.clear()
 
     # -- one configuration --------------------------------------------------------------------------------------
 
@@ -611,6 +674,8 @@ class Experiment:
                 load: LoadProgress | None = None) -> None:
         if self._on_progress is None:
             return
+        if current and planned is not None and self.repetitions > 1:
+            current = f"run {self._run_number}/{self.repetitions}: {current}"
         progress = ExperimentProgress(completed=self._finished_count, total=len(self.plan),
                                       current=current[:PROGRESS_TEXT_MAX] if current else None,
                                       configuration=planned, load=load)
@@ -622,6 +687,6 @@ class Experiment:
 
 __all__ = [
     "DEFAULT_TRAFFIC_PATTERN", "ConfigurationOutcome", "Experiment", "ExperimentError", "ExperimentProgress",
-    "PlannedConfiguration", "max_invocations_window", "measured_outcome", "plan_experiment", "step_summary",
-    "stopping_conditions_dict", "traffic_pattern_dict",
+    "PlannedConfiguration", "max_invocations_window", "measured_outcome", "median_outcome", "plan_experiment",
+    "step_summary", "stopping_conditions_dict", "traffic_pattern_dict",
 ]
