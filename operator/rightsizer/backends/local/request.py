@@ -16,7 +16,4 @@ def build_request(raw_spec: Mapping[str, Any], owner: base.Owner, generation: in
                   current_name: str | None = None) -> dict[str, Any]:
     """The job's name (`<name>-<hash>-g<generation>`, as for SageMaker) and the spec that defines it."""
     definition = {key: value for key, value in schema.with_defaults(raw_spec).items() if key not in NOT_JOB_DEFINING}
-    digest = translate.definition_hash(definition, owner)
-    name = current_name if translate.name_digest(current_name) == digest else translate.job_name(owner, digest,
-                                                                                                  generation)
-    return {"JobName": name, "Spec": definition}
+    return {"JobName": translate.job_name_for(definition, owner, generation, current_name), "Spec": definition}

@@ -165,13 +165,17 @@ def name_digest(name: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None = None) -> dict[str, Any]:
-    """The full request. Keeps `current_name` when it already names this definition (e.g. after a selection
-    edit bumped the generation), so only job-defining edits produce a new job."""
-    definition = job_definition(spec, owner)
+def job_name_for(definition: Mapping[str, Any], owner: Owner, generation: int, current_name: str | None) -> str:
+    """Keeps `current_name` when it already names this definition (e.g. after a selection edit bumped the
+    generation), so only job-defining edits produce a new job. Both backends name their jobs this way."""
     digest = definition_hash(definition, owner)
-    name = current_name if name_digest(current_name) == digest else job_name(owner, digest, generation)
-    request = {"JobName": name, **definition}
+    return current_name if name_digest(current_name) == digest else job_name(owner, digest, generation)
+
+
+def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None = None) -> dict[str, Any]:
+    """The full request, named by job_name_for."""
+    definition = job_definition(spec, owner)
+    request = {"JobName": job_name_for(definition, owner, generation, current_name), **definition}
     errors = model_violations(request)
     if errors:
         raise RequestInvalid(errors)
