@@ -286,15 +286,22 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     if usage is not None:
         metrics["cpuUtilization"] = round(usage.cpu_percent, 2)
         metrics["memoryUtilization"] = round(100.0 * usage.rss_bytes / placement.instance_memory_bytes, 2)
-    if placement.price_per_hour is not None:
-        metrics["costPerHour"] = round(placement.price_per_hour * instances, 10)
-        if max_invocations > 0:
-            metrics["costPerInference"] = placement.price_per_hour / (max_invocations * 60)
+    metrics.update(_costs(placement.price_per_hour, instances, max_invocations))
     recommendation = Recommendation(
         recommendation_id=planned.recommendation_id, instance_type=planned.instance_type,
         initial_instance_count=instances, environment=dict(planned.environment), metrics=metrics,
         invocation_start=invocation_start, invocation_end=invocation_end)
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
+
+
+def _costs(price_per_hour: float | None, instances: int, max_invocations: int) -> dict[str, float]:
+    """costPerHour for the instances; costPerInference as one instance-hour over its invocations."""
+    if price_per_hour is None:
+        return {}
+    costs = {"costPerHour": round(price_per_hour * instances, 10)}
+    if max_invocations > 0:
+        costs["costPerInference"] = price_per_hour / (max_invocations * 60)
+    return costs
 
 
 def median_outcome(runs: Sequence[ConfigurationOutcome]) -> ConfigurationOutcome:
@@ -314,13 +321,10 @@ def median_outcome(runs: Sequence[ConfigurationOutcome]) -> ConfigurationOutcome
         metrics[key] = middle
     counts = [r.initial_instance_count or 1 for r in recommendations]
     count = math.ceil(statistics.median(counts))
-    # Cost follows the median throughput and count, as a single run's does: per instance-hour over its invocations.
-    price = runs[0].planned.placement.price_per_hour if runs[0].planned.placement else None
-    if price is not None:
-        metrics["costPerHour"] = price * count
-        metrics.pop("costPerInference", None)
-        if metrics.get("maxInvocations"):
-            metrics["costPerInference"] = price / (metrics["maxInvocations"] * 60)
+    # Cost follows the median throughput and count, as a single run's does.
+    metrics.pop("costPerHour", None)
+    metrics.pop("costPerInference", None)
+    metrics.update(_costs(runs[0].planned.placement.price_per_hour, count, metrics.get("maxInvocations") or 0))
     by_throughput = sorted(runs, key=lambda run: run.recommendation.metrics.get("maxInvocations") or 0)
     typical = by_throughput[len(by_throughput) // 2]
     throughputs = [r.metrics.get("maxInvocations") or 0 for r in recommendations]
