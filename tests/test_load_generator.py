@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from test_load_shape import phases, stairs
 from rightsizer.local.load_generator import (LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason,
                                              run_load_test)
 
@@ -81,16 +82,6 @@ def start_server():
     for process in servers:
         process.kill()
         process.wait()
-
-
-def phases(*specs):
-    return {"trafficType": "PHASES",
-            "phases": [{"initialNumberOfUsers": u, "spawnRate": r, "durationInSeconds": d} for u, r, d in specs]}
-
-
-def stairs(duration, steps, users_per_step):
-    return {"trafficType": "STAIRS",
-            "stairs": {"durationInSeconds": duration, "numberOfSteps": steps, "usersPerStep": users_per_step}}
 
 
 def test_phases_drive_the_user_counts_and_every_request_is_accounted(start_server):
