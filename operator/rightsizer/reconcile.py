@@ -288,7 +288,7 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
         out.set(nextPollTime=timing.after(observation.now, timing.promotion_poll))
     elif step.poll_after == "retry":
         out.set(nextPollTime=timing.after(observation.now, timing.promotion_retry))
-    elif job_done and step.effect is None:
+    elif job_done:
         out.set(nextPollTime=None)
     if step.effect is not None:
         out.actions.append(step.effect)

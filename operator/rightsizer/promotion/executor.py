@@ -45,11 +45,11 @@ def _dynamic(api: client.ApiClient) -> dynamic.DynamicClient:
 
 
 def _message(error: Exception) -> str:
-    body = getattr(error, "body", None)
+    """The API server's own message (a Status object's), else the error as the client states it."""
     try:
-        return json.loads(body).get("message") or str(error)
+        return json.loads(getattr(error, "body", None)).get("message") or str(error)
     except (TypeError, ValueError, AttributeError):
-        return str(getattr(error, "summary", lambda: error)()) if hasattr(error, "summary") else str(error)
+        return str(error)
 
 
 class Executor:

@@ -97,8 +97,7 @@ def advance(ctx: Context) -> Step:
 
 def _gate(ctx: Context, step: Step) -> Configuration | None:
     mode, best = step.memory["mode"], ctx.best
-    target = targets.kind_of(ctx.promotion["target"])
-    what = f"{ctx.promotion['target']['kind']}/{ctx.promotion['target']['name']}"
+    target, what = targets.kind_of(ctx.promotion["target"]), _what(ctx)
     if best is None:
         if mode == "Automatic" and ctx.sla_satisfied == st.FALSE:
             step.promoted = (st.FALSE, "SLANotMet", f"nothing is promoted to {what}: no configuration meets the SLA")

@@ -14,8 +14,9 @@ import hashlib
 import re
 from typing import Any, Mapping, Sequence
 
+from rightsizer import pricing
 from rightsizer.promotion import paths
-from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef
+from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, condition, condition_is
 from rightsizer.promotion.paths import MISSING, Keyed, Path
 
 ACK_GROUP = "sagemaker.services.k8s.aws"
@@ -92,8 +93,6 @@ def instance_resources(instance_type: str) -> tuple[int, int] | None:
         cpus = int(profile.group(1))
         gib = int(profile.group(2) or cpus * LOCAL_PROFILE_DEFAULT_GIB_PER_CPU)
         return cpus * 1000, gib * 2**30
-    from rightsizer import pricing
-
     size = pricing.instance_size(instance_type)
     if size is None:
         return None
@@ -286,8 +285,6 @@ def endpoint_patch(target: ObjectRef, config_name: str) -> dict[str, Any]:
 
 def ack_endpoint_verdict(endpoint: Mapping[str, Any], config_name: str) -> tuple[str, str]:
     """('done' | 'failed' | 'waiting', what ACK and SageMaker say) for an Endpoint pointed at `config_name`."""
-    from rightsizer.promotion.objects import condition, condition_is
-
     status = endpoint.get("status") or {}
     annotations = (endpoint.get("metadata") or {}).get("annotations") or {}
     endpoint_status, failure = status.get("endpointStatus", "unknown"), status.get("failureReason")
