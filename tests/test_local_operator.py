@@ -70,6 +70,7 @@ def test_status_follows_each_configuration_and_the_best_is_selected(api, crd_ins
     status = done["status"]
     assert condition(done, "Ready")["reason"] == "BestSelected" and status["phase"] == "Completed"
     assert status["backendStatus"] == "COMPLETED" and status["steps"]["byStatus"] == {"COMPLETED": 2}
+    assert status["jobArn"] == f"local:{namespace}/{status['jobName']}"  # as submitted, not rewritten by polls
     rows = status["recommendations"]
     assert {row["environment"]["OMP_NUM_THREADS"] for row in rows} == {"1", "2"}
     for row in rows:

@@ -32,6 +32,7 @@ def _now() -> datetime.datetime:
 @dataclasses.dataclass
 class _Run:
     job_name: str
+    arn: str  # what status.jobArn says: the same from submit and from every describe
     created: datetime.datetime
     experiment: experiment_module.Experiment | None = None
     started: bool = False
@@ -61,7 +62,7 @@ class LocalBackend:
             earlier = tuple(base.Recommendation.from_status_row(row)
                             for row in plan.request.get("Completed") or () if row.get("recommendationId"))
             started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
-            run = _Run(plan.job_name, created=started)
+            run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=started)
             try:
                 parsed = spec_module.parse(plan.request["Spec"])
                 run.experiment = experiment_module.Experiment(
@@ -76,7 +77,7 @@ class LocalBackend:
                 return base.Rejected("ValidationFailed", str(error), retryable_later=False)
             _runs[plan.job_name] = run
         threading.Thread(target=_execute, args=(run,), name=f"local-job {plan.job_name}", daemon=True).start()
-        return base.Submitted(job_arn=f"local:{owner.namespace}/{plan.job_name}")
+        return base.Submitted(job_arn=run.arn)
 
     def describe(self, job_name: str) -> base.JobSnapshot | None:
         with _runs_guard:
@@ -126,7 +127,7 @@ def _snapshot(run: _Run) -> base.JobSnapshot:
     current = run.progress.current if run.progress and run.finished is None else None
     progress = {"completed": len(outcomes), "total": total, **({"current": current[:256]} if current else {})}
     status, failure = _status(run, recommendations, outcomes)
-    return base.JobSnapshot(job_name=run.job_name, status=status, job_arn=f"local:{run.job_name}",
+    return base.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
                             failure_reason=failure, creation_time=run.created, completion_time=run.finished,
                             recommendations=recommendations, steps=steps, progress=progress)
 
