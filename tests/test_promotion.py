@@ -77,12 +77,12 @@ def ack_world(the_endpoint: dict, configs=(ORIGINAL_CONFIG,), models=(ORIGINAL_M
 
 
 def context(memory=None, *, mode="Automatic", best=BEST, annotations=None, world=None, applied=None, deleted=None,
-            target=None, generation=1, sla=st.TRUE, **promotion) -> flow.Context:
+            target=None, generation=1, sla=st.TRUE, now=NOW, promoted_reason=None, **promotion) -> flow.Context:
     spec = {"target": target or {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint"}, "mode": mode,
             "forceConflicts": False, **promotion}
     return flow.Context(promotion=spec, namespace=NS, job_name="fraud", owner_uid=UID, generation=generation,
-                        best=best, sla_satisfied=sla, annotations=annotations or {}, memory=memory or {}, now=NOW,
-                        world=world, applied=applied, deleted=deleted)
+                        best=best, sla_satisfied=sla, annotations=annotations or {}, memory=memory or {}, now=now,
+                        promoted_reason=promoted_reason, world=world, applied=applied, deleted=deleted)
 
 
 def name(attempt: int) -> str:
@@ -460,3 +460,70 @@ def test_a_generic_rollback_applies_the_recorded_restoring_patch_and_keeps_the_p
     assert step.promoted == (st.TRUE, "RolledBack", "rolled back to the configuration it had before on "
                                                     "ModelDeployment/fraud")
     assert step.memory["state"] == "RolledBack" and "appliedRecommendationId" not in step.memory
+
+
+# -- progress deadline ------------------------------------------------------------------------------------------
+
+def test_an_attempt_records_when_it_started_and_forgets_it_on_success():
+    step = flow.advance(context(world=ack_world(endpoint("fraud-config"))))
+    assert step.memory["startedAt"] == st.timestamp(NOW)
+    done = flow.advance(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+                                world=synced_world(endpoint(name(1), sent=name(1)))))
+    assert done.promoted[:2] == (st.TRUE, "Promoted") and "startedAt" not in done.memory
+
+
+@pytest.mark.parametrize("state,the_endpoint,unsynced", [
+    ("WaitingForTarget", endpoint(name(1), "Updating", sent=name(1), synced=False), False),
+    ("CreatingResources", endpoint("fraud-config"), True),
+])
+def test_a_controller_that_stalls_past_the_deadline_is_reported_and_still_watched(state, the_endpoint, unsynced):
+    memory = {**pending_memory(state), "startedAt": st.timestamp(NOW)}
+    new = name(1)
+    world = (ack_world(the_endpoint, [ORIGINAL_CONFIG, endpoint_config(new, new, synced=False)],
+                       [ORIGINAL_MODEL, model(new, {}, synced=False)]) if unsynced else synced_world(the_endpoint))
+    in_time = flow.advance(context(memory, world=world, now=NOW + datetime.timedelta(seconds=3600)))
+    assert in_time.promoted[:2] == (st.UNKNOWN, "Promoting") and in_time.poll_after == "poll"
+
+    late = NOW + datetime.timedelta(minutes=61)
+    step = flow.advance(context(memory, world=world, now=late, promoted_reason="Promoting"))
+    assert step.promoted[:2] == step.ready[:2] == (st.FALSE, "ProgressDeadlineExceeded")
+    assert "no outcome 1 h 1 min after the attempt started (spec.promotion.progressDeadlineSeconds is 3600); " \
+           "still watching: waiting for" in step.promoted[2]
+    assert step.events == [("Warning", "ProgressDeadlineExceeded", "Endpoint/fraud-endpoint: " + step.promoted[2])]
+    assert step.poll_after == "retry" and step.memory["state"] == state  # not given up: the attempt goes on
+    again = flow.advance(context(step.memory, world=world, now=late, promoted_reason="ProgressDeadlineExceeded"))
+    assert again.promoted == step.promoted and again.events == []  # one Warning, not one per look
+
+    served = flow.advance(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+                                  world=synced_world(endpoint(new, sent=new)), now=late + datetime.timedelta(hours=2),
+                                  promoted_reason="ProgressDeadlineExceeded"))
+    assert served.promoted[:2] == (st.TRUE, "Promoted")  # a late success still counts
+
+
+def test_the_deadline_is_the_specs_and_an_attempt_without_a_start_time_has_none():
+    world = synced_world(endpoint(name(1), "Updating", sent=name(1), synced=False))
+    memory = {**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)}
+    step = flow.advance(context(memory, world=world, now=NOW + datetime.timedelta(seconds=301),
+                                progressDeadlineSeconds=300))
+    assert step.promoted[:2] == (st.FALSE, "ProgressDeadlineExceeded") and "is 300)" in step.promoted[2]
+    # Recorded by a version that did not write startedAt: no deadline rather than a made-up one.
+    step = flow.advance(context(pending_memory("WaitingForTarget"), world=world, now=NOW + datetime.timedelta(days=3)))
+    assert step.promoted[:2] == (st.UNKNOWN, "Promoting")
+
+
+def test_a_kserve_service_that_never_gets_ready_passes_the_deadline():
+    target = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "fraud"}
+    ref = ObjectRef(target["apiVersion"], "InferenceService", NS, "fraud")
+    live = {"metadata": {"name": "fraud", "generation": 1},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}}}
+    step = flow.advance(context(target=target, world=World({ref: live})))
+    assert step.memory["startedAt"] == st.timestamp(NOW)
+    step = flow.advance(context(step.memory, target=target, applied=ApplyResult(step.effect.refs())))
+    assert step.memory["state"] == "WaitingForTarget"
+    pending_pod = {**live, "metadata": {"name": "fraud", "generation": 2},
+                   "status": {"observedGeneration": 2, "conditions": [
+                       {"type": "Ready", "status": "False", "message": "0/3 nodes are available: Insufficient cpu"}]}}
+    step = flow.advance(context(step.memory, target=target, world=World({ref: pending_pod}),
+                                now=NOW + datetime.timedelta(minutes=90), progressDeadlineSeconds=1800))
+    assert step.promoted[:2] == (st.FALSE, "ProgressDeadlineExceeded")
+    assert "Insufficient cpu" in step.promoted[2] and "1 h 30 min" in step.promoted[2]

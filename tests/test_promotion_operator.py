@@ -295,10 +295,14 @@ def test_kserve_promotion_respects_other_managers_then_takes_over_when_told(api,
         assert predictor["model"]["storageUri"] == "s3://b/model"  # other fields untouched
         waiting = read(api, namespace, "fraud-advanced")
         assert condition(waiting, "Promoted")["status"] == "Unknown"  # until KServe reports the revision Ready
+        # The attempt's start, kept by the schema, is what spec.promotion.progressDeadlineSeconds counts from.
+        assert waiting["status"]["promotion"]["startedAt"]
+        assert waiting["spec"]["promotion"]["progressDeadlineSeconds"] == 3600
         play_controller(kinds["InferenceService"], namespace, "fraud",
                         {"observedGeneration": live["metadata"]["generation"],
                          "conditions": [{"type": "Ready", "status": "True"}]})
         body = wait_promoted(api, namespace, "fraud-advanced", "True", "Promoted")
+        assert "startedAt" not in body["status"]["promotion"]  # the attempt is over
         previous = body["status"]["promotion"]["previous"]["patch"]
         assert previous["spec"]["predictor"]["minReplicas"] == 1
     assert runner.exception is None, runner.output

@@ -36,6 +36,8 @@ ROLLED_BACK = "RolledBack"
 # Promoted=False reasons that wait for a person (a spec edit, a new approval) rather than for time.
 FINAL_REASONS = ("EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget", "UnsupportedConfiguration",
                  "NothingToRollBack")
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+DEFAULT_PROGRESS_DEADLINE_S = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Context:
     annotations: Mapping[str, str]
     memory: Mapping[str, Any]  # status.promotion
     now: datetime.datetime
+    promoted_reason: str | None = None  # the Promoted condition's reason as last written
     world: World | None = None
     applied: ApplyResult | None = None
     deleted: DeleteResult | None = None
@@ -258,7 +261,8 @@ def _start(memory: dict[str, Any], ctx: Context, desired: Configuration, rollbac
            pending: Mapping[str, Any], state: str) -> None:
     """Record a new attempt before the first change it makes."""
     memory.update(attempt=int(memory.get("attempt") or 0) + (0 if rollback else 1), pending=dict(pending),
-                  pendingGeneration=ctx.generation, previous=dict(previous), rollback=rollback, state=state)
+                  pendingGeneration=ctx.generation, previous=dict(previous), rollback=rollback, state=state,
+                  startedAt=st.timestamp(ctx.now))
     memory.pop("plannedPatch", None)
 
 
@@ -267,6 +271,7 @@ def _succeed(ctx: Context, step: Step) -> Step:
     pending, rollback = memory.pop("pending"), memory.pop("rollback", False)
     memory.pop("pendingObjects", None)
     memory.pop("pendingGeneration", None)
+    memory.pop("startedAt", None)
     memory.update(current=pending, state=ROLLED_BACK if rollback else SUCCEEDED, appliedAt=st.timestamp(ctx.now))
     if pending.get("recommendationId"):
         memory["appliedRecommendationId"] = pending["recommendationId"]
@@ -295,6 +300,28 @@ def _waiting(step: Step, message: str) -> Step:
     step.ready = (st.UNKNOWN, "Promoting", message)
     step.poll_after = "poll"
     return step
+
+
+def _waiting_for_controller(ctx: Context, step: Step, message: str) -> Step:
+    """A wait on the target's controller, which may never end (a stuck ACK sync, a pod that cannot schedule). Past
+    the deadline it is reported as a failure, but watched on: the controller may still get there."""
+    _waiting(step, message)
+    started = st.parse_timestamp(step.memory.get("startedAt"))
+    deadline = int(ctx.promotion.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE_S)
+    if started is None or (ctx.now - started).total_seconds() <= deadline:
+        return step
+    overdue = (f"no outcome {_duration(ctx.now - started)} after the attempt started (spec.promotion."
+               f"progressDeadlineSeconds is {deadline}); still watching: {message}")
+    step.promoted = step.ready = (st.FALSE, PROGRESS_DEADLINE_EXCEEDED, overdue)
+    step.poll_after = "retry"
+    if ctx.promoted_reason != PROGRESS_DEADLINE_EXCEEDED:
+        step.events.append(("Warning", PROGRESS_DEADLINE_EXCEEDED, f"{_what(ctx)}: {overdue}"))
+    return step
+
+
+def _duration(elapsed: datetime.timedelta) -> str:
+    minutes = int(elapsed.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 # -- patch in place (KServe, generic) ----------------------------------------------------------------------------
@@ -353,8 +380,8 @@ def _kserve_settled(ctx: Context, step: Step, live: Mapping[str, Any]) -> Step:
         return _succeed(ctx, step)
     ready = condition(live, "Ready") or {}
     detail = ready.get("message") or ready.get("reason") or "not reported yet"
-    return _waiting(step, f"waiting for {_what(ctx)} to be Ready (generation {generation}, observed "
-                          f"{status.get('observedGeneration')}): {detail}")
+    return _waiting_for_controller(ctx, step, f"waiting for {_what(ctx)} to be Ready (generation {generation}, "
+                                              f"observed {status.get('observedGeneration')}): {detail}")
 
 
 # -- ACK SageMaker Endpoint -------------------------------------------------------------------------------------
@@ -402,7 +429,7 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
         unsynced = [o["kind"] + "/" + o["metadata"]["name"] for o in created
                     if not condition_is(o, targets.ACK_SYNCED, "True")]
         if unsynced:
-            return _waiting(step, f"waiting for ACK to create {', '.join(unsynced)} in SageMaker")
+            return _waiting_for_controller(ctx, step, f"waiting for ACK to create {', '.join(unsynced)} in SageMaker")
         memory["state"] = UPDATING_TARGET
     if live.config_name != pending["endpointConfigName"]:
         if memory.get("state") == WAITING_FOR_TARGET:
@@ -421,8 +448,8 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
                      f"{detail}; the endpoint keeps serving its previous configuration. Roll back with the annotation "
                      f"{ROLLBACK_ANNOTATION}=true, or edit the spec to try again")
     if verdict == "waiting":
-        return _waiting(step, f"waiting for {_what(ctx)} to serve EndpointConfig {pending['endpointConfigName']}: "
-                              f"{detail}")
+        return _waiting_for_controller(ctx, step, f"waiting for {_what(ctx)} to serve EndpointConfig "
+                                                  f"{pending['endpointConfigName']}: {detail}")
     return _succeed(ctx, step)
 
 
