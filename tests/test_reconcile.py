@@ -1540,3 +1540,36 @@ def test_removing_the_promotion_withdraws_a_pending_approval():
     outcome = reconcile(spec, status, Observation(generation=2, now=T2, owner=OWNER))
     awaiting = by_type(apply(status, outcome)["conditions"])["AwaitingApproval"]
     assert (awaiting["status"], awaiting["reason"]) == ("False", "NotRequired") and outcome.effect is None
+
+
+def test_a_promotion_past_its_deadline_warns_once_and_still_succeeds_late():
+    from rightsizer.promotion.objects import ApplyResult, ObjectRef, World
+    spec = copy.deepcopy(ADVANCED)
+    spec["promotion"] = {"mode": "Automatic", "progressDeadlineSeconds": 600,
+                         "target": {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                                    "name": "fraud"}}
+    status, _ = completed(spec, advanced_recommendations)
+    ref = ObjectRef("serving.kserve.io/v1beta1", "InferenceService", OWNER.namespace, "fraud")
+
+    def service(generation: int, ready: str) -> World:
+        return World({ref: {"metadata": {"name": "fraud", "generation": generation},
+                            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}},
+                            "status": {"observedGeneration": generation, "conditions": [
+                                {"type": "Ready", "status": ready, "message": "0/3 nodes are available"}]}}})
+
+    minute = datetime.timedelta(minutes=1)
+    trace = run(spec, status, at(T2), at(T2, world=service(1, "True")),
+                at(T2, applied=ApplyResult((ref,))), at(T2 + 5 * minute, world=service(2, "False")))
+    assert trace.status["promotion"]["startedAt"] == st.timestamp(T2)
+    assert by_type(trace.status["conditions"])["Promoted"]["reason"] == "Promoting"
+    late = run(spec, trace.status, at(T2 + 11 * minute), at(T2 + 11 * minute, world=service(2, "False")),
+               at(T2 + 14 * minute), at(T2 + 14 * minute, world=service(2, "False")))
+    conditions = by_type(late.status["conditions"])
+    for kind in ("Promoted", "Ready"):
+        assert (conditions[kind]["status"], conditions[kind]["reason"]) == ("False", "ProgressDeadlineExceeded")
+    assert [(e.type, e.reason) for e in late.events] == [("Warning", "ProgressDeadlineExceeded")]  # once
+    assert late.status["nextPollTime"] == TIMING.after(T2 + 14 * minute, TIMING.promotion_retry)
+    served = run(spec, late.status, at(T2 + 20 * minute), at(T2 + 20 * minute, world=service(2, "True")))
+    conditions = by_type(served.status["conditions"])
+    assert (conditions["Promoted"]["status"], conditions["Promoted"]["reason"]) == ("True", "Promoted")
+    assert conditions["Ready"]["status"] == "True" and "startedAt" not in served.status["promotion"]

@@ -266,14 +266,12 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
     if not job_done and not status.get("promotion"):
         return  # nothing was promoted and nothing can be yet
     sla = st.find(status.get("conditions"), st.SLA_SATISFIED)
-    promoted = st.find(status.get("conditions"), st.PROMOTED)
     owner = observation.owner
     step = promotion_flow.advance(promotion_flow.Context(
         promotion=parsed.promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
         generation=observation.generation, best=status.get("best") if job_done else None,
         sla_satisfied=sla.get("status") if sla else None, annotations=observation.annotations,
-        memory=status.get("promotion") or {}, now=observation.now,
-        promoted_reason=promoted.get("reason") if promoted else None, world=observation.world,
+        memory=status.get("promotion") or {}, now=observation.now, world=observation.world,
         applied=observation.applied, deleted=observation.deleted))
     out.set(promotion=step.memory)
     for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):

@@ -52,7 +52,6 @@ class Context:
     annotations: Mapping[str, str]
     memory: Mapping[str, Any]  # status.promotion
     now: datetime.datetime
-    promoted_reason: str | None = None  # the Promoted condition's reason as last written
     world: World | None = None
     applied: ApplyResult | None = None
     deleted: DeleteResult | None = None
@@ -314,8 +313,6 @@ def _waiting_for_controller(ctx: Context, step: Step, message: str) -> Step:
                f"progressDeadlineSeconds is {deadline}); still watching: {message}")
     step.promoted = step.ready = (st.FALSE, PROGRESS_DEADLINE_EXCEEDED, overdue)
     step.poll_after = "retry"
-    if ctx.promoted_reason != PROGRESS_DEADLINE_EXCEEDED:
-        step.events.append(("Warning", PROGRESS_DEADLINE_EXCEEDED, f"{_what(ctx)}: {overdue}"))
     return step
 
 
