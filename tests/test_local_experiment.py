@@ -13,8 +13,11 @@ import time
 import psutil
 import pytest
 
+from conftest import wait_for
 from rightsizer import selection, spec as spec_module
-from rightsizer.backends.base import COMPLETED, FAILED, PENDING, STOPPED, Recommendation
+from rightsizer.backends.base import (COMPLETED, FAILED, PENDING, STOPPED, JobPlan, Owner, Recommendation, StepFailure,
+                                     Submitted)
+from rightsizer.backends.local.backend import LocalBackend
 from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
                                                   max_invocations_window, measured_outcome, median_outcome,
                                                   plan_experiment, step_summary)
@@ -87,8 +90,12 @@ def stand_in(tmp_path):
     return [sys.executable, str(script), str(starts)], started
 
 
-def local_spec(example, *, instance_types=("local-1cpu",), ranges=None, traffic=QUICK_TRAFFIC,
-               stopping=None, server_command=None, **fields) -> spec_module.RightsizeJobSpec:
+def local_spec(example, **choices) -> spec_module.RightsizeJobSpec:
+    return spec_module.parse(raw_local_spec(example, **choices))
+
+
+def raw_local_spec(example, *, instance_types=("local-1cpu",), ranges=None, traffic=QUICK_TRAFFIC,
+                   stopping=None, server_command=None, **fields) -> dict:
     model = {"modelUri": example.model.as_uri(),
              "payload": {"path": str(example.payload_row), "contentType": "text/csv"}}
     if server_command:
@@ -103,7 +110,7 @@ def local_spec(example, *, instance_types=("local-1cpu",), ranges=None, traffic=
                                                                           "valueInMilliseconds": 500}]},
            "local": {"pricePerHour": {"local-1cpu": PRICE, "local-2cpu": 2 * PRICE}, "loadGeneratorCpus": [1]},
            **fields}
-    return spec_module.parse(raw)
+    return raw
 
 
 # ---- plan ---------------------------------------------------------------------------------------------------------
@@ -300,6 +307,45 @@ def test_finished_configurations_are_not_run_again(example, stand_in, no_leftove
     assert outcomes[0].recommendation is earlier and outcomes[0].load is None
     assert outcomes[1].status == FAILED
     assert reported == [outcomes[1]]
+
+
+def test_configurations_that_failed_before_are_not_run_again(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["serve", "crash"]})
+    earlier = StepFailure("local-1cpu", {"MODE": "crash"}, "exited with code 1 before it was ready")
+    elsewhere = StepFailure("local-2cpu", {"MODE": "serve"}, "not in this plan: matches nothing")
+
+    experiment = Experiment(spec, "job", time_scale=QUICK_SCALE, failed=[earlier, elsewhere])
+    outcomes = experiment.run()
+
+    assert started() == ["serve"]
+    assert experiment.restored == (outcomes[1],)
+    assert outcomes[1].status == FAILED and outcomes[1].failure_reason == earlier.failure_reason
+    assert outcomes[0].status == COMPLETED
+    assert step_summary(outcomes, 2).failures == (earlier,)
+
+
+def test_the_backend_resumes_without_what_status_recorded_as_measured_or_failed(example, stand_in,
+                                                                                  no_leftover_processes):
+    command, started = stand_in
+    raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["serve", "crash"]})
+    name = "fraud-local-0123abcd-g1"
+    measured = {"recommendationId": f"{name}/00000000", "instanceType": "local-1cpu", "initialInstanceCount": 1,
+                "environment": {"MODE": "serve"}, "metrics": {"maxInvocations": 1234}}
+    failed = {"instanceType": "local-1cpu", "environment": {"MODE": "crash"},
+              "failureReason": "exited with code 1 before it was ready"}
+    backend = LocalBackend(time_scale=QUICK_SCALE)
+    plan = JobPlan(name, {"JobName": name, "Spec": raw, "Completed": [measured], "Failed": [failed],
+                          "StartedAt": "2026-11-29T09:00:00Z"})
+
+    assert isinstance(backend.submit(plan, Owner("ml", "fraud-local", "uid-1")), Submitted)
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=20)
+
+    assert started() == []  # nothing to run again
+    assert [r.recommendation_id for r in snapshot.recommendations] == [measured["recommendationId"]]
+    assert snapshot.steps.by_status == {COMPLETED: 1, FAILED: 1}
+    assert snapshot.steps.failures == (StepFailure("local-1cpu", {"MODE": "crash"}, failed["failureReason"]),)
+    assert snapshot.creation_time == datetime.datetime(2026, 11, 29, 9, tzinfo=datetime.timezone.utc)
 
 
 def test_stop_mid_run_returns_promptly_and_leaves_no_process(example, no_leftover_processes):

@@ -237,8 +237,9 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert status["phase"] == "Submitted" and by_type(status["conditions"])["JobSubmitted"]["status"] == "True"
     assert status["nextPollTime"] == "2026-03-01T12:00:02Z"  # not SageMaker's first 30 s
 
+    crashed = StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"}, "the model server exited with code 137")
     running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
-                          steps=StepSummary(8, {"COMPLETED": 1}),
+                          steps=StepSummary(8, {"COMPLETED": 1, "FAILED": 1}, failures=(crashed,)),
                           progress={"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"})
     outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job=running))
     status = apply(status, outcome)
@@ -252,6 +253,9 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     resubmit = outcome.effect
     assert isinstance(resubmit, SubmitJob) and resubmit.plan.job_name == name
     assert [row["recommendationId"] for row in resubmit.plan.request["Completed"]] == [f"{name}/00000000"]
+    # Nor the one that failed: it would only fail again.
+    assert resubmit.plan.request["Failed"] == [{"instanceType": "local-2cpu", "environment": {"OMP_NUM_THREADS": "1"},
+                                                "failureReason": "the model server exited with code 137"}]
     assert resubmit.plan.request["StartedAt"] == status["startTime"]  # the job duration counts from the first start
     assert ("Normal", "JobResumed") in [(a.type, a.reason) for a in outcome.actions if isinstance(a, EmitEvent)]
     status = apply(status, outcome)

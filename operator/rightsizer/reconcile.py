@@ -438,9 +438,12 @@ def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
     result = observation.submit_result
     if result is None:
         finished = out.status.get("recommendations") or []
+        # A configuration that failed (its server crashed, the threshold broke at once) would fail again.
+        failed = (out.status.get("steps") or {}).get("failures") or []
         out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
-                                        f"configurations it had not finished ({len(finished)} finished before)")
-        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished,
+                                        f"configurations it had not finished ({len(finished)} measured and "
+                                        f"{len(failed)} failed before)")
+        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished, "Failed": failed,
                                                          "StartedAt": out.status.get("startTime")})))
         return
     if isinstance(result, base.Adopted):

@@ -4,7 +4,8 @@ interface as SageMaker, so the reconcile core, status, selection and promotion d
 A submitted job runs in a background thread of the operator process (its model servers and load generator are
 child processes pinned to their own cores). Only one experiment runs at a time on a host, since two would
 measure each other. The process holds no other memory: after a restart the job is unknown here, and the
-reconcile core submits it again with the configurations status already records, which are not run twice.
+reconcile core submits it again with the configurations status already records (measured, or failed), which are
+not run twice.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class LocalBackend:
                 run.experiment = experiment_module.Experiment(
                     parsed, plan.job_name, time_scale=self.time_scale,
                     completed={r.recommendation_id: r for r in earlier}, job_started_at=started,
+                    failed=tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
+                                                  row.get("failureReason") or "failed in an earlier run")
+                                 for row in plan.request.get("Failed") or ()),
                     on_progress=lambda progress: setattr(run, "progress", progress),
                     on_outcome=run.outcomes.append)
             except spec_module.InvalidSpec as invalid:

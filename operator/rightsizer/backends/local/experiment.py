@@ -426,7 +426,8 @@ class Experiment:
                  completed: Mapping[str, ConfigurationOutcome | Recommendation] = types.MappingProxyType({}),
                  on_progress: Callable[[ExperimentProgress], None] | None = None,
                  on_outcome: Callable[[ConfigurationOutcome], None] | None = None,
-                 job_started_at: datetime.datetime | None = None):
+                 job_started_at: datetime.datetime | None = None,
+                 failed: Iterable[StepFailure] = ()):
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         if not spec.model.local:
@@ -462,6 +463,15 @@ class Experiment:
             self._restored[recommendation_id] = (
                 finished if isinstance(finished, ConfigurationOutcome)
                 else ConfigurationOutcome(planned, finished, None, None, "restored from an earlier run"))
+        # Failures are known by instance type and environment (SageMaker's step shape). Skipped configurations are
+        # judged afresh: the host may have changed.
+        for failure in failed:
+            for planned in self.plan:
+                if (not planned.skipped and planned.recommendation_id not in self._restored
+                        and (planned.instance_type, dict(planned.environment))
+                        == (failure.instance_type, dict(failure.environment))):
+                    self._restored[planned.recommendation_id] = ConfigurationOutcome(
+                        planned, None, failure.failure_reason, None, "failed in an earlier run")
         self._on_progress = on_progress
         self._on_outcome = on_outcome
         self._lock = threading.Lock()
