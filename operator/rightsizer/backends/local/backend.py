@@ -60,25 +60,30 @@ class LocalBackend:
             existing = _runs.get(plan.job_name)
             if existing is not None and not existing.stop_requested:
                 return base.Adopted(_snapshot(existing))
-            earlier = tuple(base.Recommendation.from_status_row(row)
-                            for row in plan.request.get("Completed") or () if row.get("recommendationId"))
-            started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
-            run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=started)
-            try:
-                parsed = spec_module.parse(plan.request["Spec"])
-                run.experiment = experiment_module.Experiment(
-                    parsed, plan.job_name, time_scale=self.time_scale,
-                    completed={r.recommendation_id: r for r in earlier}, job_started_at=started,
-                    failed=tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
-                                                  row.get("failureReason") or "failed in an earlier run")
-                                 for row in plan.request.get("Failed") or ()),
-                    on_progress=lambda progress: setattr(run, "progress", progress),
-                    on_outcome=run.outcomes.append)
-            except spec_module.InvalidSpec as invalid:
-                return base.Rejected("ValidationFailed", "; ".join(invalid.errors), retryable_later=False)
-            except experiment_module.ExperimentError as error:
-                # Unreadable payload, unusable loadGeneratorCpus: nothing can run until the spec changes.
-                return base.Rejected("ValidationFailed", str(error), retryable_later=False)
+        earlier = tuple(base.Recommendation.from_status_row(row)
+                        for row in plan.request.get("Completed") or () if row.get("recommendationId"))
+        started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
+        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=started)
+        try:
+            # Reads the payload and the host's CPUs and memory: outside the lock, which every describe takes.
+            parsed = spec_module.parse(plan.request["Spec"])
+            run.experiment = experiment_module.Experiment(
+                parsed, plan.job_name, time_scale=self.time_scale,
+                completed={r.recommendation_id: r for r in earlier}, job_started_at=started,
+                failed=tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
+                                              row.get("failureReason") or "failed in an earlier run")
+                             for row in plan.request.get("Failed") or ()),
+                on_progress=lambda progress: setattr(run, "progress", progress),
+                on_outcome=run.outcomes.append)
+        except spec_module.InvalidSpec as invalid:
+            return base.Rejected("ValidationFailed", "; ".join(invalid.errors), retryable_later=False)
+        except experiment_module.ExperimentError as error:
+            # Unreadable payload, unusable loadGeneratorCpus: nothing can run until the spec changes.
+            return base.Rejected("ValidationFailed", str(error), retryable_later=False)
+        with _runs_guard:
+            existing = _runs.get(plan.job_name)
+            if existing is not None and not existing.stop_requested:
+                return base.Adopted(_snapshot(existing))  # submitted meanwhile by another caller
             _runs[plan.job_name] = run
         threading.Thread(target=_execute, args=(run,), name=f"local-job {plan.job_name}", daemon=True).start()
         return base.Submitted(job_arn=run.arn)
