@@ -289,3 +289,89 @@ class socket_bound_but_closed:
 
     def __exit__(self, *exc_info):
         self.socket.close()
+
+
+# ---- the measurements, without processes ----------------------------------------------------------------------------
+
+def measure(intervals: list[tuple[int, list[float]]], threshold_ms: float | None = 50.0, window_s: float = 5.0):
+    """Feeds (users, latencies of the interval's successful requests) one-second intervals to the child's
+    measurements, as its tick and request listener do."""
+    from rightsizer.local.load_generator import StoppingConditions, _Measurements
+    stopping = StoppingConditions(latency_percentile=95.0 if threshold_ms else None, latency_threshold_ms=threshold_ms)
+    measurements = _Measurements(stopping, RunSettings(window_s=window_s))
+    for second, (users, latencies) in enumerate(intervals):
+        measurements.open_interval(float(second), users, "phase 1")
+        for latency in latencies:
+            measurements.record(latency, True)
+        measurements.record(999.0, False)
+        measurements.close_interval(float(second + 1), users)
+    return measurements
+
+
+def best_window_by_brute_force(intervals, threshold_ms, size):
+    """Every window of `size` consecutive seconds, the most requests first: the first that holds the threshold."""
+    import numpy
+    size = min(size, len(intervals))
+    windows = [intervals[end - size:end] for end in range(size, len(intervals) + 1)]
+    for window in sorted(windows, key=lambda w: sum(len(lat) for _, lat in w), reverse=True):
+        latencies = [latency for _, lat in window for latency in lat]
+        if not latencies:
+            break
+        if threshold_ms is None or numpy.percentile(latencies, 95) <= threshold_ms:
+            return len(latencies) / size * 60, numpy.percentile(latencies, 95), max(users for users, _ in window)
+    return None, None, None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_best_sustained_window_is_found_as_the_intervals_close(seed):
+    import random
+    generator = random.Random(seed)
+    intervals = []
+    for second in range(generator.randint(3, 60)):
+        users = 1 + second // 3
+        # Throughput grows with users until the server saturates, then latency climbs.
+        count = min(users, 8) * generator.randint(20, 30)
+        latencies = [generator.expovariate(1 / (5 + 4 * max(0, users - 8) + generator.random())) for _ in range(count)]
+        intervals.append((users, latencies))
+    threshold = generator.choice([None, 12.0, 30.0])
+
+    measurements = measure(intervals, threshold)
+    best = measurements.best_sustained_window()
+
+    invocations, p95, users = best_window_by_brute_force(intervals, threshold, 5)
+    if invocations is None:
+        assert best["max_invocations_per_minute"] is None
+    else:
+        assert best["max_invocations_per_minute"] == pytest.approx(invocations)
+        assert best["model_latency_p95_ms"] == pytest.approx(p95) and best["users_at_max_invocations"] == users
+
+
+def test_memory_is_the_window_and_the_run_histogram_not_every_request():
+    intervals = [(10, [5.0 + (i % 7) for i in range(300)]) for _ in range(200)]
+    measurements = measure(intervals)
+    assert len(measurements.window) == 5  # latencies kept for the sliding window only
+    # Each closed second leaves ten figures, not its latencies.
+    assert all(len(point) == 10 and all(isinstance(v, (int, float, str)) for v in point)
+               for point in measurements.points)
+    assert measurements.total_requests == 200 * 301 and measurements.total_failures == 200
+    timeline = measurements.timeline(0.0)
+    assert len(timeline) == 200 and timeline[-1].elapsed_s == 200.0 and timeline[-1].rps == 300.0
+
+
+def test_run_percentiles_come_from_the_histogram_within_its_precision():
+    import numpy
+    import random
+    generator = random.Random(7)
+    intervals = [(5, [generator.lognormvariate(2.0, 0.6) for _ in range(2000)]) for _ in range(20)]
+    measurements = measure(intervals, threshold_ms=None)
+    everything = [latency for _, latencies in intervals for latency in latencies]
+    for got, exact in zip(measurements.run_percentiles(), numpy.percentile(everything, [50, 95, 99])):
+        assert got == pytest.approx(exact, rel=2e-3)  # 3 significant digits, and nearest rank vs. interpolation
+    assert measure([], threshold_ms=None).run_percentiles() == [None, None, None]
+
+
+def test_a_run_shorter_than_the_window_is_judged_whole():
+    intervals = [(1, [4.0] * 10), (2, [6.0] * 20)]
+    best = measure(intervals).best_sustained_window()
+    assert best["max_invocations_per_minute"] == pytest.approx(30 / 2 * 60)
+    assert best["users_at_max_invocations"] == 2

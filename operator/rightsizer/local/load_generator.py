@@ -5,9 +5,11 @@ whose tick() asks load_shape for the target user count and returns a spawn rate 
 Locust runs in a child Python process, never in the caller's: the caller is an asyncio operator, and gevent's
 monkey-patching must not reach it. The child can be pinned to CPUs so that it does not steal the server's.
 
-Latencies are exact: an events.request listener keeps every response time, because Locust rounds response
-times to two significant digits before computing its percentiles. They are grouped into the intervals between
-two shape ticks (about one second each); once per interval the child checks SageMaker's stopping conditions:
+Latencies are measured by an events.request listener, not taken from Locust's statistics, which round response
+times to two significant digits. They are grouped into the intervals between two shape ticks (about one second
+each) and kept exact over the sliding window the stopping rules judge; the whole run goes into an HDR histogram
+(hdrhistogram, 3 significant digits), so memory does not grow with the run. Once per interval the child checks
+SageMaker's stopping conditions:
 
 * the latency threshold (its percentile over a sliding window, once the window holds enough requests);
 * maxInvocations: successful invocations per minute over a full window reach the target;
@@ -57,6 +59,8 @@ _SPAWN_RATE = 100.0
 # Locust samples its own CPU every 10 s; a compressed trial may be over before the first sample.
 _CPU_SAMPLE_INTERVAL_S = 2.0
 _CONTROL_POLL_S = 0.2
+# The run histogram's range, in microseconds: one hour, far above any request timeout.
+_HISTOGRAM_HIGHEST_US = 3_600_000_000
 # Importing Locust and spawning the first users takes about a second; the parent waits this long on top of the
 # wall-clock cap before it kills a child that has not finished.
 _STARTUP_AND_SHUTDOWN_GRACE_S = 30.0
@@ -211,7 +215,8 @@ class LoadResult:
     users_at_max_invocations: int | None
     total_requests: int
     total_failures: int
-    # Exact percentiles of every successful request of the run, next to Locust's rounded one (all requests).
+    # Percentiles of every successful request of the run (HDR histogram, 3 significant digits), next to Locust's
+    # rounded one (all requests).
     run_p50_ms: float | None
     run_p95_ms: float | None
     run_p99_ms: float | None
@@ -457,22 +462,30 @@ class _Interval:
 
 
 class _Measurements:
-    """Exact latencies grouped in tick intervals, and SageMaker's stopping rules over them. No I/O, no clock."""
+    """SageMaker's stopping rules and the run's figures, from the latencies of successful requests. No I/O, no clock.
+
+    The sliding window's latencies are kept exact (the latency threshold, maxInvocations and the best sustained
+    window are judged on them, at every interval's end); the whole run goes into an HDR histogram (3 significant
+    digits) and one timeline point per interval. Memory does not grow with the number of requests."""
 
     def __init__(self, stopping: StoppingConditions, settings: RunSettings):
         import numpy
+        from hdrh.histogram import HdrHistogram
 
         self.np = numpy
         self.stopping = stopping
         self.settings = settings
         self.window_intervals = max(1, round(settings.window_s))
-        self.closed: list[_Interval] = []
+        self.window: collections.deque[_Interval] = collections.deque(maxlen=self.window_intervals)
+        self.points: list[tuple] = []  # one TimelinePoint's fields per closed interval, times absolute
+        self.run_histogram = HdrHistogram(1, _HISTOGRAM_HIGHEST_US, 3)
         self.open: _Interval | None = None
         self.open_latencies: list[float] = []
         self.total_requests = 0
         self.total_failures = 0
         # One [users, successes, seconds] per consecutive run of intervals at the same user count.
         self.levels: list[list[float]] = []
+        self.best: dict[str, Any] | None = None
 
     def record(self, latency_ms: float, ok: bool) -> None:
         # Outside an interval only requests cut short by the end of the run complete; leaving them out keeps the
@@ -483,6 +496,8 @@ class _Measurements:
         self.open.requests += 1
         if ok:
             self.open_latencies.append(latency_ms)
+            # Microseconds, at least 1; a latency above the histogram's hour is counted as that hour.
+            self.run_histogram.record_value(min(max(1, round(latency_ms * 1000)), _HISTOGRAM_HIGHEST_US))
         else:
             self.total_failures += 1
             self.open.failures += 1
@@ -500,8 +515,11 @@ class _Measurements:
         interval.end = now
         interval.users = users
         interval.latencies_ms = self.np.array(self.open_latencies, dtype=float)
-        self.closed.append(interval)
+        self.window.append(interval)
         successes, seconds = len(interval.latencies_ms), interval.end - interval.start
+        self.points.append((interval.end, seconds, interval.users, interval.stage, interval.requests,
+                            interval.failures, successes / seconds if seconds > 0 else 0.0,
+                            *self.percentiles(interval.latencies_ms)))
         if self.levels and self.levels[-1][0] == interval.users:
             self.levels[-1][1] += successes
             self.levels[-1][2] += seconds
@@ -510,15 +528,17 @@ class _Measurements:
                 # A later phase starting lower begins a new sweep; comparing across it would be meaningless.
                 self.levels.clear()
             self.levels.append([interval.users, successes, seconds])
+        if len(self.window) == self.window_intervals:
+            self._consider_window()
         return interval
 
     @staticmethod
-    def rate(intervals: list[_Interval]) -> float:
+    def rate(intervals) -> float:
         """Successful requests per second over consecutive intervals."""
         seconds = sum(i.end - i.start for i in intervals)
         return sum(len(i.latencies_ms) for i in intervals) / seconds if seconds > 0 else 0.0
 
-    def latencies(self, intervals: list[_Interval]):
+    def latencies(self, intervals):
         return self.np.concatenate([i.latencies_ms for i in intervals]) if intervals else self.np.array([])
 
     def percentiles(self, latencies, qs=(50, 95, 99)) -> list[float | None]:
@@ -526,16 +546,20 @@ class _Measurements:
             return [None] * len(qs)
         return [float(v) for v in self.np.percentile(latencies, qs)]
 
+    def run_percentiles(self, qs=(50, 95, 99)) -> list[float | None]:
+        if self.run_histogram.get_total_count() == 0:
+            return [None] * len(qs)
+        return [self.run_histogram.get_value_at_percentile(q) / 1000 for q in qs]
+
     def stop_check(self) -> tuple[StopReason, str] | None:
         """The first of SageMaker's stopping conditions met by the closed intervals, if any."""
         return self._latency_breach() or self._max_invocations_reached() or self._throughput_flat()
 
     def _latency_breach(self) -> tuple[StopReason, str] | None:
         s = self.stopping
-        if s.latency_threshold_ms is None or not self.closed:
+        if s.latency_threshold_ms is None or not self.window:
             return None
-        recent = self.closed[-self.window_intervals:]
-        latencies = self.latencies(recent)
+        latencies = self.latencies(self.window)
         n = len(latencies)
         if n == 0:
             return None
@@ -548,21 +572,21 @@ class _Measurements:
         if not breached:
             return None
         value = self.np.percentile(latencies, s.latency_percentile)
-        seconds = recent[-1].end - recent[0].start
+        seconds = self.window[-1].end - self.window[0].start
         return (StopReason.LATENCY_THRESHOLD,
                 f"P{s.latency_percentile:g} latency {value:.1f} ms over the last {seconds:.1f} s ({n} requests) "
-                f"exceeded the {s.latency_threshold_ms:g} ms threshold at {recent[-1].users} users")
+                f"exceeded the {s.latency_threshold_ms:g} ms threshold at {self.window[-1].users} users")
 
     def _max_invocations_reached(self) -> tuple[StopReason, str] | None:
         target = self.stopping.max_invocations
-        if target is None or len(self.closed) < self.window_intervals:
+        if target is None or len(self.window) < self.window_intervals:
             return None
-        rps = self.rate(self.closed[-self.window_intervals:])
+        rps = self.rate(self.window)
         if rps * 60 < target:
             return None
         return (StopReason.MAX_INVOCATIONS,
                 f"{rps * 60:.0f} invocations/min over the last {self.window_intervals} s reached maxInvocations "
-                f"{target} at {self.closed[-1].users} users")
+                f"{target} at {self.window[-1].users} users")
 
     def _throughput_flat(self) -> tuple[StopReason, str] | None:
         count = self.settings.flat_levels
@@ -578,33 +602,33 @@ class _Measurements:
                 f"{' -> '.join(str(int(users)) for users, _, _ in recent)} users gained less than "
                 f"{self.settings.flat_min_gain:.0%} over {count} user levels")
 
-    def best_sustained_window(self) -> dict[str, Any]:
-        """The window with the most successful invocations whose latency percentile held the threshold."""
-        size = min(self.window_intervals, len(self.closed))
-        candidates = [self.closed[end - size:end] for end in range(size, len(self.closed) + 1)] if size else []
+    def _consider_window(self) -> None:
+        """Keeps the window now ending if it has the most successful invocations yet and held the threshold (the
+        earliest of equals)."""
+        rps = self.rate(self.window)
+        if rps <= 0 or (self.best is not None and rps <= self.best["max_invocations_per_minute"] / 60):
+            return
+        latencies = self.latencies(self.window)
         threshold, percentile = self.stopping.latency_threshold_ms, self.stopping.latency_percentile
-        # Highest rate first: the first that holds the threshold wins, so few percentiles get computed.
-        for intervals in sorted(candidates, key=self.rate, reverse=True):
-            rps, latencies = self.rate(intervals), self.latencies(intervals)
-            if len(latencies) == 0:
-                break
-            if threshold is not None and self.np.percentile(latencies, percentile) > threshold:
-                continue
-            p50, p95, p99 = self.percentiles(latencies)
-            return {"max_invocations_per_minute": rps * 60, "model_latency_p50_ms": p50, "model_latency_p95_ms": p95,
-                    "model_latency_p99_ms": p99, "users_at_max_invocations": max(i.users for i in intervals)}
-        return {"max_invocations_per_minute": None, "model_latency_p50_ms": None, "model_latency_p95_ms": None,
-                "model_latency_p99_ms": None, "users_at_max_invocations": None}
+        if threshold is not None and self.np.percentile(latencies, percentile) > threshold:
+            return
+        p50, p95, p99 = self.percentiles(latencies)
+        self.best = {"max_invocations_per_minute": rps * 60, "model_latency_p50_ms": p50,
+                     "model_latency_p95_ms": p95, "model_latency_p99_ms": p99,
+                     "users_at_max_invocations": max(i.users for i in self.window)}
+
+    def best_sustained_window(self) -> dict[str, Any]:
+        """The window with the most successful invocations whose latency percentile held the threshold; a run
+        shorter than one window is judged whole."""
+        if self.points and len(self.points) < self.window_intervals:
+            self._consider_window()
+        return self.best or {"max_invocations_per_minute": None, "model_latency_p50_ms": None,
+                             "model_latency_p95_ms": None, "model_latency_p99_ms": None,
+                             "users_at_max_invocations": None}
 
     def timeline(self, started: float) -> list[TimelinePoint]:
-        points = []
-        for interval in self.closed:
-            seconds = interval.end - interval.start
-            p50, p95, p99 = self.percentiles(interval.latencies_ms)
-            points.append(TimelinePoint(round(interval.end - started, 3), round(seconds, 3), interval.users,
-                                        interval.stage, interval.requests, interval.failures,
-                                        len(interval.latencies_ms) / seconds if seconds > 0 else 0.0, p50, p95, p99))
-        return points
+        return [TimelinePoint(round(end - started, 3), round(seconds, 3), *rest)
+                for end, seconds, *rest in self.points]
 
 
 class _ChildRun:
@@ -717,7 +741,7 @@ class _ChildRun:
 
     def send_progress(self, elapsed: float, users: int, stage: str, closed: _Interval) -> None:
         m = self.measurements
-        (p95,) = m.percentiles(m.latencies(m.closed[-m.window_intervals:]), (95,))
+        (p95,) = m.percentiles(m.latencies(m.window), (95,))
         seconds = closed.end - closed.start
         _send(self.channel, "progress", elapsed_s=round(elapsed, 3), users=users, stage=stage,
               rps=len(closed.latencies_ms) / seconds if seconds > 0 else 0.0, p95_ms=p95,
@@ -760,7 +784,7 @@ class _ChildRun:
     def send_result(self, env, now: float) -> None:
         m = self.measurements
         started = self.started if self.started is not None else now
-        p50, p95, p99 = m.percentiles(m.latencies(m.closed))
+        p50, p95, p99 = m.run_percentiles()
         total = env.stats.total
         reason, detail = self.reason
         _send(self.channel, "result", stop_reason=reason, detail=detail, **m.best_sustained_window(),
