@@ -3,7 +3,7 @@
 1. Capacity: requests/s that one generator process pinned to one core sustains against nginx (`return 200`, one
    process, no access log) pinned to another core. nginx answers in microseconds on one core, so the generator,
    not the server, is the bottleneck being measured.
-2. Accuracy: the P95 the generator reports (its exact per-request listener) and Locust's own P95 (response times
+2. Accuracy: the P95 the generator reports (its own per-request listener, the run in an HDR histogram) and Locust's own P95 (response times
    rounded to 2 significant digits), against a reference taken on the same requests in the same run: the
    kernel's timestamps of each request and response on the loopback interface, captured with tcpdump. The wire
    sees every one of the generator's requests, uses its own clock, and adds no load to the server; the only thing
@@ -257,7 +257,7 @@ def main() -> None:
             print(f"capacity: nginx `return 200` on CPU {SERVER_CPU}, generator on CPU {GENERATOR_CPU}, "
                   f"{args.seconds:g} s per run")
             print(f"{'users':>5} {'req/s mean':>10} {'req/s best 3 s':>14} {'generator CPU':>13} "
-                  f"{'cpu_warning':>11} {'exact p95 ms':>12} {'failures':>8}")
+                  f"{'cpu_warning':>11} {'listener p95':>12} {'failures':>8}")
             for users in args.capacity_users:
                 result, cpu = steady_load(nginx_port, users, args.seconds)
                 print(f"{users:>5} {result.total_requests / result.duration_s:>10.0f} "
@@ -279,8 +279,8 @@ def main() -> None:
             slow.wait()
 
     print(f"\naccuracy: P95 (ms) vs the same requests' round trips on the wire (tcpdump on lo), {args.seconds:g} s")
-    print(f"{'server':<26} {'users':>5} {'requests gen/wire':>17} {'wire p95':>9} {'exact p95 (ratio)':>18} "
-          f"{'exact-wire':>10} {'Locust p95 (ratio)':>19}  capture")
+    print(f"{'server':<26} {'users':>5} {'requests gen/wire':>17} {'wire p95':>9} {'listener p95 (ratio)':>20} "
+          f"{'minus wire':>10} {'Locust p95 (ratio)':>19}  capture")
     for name, users, run in runs:
         result: LoadResult = run["result"]
         print(f"{name:<26} {users:>5} {result.total_requests:>8}/{run['wire_requests']:<8} {run['wire_p95']:>9.3f} "
