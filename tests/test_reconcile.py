@@ -1226,6 +1226,19 @@ def test_a_refused_stop_of_the_replaced_job_retries_later():
 
 # --- Refused submissions ----------------------------------------------------------------------------------------
 
+def test_no_credentials_says_the_job_was_not_submitted_and_retries_later():
+    status, name = written_ahead(DEFAULT)
+    no_credentials = Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
+                              "environment)", retryable_later=True)
+    trace = run(DEFAULT, status, at(T0, submit_result=no_credentials))
+    ready = by_type(trace.status["conditions"])["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "NoCredentials")
+    # No request left the operator: SageMaker refused nothing.
+    assert ready["message"].startswith(f"job {name} was not submitted to SageMaker: the operator has no AWS "
+                                       f"credentials") and "refused" not in ready["message"]
+    assert trace.status["nextPollTime"] == st.timestamp(T0 + seconds(300))
+
+
 def test_access_denied_is_retried_with_a_doubling_backoff():
     status, name = written_ahead(DEFAULT)
     trace = run(DEFAULT, status, at(T0, submit_result=DENIED))

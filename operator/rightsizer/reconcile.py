@@ -32,6 +32,8 @@ EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROV
 # False conditions that are a state, not a problem: their Events are Normal.
 UNREMARKABLE_FALSE = ("NotSubmitted", "DryRun", "AwaitingApproval", "NoBestConfiguration", "NotRequired", "Approved",
                       "RolledBack")
+# Refusals raised before any request left the operator: nobody refused anything yet.
+UNSENT_REASONS = ("NoCredentials", "RegionUnknown")
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
@@ -376,7 +378,10 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         return
 
     attempts = int(out.status.get("submitAttempts") or 0) + 1
-    message = f"{BACKEND_NAMES[parsed.backend]} refused job {name}: {result.message}"
+    if result.reason in UNSENT_REASONS:
+        message = f"job {name} was not submitted to {BACKEND_NAMES[parsed.backend]}: {result.message}"
+    else:
+        message = f"{BACKEND_NAMES[parsed.backend]} refused job {name}: {result.message}"
     if result.retryable_later:
         timing = observation.timing
         delay = min(timing.retry_max, timing.retry_first * 2 ** (attempts - 1))
