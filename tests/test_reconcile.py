@@ -1518,7 +1518,10 @@ def test_recommendations_are_bounded_at_20_rows_but_counted_in_full():
 def test_failed_steps_are_bounded_at_10_in_status_and_message():
     status, name = running(DEFAULT)
     steps = step_summary([failed_step("ml.m5.large", str(i), f"reason {i} " + "x" * 2000) for i in range(12)])
-    trace = run(DEFAULT, status, at(T1), at(T1, job=snapshot(name, "FAILED", failure_reason="boom", steps=steps)))
+    # A local job's reason names every configuration's: longer than status.failureReason may be.
+    reason = "no configuration could be measured: " + "; ".join("server exited: " + "y" * 1024 for _ in range(12))
+    trace = run(DEFAULT, status, at(T1), at(T1, job=snapshot(name, "FAILED", failure_reason=reason, steps=steps)))
+    assert trace.status["failureReason"] == reason[:4096]  # run() checks every patch against the CRD schema
     failures = trace.status["steps"]["failures"]
     assert len(failures) == 10 and trace.status["steps"]["total"] == 12
     assert all(len(failure["failureReason"]) == 1024 for failure in failures)

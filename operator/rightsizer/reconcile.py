@@ -26,6 +26,8 @@ NORMAL, WARNING = "Normal", "Warning"
 BACKEND_NAMES = {"sagemaker": "SageMaker", "local": "the local backend"}
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
+# status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
+MAX_FAILURE_REASON_CHARS = 4096
 
 # Conditions that get an Event whenever their (status, reason) changes.
 EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROVAL, st.PROMOTED, st.READY)
@@ -475,7 +477,7 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
     now, name = out.observation.now, snapshot.job_name
     started = st.parse_timestamp(out.status.get("startTime")) or now
     out.set(backendStatus=snapshot.status, lastPolledTime=st.timestamp(now),
-            failureReason=(snapshot.failure_reason or None))
+            failureReason=(snapshot.failure_reason or "")[:MAX_FAILURE_REASON_CHARS] or None)
     if snapshot.job_arn:
         out.set(jobArn=snapshot.job_arn)
     if snapshot.completion_time:

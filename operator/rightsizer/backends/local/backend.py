@@ -151,7 +151,8 @@ def _status(run: _Run, recommendations, outcomes) -> tuple[str, str | None]:
     if run.error:
         return base.FAILED, run.error
     if not recommendations:
-        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason}" for o in outcomes if o.failure_reason)
+        # Each reason cut as SageMaker cuts its own (1024 characters): a crashed server's output can be long.
+        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason[:1024]}" for o in outcomes if o.failure_reason)
         ended = f" ({run.experiment.end_reason})" if run.experiment.end_reason else ""
         return base.FAILED, f"no configuration could be measured{ended}: {reasons or 'nothing ran'}"
     # Like SageMaker, a job that reached its duration completes with the configurations it measured.
