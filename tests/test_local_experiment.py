@@ -3,6 +3,7 @@ built-in model server (a tiny fraud model) or small stand-in servers, traffic pa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import sys
@@ -388,9 +389,56 @@ def test_job_duration_stops_scheduling_new_configurations(example, stand_in, no_
 
     assert started() == ["slow-crash"]
     assert [o.planned.index for o in outcomes] == [0] and "gave up after a second" in outcomes[0].failure_reason
-    assert "spec.jobDurationInSeconds (20 s) was reached; 2 configurations not run" == experiment.end_reason
+    assert "spec.jobDurationInSeconds (20 s) was reached; 2 configurations not measured" == experiment.end_reason
     assert step_summary(outcomes, len(experiment.plan), unfinished_status=STOPPED).by_status == {FAILED: 1,
                                                                                                   STOPPED: 2}
+
+
+def test_a_load_test_cut_by_the_job_duration_is_not_a_measurement(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    # A 10 s job (100 s at 0.1) and 5 s patterns: the first configuration runs whole, the second starts with
+    # a few seconds left and its load is cut at the deadline.
+    spec = local_spec(example, server_command=command, ranges={"MODE": ["serve"], "RUN": ["1", "2"]},
+                      traffic={"trafficType": "PHASES",
+                               "phases": [{"initialNumberOfUsers": 1, "spawnRate": 12, "durationInSeconds": 50}]},
+                      stopping={"flatInvocations": "Continue"}, jobDurationInSeconds=100)
+    experiment = Experiment(spec, "job", time_scale=QUICK_SCALE)
+
+    outcomes = experiment.run()
+
+    assert [o.planned.index for o in outcomes] == [0] and outcomes[0].status == COMPLETED
+    # The second one's maximum would be only what its first users reached: no outcome, as for a stop.
+    assert experiment.end_reason == "spec.jobDurationInSeconds (100 s) was reached; 1 configuration not measured"
+
+
+def test_a_configuration_failing_in_a_later_repetition_is_failed_once(example):
+    spec = local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2"]}, local={
+        "pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1], "repetitions": 2})
+    reported: list[ConfigurationOutcome] = []
+
+    class Scripted(Experiment):
+        """Run 1 measures both; run 2 fails the first and the job duration ends the second."""
+        script: list = []
+
+        def _run_configuration(self, planned, deadline):
+            outcome = self.script.pop(0)(planned)
+            if outcome is None:
+                self.end_reason = "spec.jobDurationInSeconds (600 s) was reached; 1 configuration not measured"
+            return outcome
+
+    def measured(planned):
+        return ConfigurationOutcome(planned, Recommendation(planned.recommendation_id, "local-1cpu", 1, {},
+                                                            {"maxInvocations": 6000, "modelLatency": 5}), None, None)
+
+    def crashed(planned):
+        return ConfigurationOutcome(planned, None, "the server passed its memory cap", None)
+
+    Scripted.script = [measured, measured, crashed, lambda planned: None]
+    outcomes = Scripted(spec, "job", host=TWO_CPU_HOST, on_outcome=reported.append).run()
+
+    assert [o.status for o in outcomes] == [FAILED, COMPLETED]
+    assert [o.planned.index for o in reported] == [0, 1]  # the failed one is not recorded again as measured
+    assert outcomes[1].recommendation.metrics["maxInvocations"] == 6000  # its one run still counts
 
 
 def test_job_duration_counts_from_when_the_job_started(example, stand_in):
@@ -475,5 +523,13 @@ def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(exam
     assert metrics["costPerInference"] == pytest.approx(PRICE / (54000 * 60))
     assert combined.detail == ("median of 3 runs: maxInvocations 48000-60000/min, modelLatency 9-12 ms; "
                                "run at 54000")
+    # Instances for a target follow the median throughput, not the median of each run's count (3 and 1 -> 2).
+    target = 100_000
+    counted = median_outcome([dataclasses.replace(run(34000, 9, 90.0), recommendation=dataclasses.replace(
+        run(34000, 9, 90.0).recommendation, initial_instance_count=3)), dataclasses.replace(
+        run(100000, 9, 90.0), recommendation=dataclasses.replace(run(100000, 9, 90.0).recommendation,
+                                                                 initial_instance_count=1))], target)
+    assert counted.recommendation.metrics["maxInvocations"] == 67000
+    assert counted.recommendation.initial_instance_count == 2
     two = median_outcome([run(50000, 9, 90.0), run(40000, 10, 80.0)])
     assert two.recommendation.metrics["modelLatency"] == 10  # 9.5 rounded up: latency is never flattered

@@ -304,9 +304,10 @@ def _costs(price_per_hour: float | None, instances: int, max_invocations: int) -
     return costs
 
 
-def median_outcome(runs: Sequence[ConfigurationOutcome]) -> ConfigurationOutcome:
+def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int | None = None) -> ConfigurationOutcome:
     """Several measured runs of one configuration as one: each metric's median (latency rounded up, like a
-    single run's), the median run's timeline for charts, the spread in the detail. Pure."""
+    single run's), the instances that median needs for `target_invocations` (stoppingConditions.maxInvocations),
+    the median run's timeline for charts, the spread in the detail. Pure."""
     if len(runs) == 1:
         return runs[0]
     recommendations = [run.recommendation for run in runs]
@@ -319,8 +320,10 @@ def median_outcome(runs: Sequence[ConfigurationOutcome]) -> ConfigurationOutcome
         if all(isinstance(v, int) for v in values):
             middle = math.ceil(middle) if key == "modelLatency" else round(middle)
         metrics[key] = middle
-    counts = [r.initial_instance_count or 1 for r in recommendations]
-    count = math.ceil(statistics.median(counts))
+    median_invocations = metrics.get("maxInvocations") or 0
+    # As for a single run: the median of the counts could need more instances than the median throughput does.
+    count = (math.ceil(target_invocations / median_invocations) if target_invocations and median_invocations > 0
+             else math.ceil(statistics.median(r.initial_instance_count or 1 for r in recommendations)))
     # Cost follows the median throughput and count, as a single run's does.
     metrics.pop("costPerHour", None)
     metrics.pop("costPerInference", None)
@@ -453,6 +456,7 @@ class Experiment:
         except ValueError as error:
             raise ExperimentError(str(error)) from error
         self._run_settings = RunSettings()
+        self._target_invocations = spec.stopping_conditions.max_invocations if spec.stopping_conditions else None
         by_id = {planned.recommendation_id: planned for planned in self.plan}
         self._restored: dict[str, ConfigurationOutcome] = {}
         for recommendation_id, finished in completed.items():
@@ -538,11 +542,13 @@ class Experiment:
                             self._record_partial_runs(outcomes, runs)
                         return self._sorted(outcomes)
                     if outcome.recommendation is None:  # a failure is not worth repeating
+                        runs.pop(planned.recommendation_id, None)  # nor are its earlier runs a result
                         self._record(outcomes, outcome)
                         continue
                     runs.setdefault(planned.recommendation_id, []).append(outcome)
                     if len(runs[planned.recommendation_id]) == self.repetitions:
-                        self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id)))
+                        self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id),
+                                                              self._target_invocations))
         finally:
             self._report(None, None)
         return self._sorted(outcomes)
@@ -555,7 +561,7 @@ class Experiment:
                              runs: dict[str, list[ConfigurationOutcome]]) -> None:
         """The job duration ended the repetitions: what was measured still counts, as SageMaker's does."""
         for measured in runs.values():
-            self._record(outcomes, median_outcome(measured))
+            self._record(outcomes, median_outcome(measured, self._target_invocations))
         runs.clear()
 
     # -- one configuration --------------------------------------------------------------------------------------
@@ -634,6 +640,10 @@ class Experiment:
         if self.stopped and result.stop_reason is StopReason.CANCELLED:
             self.end_reason = "stopped"
             return None
+        if result.stop_reason is StopReason.JOB_DURATION:
+            # Cut short, its maximum is only what the first users reached: not a measurement of the configuration.
+            self.end_reason = self._duration_reason()
+            return None
         # Read before stopping: a stopped server has no failure to report.
         server_failure = server.failure_reason()
         server.stop(grace_seconds=SERVER_STOP_GRACE_S)
@@ -662,7 +672,7 @@ class Experiment:
     def _duration_reason(self) -> str:
         left = len(self.plan) - self._finished_count
         return (f"spec.jobDurationInSeconds ({self.spec.job_duration_seconds} s) was reached; {left} "
-                f"configuration{'' if left == 1 else 's'} not run")
+                f"configuration{'' if left == 1 else 's'} not measured")
 
     def _record(self, outcomes: dict[str, ConfigurationOutcome], outcome: ConfigurationOutcome) -> None:
         outcomes[outcome.planned.recommendation_id] = outcome
