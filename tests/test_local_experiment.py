@@ -240,6 +240,7 @@ def test_step_summary_counts_by_status_with_the_failures_reasons(example):
     (failure,) = running.failures
     assert failure.instance_type == "local-2cpu" and failure.environment == {"OMP_NUM_THREADS": "1"}
     assert "needs 2 vCPUs" in failure.failure_reason
+    assert failure.skipped  # so that a resumed job places it again rather than taking the reason as final
 
 
 # ---- runs ---------------------------------------------------------------------------------------------------------

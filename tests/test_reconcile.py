@@ -238,8 +238,9 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert status["nextPollTime"] == "2026-03-01T12:00:02Z"  # not SageMaker's first 30 s
 
     crashed = StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"}, "the model server exited with code 137")
+    too_big = StepFailure("local-2cpu", {"OMP_NUM_THREADS": "2"}, "local-2cpu needs 2 vCPUs", skipped=True)
     running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
-                          steps=StepSummary(8, {"COMPLETED": 1, "FAILED": 1}, failures=(crashed,)),
+                          steps=StepSummary(8, {"COMPLETED": 1, "FAILED": 2}, failures=(crashed, too_big)),
                           progress={"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"})
     outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job=running))
     status = apply(status, outcome)
@@ -253,7 +254,8 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     resubmit = outcome.effect
     assert isinstance(resubmit, SubmitJob) and resubmit.plan.job_name == name
     assert [row["recommendationId"] for row in resubmit.plan.request["Completed"]] == [f"{name}/00000000"]
-    # Nor the one that failed: it would only fail again.
+    # Nor the one that failed: it would only fail again. The skipped one is placed afresh (the pod may have grown).
+    assert status["steps"]["failures"][1]["skipped"] is True and "skipped" not in status["steps"]["failures"][0]
     assert resubmit.plan.request["Failed"] == [{"instanceType": "local-2cpu", "environment": {"OMP_NUM_THREADS": "1"},
                                                 "failureReason": "the model server exited with code 137"}]
     assert resubmit.plan.request["StartedAt"] == status["startTime"]  # the job duration counts from the first start

@@ -445,8 +445,9 @@ def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
     result = observation.submit_result
     if result is None:
         finished = out.status.get("recommendations") or []
-        # A configuration that failed (its server crashed, the threshold broke at once) would fail again.
-        failed = (out.status.get("steps") or {}).get("failures") or []
+        # A configuration that failed (its server crashed, the threshold broke at once) would fail again; one
+        # skipped for want of room is judged afresh (the pod may have been given more).
+        failed = [f for f in (out.status.get("steps") or {}).get("failures") or [] if not f.get("skipped")]
         out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
                                         f"{len(failed)} failed before)")
@@ -606,7 +607,7 @@ def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
 def _steps_status(steps: base.StepSummary) -> dict[str, Any]:
     return {"total": steps.total, "byStatus": dict(steps.by_status),
             "failures": [{"instanceType": f.instance_type, "environment": dict(f.environment),
-                          "failureReason": f.failure_reason[:1024]}
+                          "failureReason": f.failure_reason[:1024], **({"skipped": True} if f.skipped else {})}
                          for f in steps.failures[:MAX_FAILED_STEPS]]}
 
 

@@ -61,6 +61,8 @@ class StepFailure:
     instance_type: str | None
     environment: Mapping[str, str]
     failure_reason: str
+    # The local backend's "did not fit this host": a failed step for SageMaker's counts, but no measurement.
+    skipped: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -355,7 +355,8 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
         if outcome.status == FAILED:
             failures.append(StepFailure(instance_type=outcome.planned.instance_type,
                                         environment=dict(outcome.planned.environment),
-                                        failure_reason=outcome.failure_reason or "no reason given"))
+                                        failure_reason=outcome.failure_reason or "no reason given",
+                                        skipped=outcome.planned.skipped))
     if total > finished:
         by_status[unfinished_status] = by_status.get(unfinished_status, 0) + total - finished
     return StepSummary(total=max(total, finished), by_status=by_status, failures=tuple(failures))
