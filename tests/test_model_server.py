@@ -325,3 +325,35 @@ def test_a_port_in_use_fails_fast(example):
                                                        SAGEMAKER_BIND_TO_PORT=str(taken.getsockname()[1])))
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1:" in result.stderr and "Address already in use" in result.stderr
+
+
+def test_workers_die_with_a_killed_caller(example, tmp_path):
+    """The caller (an operator, `rightsizer run`) killed outright: the server's main process gets the launcher's
+    parent-death signal, and its workers their own, on it."""
+    caller = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from rightsizer.local.server_process import ServerProcess
+server = ServerProcess([sys.executable, "-m", "rightsizer.local.model_server"], cpus=[0],
+                       port_env="SAGEMAKER_BIND_TO_PORT", environment={{"SM_MODEL_DIR": {str(example.model.parent)!r},
+                                     "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}}).start()
+server.wait_until_ready(timeout={START_TIMEOUT})
+print(server.pid, flush=True)
+time.sleep(120)
+"""], stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        supervisor = psutil.Process(int(caller.stdout.readline()))
+        deadline = time.monotonic() + START_TIMEOUT
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = [child for child in supervisor.children()
+                       if any(c.status == psutil.CONN_LISTEN for c in child.net_connections("tcp"))]
+            time.sleep(0.1)
+        assert len(workers) == 2
+        caller.kill()
+        caller.wait(timeout=5)
+        gone, alive = psutil.wait_procs([supervisor, *workers], timeout=10)
+        assert alive == [], f"left serving: {[(p.pid, p.cmdline()) for p in alive]}"
+    finally:
+        caller.kill()
+        caller.wait()
+        caller.stdout.close()

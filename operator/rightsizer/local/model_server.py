@@ -31,6 +31,7 @@ thread pool would be, and one process serves one request at a time either way. W
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import io
 import json
@@ -55,6 +56,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Worker processes import the application by name: `python -m` runs this module as __main__.
 APP_FACTORY = "rightsizer.local.model_server:app_from_environment"
 LOG_PREFIX = "rightsizer model server"
+SUPERVISOR_PID_ENV = "RIGHTSIZER_SERVER_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1
 
 CSV = b"text/csv"
 JSON = b"application/json"
@@ -252,9 +255,23 @@ async def respond(send: Send, status: int, content_type: bytes, body: bytes, *, 
     await send({"type": "http.response.body", "body": body})
 
 
+def die_with_supervisor() -> None:
+    """In a worker process: be killed when the supervisor dies. The supervisor's own parent-death signal (set by
+    whoever started it) is not inherited across fork, so without this a killed supervisor leaves its workers
+    serving, holding the port, the model's memory and the pinned CPUs."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if not supervisor:
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise ConfigurationError(f"cannot set PR_SET_PDEATHSIG: {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != int(supervisor):  # it died before the signal was armed
+        os._exit(1)
+
+
 def app_from_environment() -> InvocationsApp:
     """The application of one worker process (uvicorn's factory)."""
     try:
+        die_with_supervisor()
         settings = settings_from_environment()
         return InvocationsApp(load_booster(settings.model, settings.threads))
     except ConfigurationError as error:
@@ -319,6 +336,7 @@ def main() -> None:
         uvicorn.Server(uvicorn_config(InvocationsApp(booster), 1)).run(sockets=[listener])
     else:
         del booster
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the workers inherit it
         Multiprocess(uvicorn_config(APP_FACTORY, settings.workers), sockets=[listener]).run()
 
 

@@ -2,7 +2,9 @@
 
 How it runs:
 - Pinning: a tiny launcher (this interpreter, isolated mode) sets the CPU affinity and the parent-death
-  signal on itself and then execs the server, so every process and thread of the server inherits both.
+  signal on itself and then execs the server. Its threads and forked workers inherit the affinity; the
+  parent-death signal is not inherited across fork, so a server's workers must arm their own (the built-in
+  server's do, on their supervisor) or they outlive a caller that was killed.
   Popen's preexec_fn would do the same, but it is not safe once the caller has threads, and the operator has
   many.
 - Own session: the server runs in a session and process group of its own, so stop() reaches its workers too.
@@ -14,7 +16,7 @@ How it runs:
   operator in a pod cannot usually create one. Summed RSS counts copy-on-write pages shared by forked workers
   once per worker, so it errs towards killing early. psutil's memory_full_info().pss would not.
 - No orphans: stop() sends SIGTERM to the group and to every descendant, waits, then sends SIGKILL. If the
-  caller dies, the kernel kills the server (PR_SET_PDEATHSIG). That signal follows the *thread* that
+  caller dies, the kernel kills the server's main process (PR_SET_PDEATHSIG). That signal follows the *thread* that
   started the server, so start and stop a server from one thread that outlives it, not from a short-lived one.
 
 Times (ResourceSample.at, usage windows, setup) are time.monotonic() seconds.
