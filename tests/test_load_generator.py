@@ -293,11 +293,13 @@ class socket_bound_but_closed:
 
 # ---- the measurements, without processes ----------------------------------------------------------------------------
 
-def measure(intervals: list[tuple[int, list[float]]], threshold_ms: float | None = 50.0, window_s: float = 5.0):
+def measure(intervals: list[tuple[int, list[float]]], threshold_ms: float | None = 50.0, window_s: float = 5.0,
+            percentile: float = 95.0):
     """Feeds (users, latencies of the interval's successful requests) one-second intervals to the child's
     measurements, as its tick and request listener do."""
     from rightsizer.local.load_generator import StoppingConditions, _Measurements
-    stopping = StoppingConditions(latency_percentile=95.0 if threshold_ms else None, latency_threshold_ms=threshold_ms)
+    stopping = StoppingConditions(latency_percentile=percentile if threshold_ms else None,
+                                  latency_threshold_ms=threshold_ms)
     measurements = _Measurements(stopping, RunSettings(window_s=window_s))
     for second, (users, latencies) in enumerate(intervals):
         measurements.open_interval(float(second), users, "phase 1")
@@ -375,3 +377,22 @@ def test_a_run_shorter_than_the_window_is_judged_whole():
     best = measure(intervals).best_sustained_window()
     assert best["max_invocations_per_minute"] == pytest.approx(30 / 2 * 60)
     assert best["users_at_max_invocations"] == 2
+
+
+@pytest.mark.parametrize("percentile,slow,breached", [
+    (99.0, 1, False),  # one cold request at 1 user: not a P99 breach
+    (99.0, 5, False),
+    (99.0, 6, True),
+    (95.0, 5, False),
+    (95.0, 6, True),
+])
+def test_a_high_percentile_needs_several_slow_requests_to_breach(percentile, slow, breached):
+    intervals = [(1, [400.0] * slow + [5.0] * 30)]
+    reason = measure(intervals, threshold_ms=100.0, percentile=percentile).stop_check()
+    assert (reason is not None and reason[0] is StopReason.LATENCY_THRESHOLD) == breached
+
+
+def test_with_enough_requests_the_percentile_itself_is_judged():
+    fast_then_slow = [(4, [5.0] * 940 + [400.0] * 60)]  # 6 % slow: P95 breached, P90 not
+    assert measure(fast_then_slow, threshold_ms=100.0, percentile=95.0).stop_check()[0] is StopReason.LATENCY_THRESHOLD
+    assert measure(fast_then_slow, threshold_ms=100.0, percentile=90.0).stop_check() is None

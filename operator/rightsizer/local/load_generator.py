@@ -155,8 +155,10 @@ class RunSettings:
     # about a second.
     window_s: float = 5.0
     # Below this many requests in the window, the latency check stops only a breach that more fast requests
-    # could no longer undo.
+    # could no longer undo. A high percentile needs more: the window must hold at least min_slow_requests above
+    # the threshold to breach, so that one slow request (a cold start) cannot stop a P99 test at 1 user.
     min_window_samples: int = 50
+    min_slow_requests: int = 5
     flat_levels: int = 4
     flat_min_gain: float = 0.05
     max_requests: int = 5_000_000
@@ -563,12 +565,14 @@ class _Measurements:
         n = len(latencies)
         if n == 0:
             return None
-        if n >= self.settings.min_window_samples:
+        enough = max(self.settings.min_window_samples,
+                     math.ceil(self.settings.min_slow_requests / (1 - s.latency_percentile / 100)))
+        if n >= enough:
             breached = self.np.percentile(latencies, s.latency_percentile) > s.latency_threshold_ms
         else:
             # Even if the missing requests were all fast, this many slow ones would keep the percentile above.
             slow = int((latencies > s.latency_threshold_ms).sum())
-            breached = slow > (1 - s.latency_percentile / 100) * self.settings.min_window_samples
+            breached = slow > (1 - s.latency_percentile / 100) * enough
         if not breached:
             return None
         value = self.np.percentile(latencies, s.latency_percentile)
