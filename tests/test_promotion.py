@@ -523,3 +523,219 @@ def test_a_kserve_service_that_never_gets_ready_passes_the_deadline():
                                 now=NOW + datetime.timedelta(minutes=90), progressDeadlineSeconds=1800))
     assert step.promoted[:2] == (st.FALSE, "ProgressDeadlineExceeded")
     assert "Insufficient cpu" in step.promoted[2] and "1 h 30 min" in step.promoted[2]
+
+
+# -- retries, withdrawals and the memory they leave ---------------------------------------------------------------
+
+BEST_2 = {"recommendationId": "job/00000002", "instanceType": "ml.c5.xlarge", "initialInstanceCount": 2,
+          "environment": {"OMP_NUM_THREADS": "4"}}
+REFUSED = "Instance type ml.m5.2xlarge is not available"
+
+
+def failed_update_memory() -> dict:
+    """SageMaker refused attempt 1's copy: the Endpoint's spec names it, SageMaker serves fraud-config."""
+    step = flow.advance(context(pending_memory("WaitingForTarget"),
+                                world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
+    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
+    return step.memory
+
+
+def test_a_spec_edit_after_a_failed_update_tries_again_under_a_new_name():
+    failed = failed_update_memory()
+    step = flow.advance(context(failed, generation=2))
+    assert step.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(2)),)  # a new attempt: the conflict check
+    # The endpoint's spec names a copy with the desired values, but SageMaker does not serve it: not a success.
+    step = flow.advance(context(failed, generation=2,
+                                world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
+    assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and "appliedRecommendationId" not in step.memory
+    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 2
+    assert step.memory["pendingGeneration"] == 2 and step.memory["pending"]["endpointConfigName"] == name(2)
+    assert [(b["kind"], b["metadata"]["name"]) for b in step.effect.bodies] == [("EndpointConfig", name(2))]
+    assert step.effect.bodies[0]["spec"]["productionVariants"][0] == {
+        "variantName": "AllTraffic-c2", "modelName": name(1), "instanceType": "ml.m5.2xlarge",
+        "initialInstanceCount": 2, "initialVariantWeight": 1}
+    assert step.memory["previous"]["endpointConfigName"] == "fraud-config"  # what SageMaker still serves
+
+
+def test_a_failed_update_that_sagemaker_serves_after_all_is_a_success():
+    # Confirmed by ACK (sent, InService, synced, no failure reason): nothing is left to do.
+    step = flow.advance(context(failed_update_memory(), generation=2,
+                                world=synced_world(endpoint(name(1), sent=name(1)))))
+    assert step.promoted[:2] == (st.TRUE, "Promoted") and step.effect is None
+    assert step.memory["state"] == "Succeeded" and step.memory["current"]["endpointConfigName"] == name(1)
+    assert step.memory["previous"]["endpointConfigName"] == "fraud-config" and "pending" not in step.memory
+
+
+def failed_rollback_memory(the_endpoint: dict) -> dict:
+    rollback = {"rightsizer.io/rollback": "true"}
+    step = flow.advance(context(promoted_memory(), annotations=rollback,
+                                world=synced_world(endpoint(name(1), sent=name(1)))))
+    memory = flow.advance(context(step.memory, annotations=rollback, applied=ApplyResult(step.effect.refs()))).memory
+    step = flow.advance(context(memory, annotations=rollback, world=synced_world(the_endpoint)))
+    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
+    return step.memory
+
+
+def test_retrying_a_failed_rollback_points_the_endpoint_at_the_rollback_target():
+    # Another writer repointed the endpoint during the rollback; a spec edit retries it.
+    failed = failed_rollback_memory(endpoint("other-config"))
+    step = flow.advance(context(failed, annotations={"rightsizer.io/rollback": "true"}, generation=2,
+                                world=synced_world(endpoint("other-config"))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),))
+    assert step.memory["rollback"] is True and step.memory["state"] == "UpdatingTarget"
+    assert step.memory["pending"]["endpointConfigName"] == "fraud-config"
+    assert step.memory["previous"]["endpointConfigName"] == name(1)  # the promotion, to re-apply later
+
+
+def test_retrying_a_rollback_sagemaker_refused_copies_the_rollback_target_under_a_new_name():
+    refused = endpoint("fraud-config", sent="fraud-config", failure="capacity")
+    failed = failed_rollback_memory(refused)
+    rollback = {"rightsizer.io/rollback": "true"}
+    # ACK never re-sends a config name whose update failed: pointing at fraud-config again would change nothing.
+    step = flow.advance(context(failed, annotations=rollback, generation=2, world=synced_world(refused)))
+    assert [(b["kind"], b["metadata"]["name"]) for b in step.effect.bodies] == [("EndpointConfig", name(2))]
+    assert step.effect.bodies[0]["spec"]["productionVariants"][0] == {
+        "variantName": "AllTraffic", "modelName": "fraud-model", "instanceType": "ml.m5.large",
+        "initialInstanceCount": 1, "initialVariantWeight": 1}
+    memory = step.memory
+    assert memory["rollback"] is True and memory["attempt"] == 2 and memory["state"] == "CreatingResources"
+    assert memory["pending"]["endpointConfigName"] == name(2) and memory["previous"]["endpointConfigName"] == name(1)
+
+    restored_copy = endpoint_config(name(2), "fraud-model")
+    world = ack_world(endpoint("fraud-config", sent="fraud-config", failure="capacity"),
+                      [ORIGINAL_CONFIG, endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2, "AllTraffic-c2"),
+                       restored_copy],
+                      [ORIGINAL_MODEL, model(name(1), {"OMP_NUM_THREADS": "4"})])
+    step = flow.advance(context(memory, annotations=rollback, generation=2, world=world))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, name(2)),))
+    memory = flow.advance(context(step.memory, annotations=rollback, generation=2,
+                                  applied=ApplyResult(step.effect.refs()))).memory
+    served = ack_world(endpoint(name(2), sent=name(2)), world.listings[CONFIGS], world.listings[MODELS])
+    step = flow.advance(context(memory, annotations=rollback, generation=2, world=served))
+    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory["current"]["endpointConfigName"] == name(2)
+
+
+@pytest.mark.parametrize("best,annotations", [
+    (BEST, {}),  # the approval was removed
+    (BEST_2, {"rightsizer.io/approve": "job/00000001"}),  # a new best makes the approval stale
+])
+def test_an_attempt_under_way_is_carried_to_its_end_when_the_approval_lapses(best, annotations):
+    manual = dict(mode="Manual", best=best, annotations=annotations)
+    step = flow.advance(context(pending_memory(), **manual))
+    assert step.effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS))  # the same attempt: no conflict probe
+    assert step.memory["state"] == "CreatingResources" and step.memory["pending"] == pending_memory()["pending"]
+    rejected = endpoint_config(name(1), name(1), synced=False, terminal="InvalidParameterValue")
+    world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected], [ORIGINAL_MODEL, model(name(1), {})])
+    step = flow.advance(context(pending_memory(), world=world, **manual))
+    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+    # Between attempts the gate applies again; the failed attempt stays failed (not resumed by a new approval).
+    waiting = flow.advance(context(step.memory, **manual))
+    assert waiting.effect is None and waiting.awaiting[0] == st.TRUE and waiting.memory["state"] == "Failed"
+    approved = flow.advance(context(waiting.memory, mode="Manual", annotations={"rightsizer.io/approve": "best"}))
+    assert approved.effect is None and approved.memory["state"] == "Failed"
+
+
+def test_an_attempt_whose_state_an_older_version_overwrote_is_checked_from_the_start():
+    legacy = {**pending_memory("CreatingResources"), "state": "AwaitingApproval"}
+    rejected = endpoint_config(name(1), name(1), synced=False, terminal="InvalidParameterValue")
+    world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected], [ORIGINAL_MODEL, model(name(1), {})])
+    step = flow.advance(context(legacy, mode="Manual", annotations={"rightsizer.io/approve": "best"}, world=world))
+    assert step.effect is None and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+
+
+def test_a_rollback_over_an_attempt_under_way_probes_for_conflicts_first():
+    step = flow.advance(context(pending_memory(), annotations={"rightsizer.io/rollback": "true"}))
+    assert step.effect.probes and step.effect.probes[0]["kind"] == "Endpoint"
+
+
+def test_an_attempt_after_a_failed_one_keeps_the_last_known_good_configuration_as_previous():
+    step = flow.advance(context(failed_update_memory(), best=BEST_2,
+                                world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
+    assert step.memory["state"] == "CreatingResources" and step.memory["pending"]["instanceType"] == "ml.c5.xlarge"
+    assert step.memory["previous"] == pending_memory()["previous"]  # not the refused copy the endpoint names
+    # So a rollback restores what SageMaker served before the failure.
+    step = flow.advance(context(step.memory, annotations={"rightsizer.io/rollback": "true"},
+                                world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),))
+
+
+def old_objects(count: int) -> tuple[list[str], list[dict], list[dict]]:
+    names = [f"old-{i}" for i in range(count)]
+    entries = [f"{kind}/{n}" for n in names for kind in ("Model", "EndpointConfig")]
+    return entries, [endpoint_config(n, n) for n in names], [model(n, {}) for n in names]
+
+
+def test_a_full_object_list_is_collected_before_a_new_attempt_not_truncated():
+    entries, configs, models = old_objects(4)
+    memory = promoted_memory()
+    memory["createdObjects"] = [*entries, *memory["createdObjects"]]
+    assert len(memory["createdObjects"]) == flow.MAX_CREATED_OBJECTS
+    promoted_config = endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2, "AllTraffic-c2")
+    world = ack_world(endpoint(name(1), sent=name(1)), [ORIGINAL_CONFIG, promoted_config, *configs],
+                      [ORIGINAL_MODEL, model(name(1), {"OMP_NUM_THREADS": "4"}), *models])
+    step = flow.advance(context(memory, best=BEST_2, world=world))
+    assert step.effect == DeleteObjects(tuple(ObjectRef(ACK, e.split("/")[0], NS, e.split("/")[1]) for e in entries))
+    assert "pending" not in step.memory and step.memory["attempt"] == 1  # nothing started before there is room
+    step = flow.advance(context(step.memory, best=BEST_2, deleted=DeleteResult(step.effect.refs)))
+    assert step.memory["createdObjects"] == promoted_memory()["createdObjects"]
+    assert step.events[0][:2] == ("Normal", "PromotionCleanedUp") and isinstance(step.effect, ReadWorld)
+    step = flow.advance(context(step.memory, best=BEST_2, world=world))
+    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 2
+    assert step.memory["createdObjects"] == [*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}"]
+
+
+def test_a_full_object_list_that_is_all_in_use_stops_the_attempt_and_says_what_to_delete(monkeypatch):
+    monkeypatch.setattr(flow, "MAX_CREATED_OBJECTS", 4)
+    entries, configs, models = old_objects(1)
+    memory = promoted_memory()
+    memory["previous"] = {**memory["previous"], "endpointConfigName": "old-0", "modelName": "old-0"}
+    memory["createdObjects"] = [*entries, *memory["createdObjects"]]
+    world = ack_world(endpoint(name(1), sent=name(1)),
+                      [endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2, "AllTraffic-c2"), *configs],
+                      [model(name(1), {"OMP_NUM_THREADS": "4"}), *models])
+    step = flow.advance(context(memory, best=BEST_2, world=world))
+    assert step.effect is None and step.promoted[:2] == step.ready[:2] == (st.FALSE, "TooManyObjects")
+    assert all(entry in step.promoted[2] for entry in memory["createdObjects"]) and step.poll_after == "retry"
+    assert step.memory["createdObjects"] == memory["createdObjects"] and "pending" not in step.memory
+    # Objects deleted by hand are forgotten, which makes the room.
+    gone = ack_world(endpoint(name(1), sent=name(1)), [endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2,
+                                                                       "AllTraffic-c2")],
+                     [model(name(1), {"OMP_NUM_THREADS": "4"})])
+    step = flow.advance(context(memory, best=BEST_2, world=gone))
+    assert step.memory["state"] == "CreatingResources"
+    assert step.memory["createdObjects"] == [*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}"]
+
+
+def test_the_specs_variant_name_wins_over_the_one_promoted_last():
+    two_variants = endpoint_config("fraud-config", "fraud-model")
+    two_variants["spec"]["productionVariants"].append({"variantName": "Canary", "modelName": "fraud-model",
+                                                       "instanceType": "ml.m5.large", "initialInstanceCount": 1})
+    memory = {"state": "Succeeded", "attempt": 0, "current": {
+        "recommendationId": "job/00000000", "instanceType": "ml.m5.large", "instanceCount": 1, "environment": {},
+        "endpointConfigName": "fraud-config", "modelName": "fraud-model", "variantName": "AllTraffic"}}
+    target = {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint", "variantName": "Canary"}
+    step = flow.advance(context(memory, target=target,
+                                world=ack_world(endpoint("fraud-config", sent="fraud-config"), [two_variants])))
+    assert step.memory["pending"]["variantName"] == "Canary-c2"
+    variants = step.effect.bodies[1]["spec"]["productionVariants"]
+    assert [(v["variantName"], v["instanceType"], v["initialInstanceCount"]) for v in variants] == [
+        ("AllTraffic", "ml.m5.large", 1), ("Canary-c2", "ml.m5.2xlarge", 2)]
+    # After a promotion renamed it for a new count, the spec's name still finds it, before the last promoted one.
+    renamed = endpoint_config("x", "m", variant="Canary-c3")
+    renamed["spec"]["productionVariants"].insert(0, {"variantName": "AllTraffic-c2", "modelName": "m"})
+    live = targets.ack_live(endpoint("x"), [renamed], [], ["Canary", "AllTraffic-c2"])
+    assert live.variant["variantName"] == "Canary-c3"
+
+
+def test_an_endpoint_that_already_serves_the_best_is_promoted_without_a_copy():
+    serving = model("fraud-model", {"SAGEMAKER_PROGRAM": "serve", "OMP_NUM_THREADS": "4"})
+    config = endpoint_config("fraud-config", "fraud-model", "ml.m5.2xlarge", 2)
+    memory = flow.advance(context()).memory
+    # Created with that config and never updated by ACK (no last-update annotation), in service.
+    step = flow.advance(context(memory, world=ack_world(endpoint("fraud-config"), [config], [serving])))
+    assert step.effect is None and step.promoted[:2] == (st.TRUE, "Promoted")
+    assert step.memory["current"]["endpointConfigName"] == "fraud-config" and not step.memory.get("createdObjects")
+    # The same values on an endpoint whose last update failed are not served: a copy retries them.
+    failed = endpoint("fraud-config", sent="fraud-config", failure="capacity")
+    step = flow.advance(context(memory, world=ack_world(failed, [config], [serving])))
+    assert step.memory["state"] == "CreatingResources" and step.memory["pending"]["endpointConfigName"] == name(1)

@@ -3,7 +3,8 @@
 status.promotion is the memory. A new attempt writes what it is about to do (`pending`, the objects it will
 create, the configuration it replaces) before it touches anything, so a restart at any line finds the attempt
 and carries it on instead of starting another; ACK object names carry the attempt number, so a name that ACK or
-SageMaker refused is never tried again.
+SageMaker refused is never tried again. An attempt under way is carried to its end whatever the gate says by then
+(approval, SLA): the gate decides between attempts, and the rollback annotation is the way to stop one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ WAITING_FOR_TARGET = "WaitingForTarget"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 ROLLED_BACK = "RolledBack"
+# The states of an attempt under way (pending recorded, outcome not known yet).
+ATTEMPT_STATES = (CREATING_RESOURCES, UPDATING_TARGET, WAITING_FOR_TARGET)
 
 # Promoted=False reasons that wait for a person (a spec edit, a new approval) rather than for time.
 FINAL_REASONS = ("EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget", "UnsupportedConfiguration",
@@ -81,11 +84,17 @@ def advance(ctx: Context) -> Step:
     memory["mode"] = ctx.promotion.get("mode", "Manual")
     step = Step(memory)
     if ctx.deleted is not None:
-        return _collected(ctx, step)
+        _collected(ctx, step)
+        if ctx.deleted.error:
+            return step
+        # A deletion may have made room for an attempt: carry on in the same visit rather than at the next poll.
+        ctx = dataclasses.replace(ctx, deleted=None)
 
     rollback = ctx.annotations.get(ROLLBACK_ANNOTATION) == "true"
     if rollback:
         return _rollback(ctx, step)
+    if _in_flight(memory):
+        return _carry_on(ctx, step)
     desired = _gate(ctx, step)
     if desired is None:
         return step
@@ -127,7 +136,7 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
                                  f"{best.get('recommendationId')}; {hint}")
             else:
                 step.awaiting = (st.TRUE, "ApprovalRequired", hint)
-            step.memory["state"] = AWAITING_APPROVAL
+            _between_attempts(step.memory, AWAITING_APPROVAL)
             if not step.memory.get("current"):
                 step.promoted = (st.FALSE, "AwaitingApproval", f"waiting for approval to promote to {what}")
             return None
@@ -138,6 +147,31 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
         step.promoted = (st.FALSE, "SLANotMet", f"nothing is promoted to {what}: SLASatisfied is not True")
         return None
     return configuration
+
+
+def _between_attempts(memory: dict[str, Any], state: str) -> None:
+    """Record a state that belongs to no attempt (AwaitingApproval, Planned). A failed attempt keeps its Failed:
+    that is what stops it from being resumed, or retried before the spec changes."""
+    if not memory.get("pending"):
+        memory["state"] = state
+
+
+def _in_flight(memory: Mapping[str, Any]) -> bool:
+    return bool(memory.get("pending")) and memory.get("state") not in (FAILED, SUCCEEDED, ROLLED_BACK)
+
+
+def _carry_on(ctx: Context, step: Step) -> Step:
+    """An attempt under way is finished whatever the gate says now: its approval (or SLA) held when it started, and
+    half-made changes left behind are worse than a completed promotion. The gate applies between attempts; the
+    rollback annotation is the way to stop one."""
+    memory = step.memory
+    if memory.get("state") not in ATTEMPT_STATES:
+        # Written by a version that let the gate overwrite the state of an attempt under way: the checks that
+        # state would skip (sync, Terminal, the endpoint's verdict) are run again from the first one.
+        memory["state"] = CREATING_RESOURCES if memory.get("pendingObjects") else UPDATING_TARGET
+    pending = memory["pending"]
+    return _attempt(ctx, step, Configuration.from_row(pending), rollback=bool(memory.get("rollback")),
+                    dry_run=False, restoring=pending)
 
 
 def _converged(memory: Mapping[str, Any], desired: Configuration) -> bool:
@@ -167,13 +201,14 @@ def _rollback(ctx: Context, step: Step) -> Step:
         return _collect_garbage(ctx, step)
     pending = memory.get("pending")
     if pending and memory.get("rollback"):
-        return _attempt(ctx, step, Configuration.from_row(pending), rollback=True, dry_run=False)
+        return _attempt(ctx, step, Configuration.from_row(pending), rollback=True, dry_run=False, restoring=pending)
     if not memory.get("previous"):
         message = f"{ROLLBACK_ANNOTATION} is set but nothing was promoted to {_what(ctx)}: there is nothing to restore"
         step.promoted = (st.FALSE, "NothingToRollBack", message)
         step.ready = (st.FALSE, "NothingToRollBack", message)
         return step
-    return _attempt(ctx, step, Configuration.from_row(memory["previous"]), rollback=True, dry_run=False)
+    return _attempt(ctx, step, Configuration.from_row(memory["previous"]), rollback=True, dry_run=False,
+                    restoring=memory["previous"])
 
 
 # -- attempts ---------------------------------------------------------------------------------------------------
@@ -193,31 +228,35 @@ def _same_attempt(memory: Mapping[str, Any], desired: Configuration, rollback: b
     return memory.get("state") != FAILED or memory.get("pendingGeneration") == generation
 
 
-def _attempt(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool) -> Step:
+def _attempt(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
+             restoring: Mapping[str, Any] | None = None) -> Step:
+    """`restoring` is the recorded configuration (status.promotion.previous or pending) a rollback puts back."""
     memory = step.memory
     if memory.get("state") == FAILED and _same_attempt(memory, desired, rollback, ctx.generation):
         return step  # stays failed (its condition is already written) until the spec changes
     if ctx.world is None and ctx.applied is None:
-        step.effect = _reads(ctx, memory)
+        continuing = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
+        step.effect = _reads(ctx, probe=not continuing)
         return step
     try:
         if targets.kind_of(ctx.promotion["target"]) == "ack":
-            return _ack(ctx, step, desired, rollback, dry_run)
-        return _patch_in_place(ctx, step, desired, rollback, dry_run)
+            return _ack(ctx, step, desired, rollback, dry_run, restoring or {})
+        return _patch_in_place(ctx, step, desired, rollback, dry_run, restoring or {})
     except TargetProblem as problem:
         return _problem(ctx, step, problem)
 
 
-def _reads(ctx: Context, memory: Mapping[str, Any]) -> ReadWorld:
+def _reads(ctx: Context, probe: bool) -> ReadWorld:
+    """`probe`: the read may start a new attempt (none recorded, or a failed or superseded one)."""
     ref = target_ref(ctx)
     if targets.kind_of(ctx.promotion["target"]) != "ack":
         return ReadWorld((ref,))
     objects, listings = targets.ack_reads(ref)
-    if memory.get("pending") and memory.get("state") != FAILED:
+    if not probe:
         return ReadWorld(objects, listings)
     # The endpoint is patched only after new ACK objects exist; a conflict on its endpointConfigName should stop
     # the attempt before they are created, so a dry run of that patch goes with the first read.
-    upcoming = targets.object_name(ref.name, ctx.owner_uid, int(memory.get("attempt") or 0) + 1)
+    upcoming = targets.object_name(ref.name, ctx.owner_uid, int(ctx.memory.get("attempt") or 0) + 1)
     return ReadWorld(objects, listings, probes=(targets.endpoint_patch(ref, upcoming),),
                      force_conflicts=bool(ctx.promotion.get("forceConflicts")))
 
@@ -256,11 +295,23 @@ def _apply_problems(ctx: Context, applied: ApplyResult, what: str) -> None:
         raise TargetProblem("TargetError", f"{what} failed: {applied.error}")
 
 
+def _last_known_good(memory: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """What a new attempt records as `previous`: the live configuration, unless the memory holds an attempt that
+    never succeeded (a success clears `pending`). Then the target may name a copy SageMaker refused, or one half
+    made, and the configuration to roll back to stays the one recorded before it."""
+    if memory.get("pending") and memory.get("previous"):
+        return dict(memory["previous"])
+    return dict(live)
+
+
 def _start(memory: dict[str, Any], ctx: Context, desired: Configuration, rollback: bool, previous: Mapping[str, Any],
-           pending: Mapping[str, Any], state: str) -> None:
-    """Record a new attempt before the first change it makes."""
-    memory.update(attempt=int(memory.get("attempt") or 0) + (0 if rollback else 1), pending=dict(pending),
-                  pendingGeneration=ctx.generation, previous=dict(previous), rollback=rollback, state=state,
+           pending: Mapping[str, Any], state: str, new_names: bool = False) -> None:
+    """Record a new attempt before the first change it makes. `previous` is the live configuration it replaces;
+    `new_names`: it creates objects, named after the attempt number (a promotion always counts as a new attempt,
+    a rollback that only points the target back does not)."""
+    memory.update(attempt=int(memory.get("attempt") or 0) + (1 if new_names or not rollback else 0),
+                  pending=dict(pending), pendingGeneration=ctx.generation,
+                  previous=_last_known_good(memory, previous), rollback=rollback, state=state,
                   startedAt=st.timestamp(ctx.now))
     memory.pop("plannedPatch", None)
 
@@ -329,7 +380,8 @@ def _assignments(ctx: Context, live: Mapping[str, Any], configuration: Configura
     return targets.generic_assignments(ctx.promotion.get("fieldPaths") or {}, configuration)
 
 
-def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool) -> Step:
+def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
+                    restoring: Mapping[str, Any]) -> Step:
     memory, ref = step.memory, target_ref(ctx)
     if ctx.applied is not None:
         _apply_problems(ctx, ctx.applied, f"server-side apply to {_what(ctx)}")
@@ -347,7 +399,7 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
     same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
     if rollback:
         # Back to what `previous` recorded, by applying its patch; what is rolled back from becomes `previous`.
-        target_entry = dict(memory["pending"] if same else memory["previous"])
+        target_entry = dict(restoring)
         body = target_entry.get("patch") or {}
         previous = dict(memory.get("current") or {})
     else:
@@ -359,7 +411,8 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
     document = targets.apply_document(ref, body)
     if dry_run:
         changes = targets.differences(live, assignments)
-        memory.update(state=PLANNED, plannedPatch={"objects": [document]})
+        _between_attempts(memory, PLANNED)
+        memory["plannedPatch"] = {"objects": [document]}
         message = (f"dry run: would apply {desired.describe()} to {_what(ctx)} "
                    f"({'; '.join(changes) if changes else 'no change'}); nothing was changed")
         step.promoted = (st.FALSE, "DryRun", message)
@@ -383,7 +436,8 @@ def _kserve_settled(ctx: Context, step: Step, live: Mapping[str, Any]) -> Step:
 
 # -- ACK SageMaker Endpoint -------------------------------------------------------------------------------------
 
-def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool) -> Step:
+def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
+         restoring: Mapping[str, Any]) -> Step:
     memory, ref = step.memory, target_ref(ctx)
     same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
     if ctx.applied is not None:
@@ -403,13 +457,14 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
     endpoint = world.objects[ref]
     configs = world.listings.get(KindRef(ref.api_version, "EndpointConfig", ref.namespace), ())
     models = world.listings.get(KindRef(ref.api_version, "Model", ref.namespace), ())
-    hint = [((memory.get("current") or {}).get("variantName")), ctx.promotion["target"].get("variantName")]
+    # The spec's variant first: the user may name another one than the last promotion changed.
+    hint = [ctx.promotion["target"].get("variantName"), (memory.get("current") or {}).get("variantName")]
     live = targets.ack_live(endpoint, configs, models, hint)
 
     if not same:
         if world.conflict and not dry_run:
             _apply_problems(ctx, ApplyResult(conflict=world.conflict), f"pointing {_what(ctx)} at a new EndpointConfig")
-        return _ack_begin(ctx, step, desired, rollback, dry_run, live, configs)
+        return _ack_begin(ctx, step, desired, rollback, dry_run, live, configs, restoring)
     pending = memory["pending"]
     if memory.get("state") == CREATING_RESOURCES:
         created = [o for name in memory.get("pendingObjects") or []
@@ -456,13 +511,22 @@ def _listed(world: World, ref: ObjectRef, entry: str) -> Mapping[str, Any] | Non
     return next((o for o in listing if o["metadata"]["name"] == name), None)
 
 
+def _serves(endpoint: Mapping[str, Any], config_name: str) -> bool:
+    """SageMaker serves `config_name`, as ACK reports it. The Endpoint's spec naming it is not enough: after a
+    failed update the spec keeps the refused name while SageMaker goes on serving the configuration before it."""
+    return targets.ack_endpoint_verdict(endpoint, config_name)[0] == "done" or targets.ack_never_updated_and_serving(
+        endpoint, config_name)
+
+
 def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
-               live: targets.AckLive, configs) -> Step:
+               live: targets.AckLive, configs, restoring: Mapping[str, Any]) -> Step:
     memory, ref = step.memory, target_ref(ctx)
     current = memory.get("current") or {}
     known = current.get("recommendationId") if current.get("endpointConfigName") == live.config_name else None
     snapshot = live.configuration(known)
-    source = memory.get("previous") or {}
+    # A rollback restores the configuration it names; a promotion of the configuration `previous` recorded (after
+    # a rollback) reuses the objects kept for it.
+    source = restoring if rollback else (memory.get("previous") or {})
     reusable = rollback or (desired.recommendation_id and source.get("recommendationId") == desired.recommendation_id
                             and targets.by_sagemaker_name(configs, "endpointConfigName", source.get("endpointConfigName")))
     if reusable:
@@ -471,26 +535,34 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
         if not name or not targets.by_sagemaker_name(configs, "endpointConfigName", name):
             raise TargetProblem("NothingToRollBack", f"EndpointConfig {name}, which {_what(ctx)} used before, no "
                                 f"longer exists in namespace {ref.namespace}", retry=False)
-        if dry_run:
-            return _ack_planned(ctx, step, desired, [targets.endpoint_patch(ref, name)])
-        _start(memory, ctx, desired, rollback, snapshot, {k: v for k, v in source.items() if k != "patch"},
-               UPDATING_TARGET)
-        memory.pop("pendingObjects", None)
-        if live.config_name == name:
+        reused = {k: v for k, v in source.items() if k != "patch"}
+        if live.config_name != name:
+            if dry_run:
+                return _ack_planned(ctx, step, desired, [targets.endpoint_patch(ref, name)])
+            _start(memory, ctx, desired, rollback, snapshot, reused, UPDATING_TARGET)
+            memory.pop("pendingObjects", None)
+            step.effect = ApplyObjects((targets.endpoint_patch(ref, name),),
+                                       force_conflicts=bool(ctx.promotion.get("forceConflicts")))
+            return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {name} again")
+        if _serves(live.endpoint, name):
+            if dry_run:
+                return _ack_planned(ctx, step, desired, [])
+            _start(memory, ctx, desired, rollback, snapshot, reused, UPDATING_TARGET)
+            memory.pop("pendingObjects", None)
             return _succeed(ctx, step)  # already there: SageMaker has nothing to update
-        step.effect = ApplyObjects((targets.endpoint_patch(ref, name),),
-                                   force_conflicts=bool(ctx.promotion.get("forceConflicts")))
-        return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {name} again")
+        # The endpoint names it but SageMaker does not serve it (an update to it failed): ACK never sends a name
+        # whose update failed again, so only a copy under a new name retries it. The live objects are its own.
     if live.config is None:
         raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name or '(none)'}, which {_what(ctx)} "
                             f"uses, is not an ACK resource in namespace {ref.namespace}; promotion copies it to make the "
                             f"new one")
     if live.variant is None:
         raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name} has no production variants")
-    if live.realises(desired):
+    if live.realises(desired) and _serves(live.endpoint, live.config_name):
         if dry_run:
             return _ack_planned(ctx, step, desired, [])
-        memory.update(pending={**snapshot, **desired.as_status()}, rollback=False, previous=memory.get("previous") or snapshot)
+        memory.update(pending={**snapshot, **desired.as_status()}, rollback=rollback,
+                      previous=_last_known_good(memory, snapshot))
         return _succeed(ctx, step)
     needs_model = any(live.environment().get(k) != v for k, v in desired.environment.items())
     if needs_model and live.model is None:
@@ -506,7 +578,10 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
     if dry_run:
         bodies = _ack_bodies(ctx, live, desired, pending)
         return _ack_planned(ctx, step, desired, [*bodies, targets.endpoint_patch(ref, name)])
-    _start(memory, ctx, desired, False, snapshot, pending, CREATING_RESOURCES)
+    making_room = _make_room(ctx, step, live, [*(["Model/" + name] if needs_model else []), "EndpointConfig/" + name])
+    if making_room is not None:
+        return making_room
+    _start(memory, ctx, desired, rollback, snapshot, pending, CREATING_RESOURCES, new_names=True)
     return _ack_create(ctx, step, desired, live, pending, resume=False)
 
 
@@ -529,14 +604,16 @@ def _ack_create(ctx: Context, step: Step, desired: Configuration, live: targets.
     names = [f"{b['kind']}/{b['metadata']['name']}" for b in bodies]
     memory["pendingObjects"] = names
     inventory = list(memory.get("createdObjects") or [])
-    memory["createdObjects"] = (inventory + [n for n in names if n not in inventory])[-MAX_CREATED_OBJECTS:]
+    # Room was made before the attempt started (_make_room): nothing is dropped from the list.
+    memory["createdObjects"] = inventory + [n for n in names if n not in inventory]
     step.effect = ApplyObjects(tuple(bodies))
     verb = "creating" if not resume else "creating (again, after a restart)"
     return _waiting(step, f"{verb} {', '.join(names)} for {desired.describe()}")
 
 
 def _ack_planned(ctx: Context, step: Step, desired: Configuration, documents: list[dict[str, Any]]) -> Step:
-    step.memory.update(state=PLANNED, plannedPatch={"objects": documents})
+    _between_attempts(step.memory, PLANNED)
+    step.memory["plannedPatch"] = {"objects": documents}
     changes = ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in documents) or "nothing (already serving it)"
     conflict = f"; it would conflict with another field manager: {ctx.world.conflict}" \
         if ctx.world and ctx.world.conflict else ""
@@ -564,6 +641,37 @@ def _collect_garbage(ctx: Context, step: Step) -> Step:
         step.effect = DeleteObjects(tuple(ObjectRef(ref.api_version, entry.split("/", 1)[0], ref.namespace,
                                                      entry.split("/", 1)[1]) for entry in stale))
     return step
+
+
+def _make_room(ctx: Context, step: Step, live: targets.AckLive, needed: list[str]) -> Step | None:
+    """createdObjects is bounded (the CRD caps it at MAX_CREATED_OBJECTS), and dropping a name from it would leak
+    the object behind it. Before an attempt adds `needed` to a full list, what no configuration uses is deleted;
+    None when there is room."""
+    memory, ref, world = step.memory, target_ref(ctx), ctx.world
+    inventory = list(memory.get("createdObjects") or [])
+    if len(inventory) + len(needed) <= MAX_CREATED_OBJECTS:
+        return None
+    # Objects someone deleted by hand are gone from the listings: forget them (only kinds that were listed).
+    listed = {kind for kind in ("Model", "EndpointConfig") if KindRef(ref.api_version, kind, ref.namespace) in
+              world.listings and (ref.api_version, kind) not in world.unserved}
+    inventory = [e for e in inventory if e.split("/", 1)[0] not in listed or _listed(world, ref, e) is not None]
+    memory["createdObjects"] = inventory
+    if len(inventory) + len(needed) <= MAX_CREATED_OBJECTS:
+        return None
+    # What the endpoint names is the source of the copies, whichever configuration it belongs to.
+    in_use = _kept(memory) | {f"EndpointConfig/{live.config_name}", f"Model/{(live.variant or {}).get('modelName')}"}
+    spare = [entry for entry in inventory if entry not in in_use]
+    if spare:
+        step.effect = DeleteObjects(tuple(ObjectRef(ref.api_version, entry.split("/", 1)[0], ref.namespace,
+                                                    entry.split("/", 1)[1]) for entry in spare))
+        return _waiting(step, f"deleting {', '.join(spare)}, which no configuration uses, to make room in "
+                              f"status.promotion.createdObjects before the next attempt on {_what(ctx)}")
+    raise TargetProblem("TooManyObjects", f"the next attempt on {_what(ctx)} would create {', '.join(needed)}, but "
+                        f"status.promotion.createdObjects holds at most {MAX_CREATED_OBJECTS} objects and every one "
+                        f"is still used by the current, previous or pending configuration or by the endpoint: "
+                        f"{', '.join(inventory)}. Nothing was started or forgotten. Delete by hand the ones you can "
+                        f"spare in namespace {ref.namespace} (objects that no longer exist are forgotten); the "
+                        f"operator tries again")
 
 
 def _collected(ctx: Context, step: Step) -> Step:

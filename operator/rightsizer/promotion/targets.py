@@ -219,9 +219,13 @@ def by_sagemaker_name(objects: Sequence[Mapping[str, Any]], field: str, name: st
 
 def ack_live(endpoint: Mapping[str, Any], configs: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]],
              variant_hint: Sequence[str | None]) -> AckLive:
+    """`variant_hint`: variant names in order of preference; each matches its own name, then the name a promotion
+    gave it for a new instance count (variant_name_for). Without a match, the first variant."""
     config = by_sagemaker_name(configs, "endpointConfigName", (endpoint.get("spec") or {}).get("endpointConfigName"))
     variants = list(((config or {}).get("spec") or {}).get("productionVariants") or [])
-    variant = next((v for hint in variant_hint if hint for v in variants if v.get("variantName") == hint),
+    variant = next((v for hint in variant_hint if hint
+                    for renamed in (False, True) for v in variants
+                    if (_variant_base(v.get("variantName") or "") if renamed else v.get("variantName")) == hint),
                    variants[0] if variants else None)
     model = by_sagemaker_name(models, "modelName", (variant or {}).get("modelName"))
     return AckLive(endpoint, config, variant, model)
@@ -235,11 +239,14 @@ def object_name(target_name: str, owner_uid: str, attempt: int) -> str:
     return f"{base}-rs{digest}-{attempt}"
 
 
+def _variant_base(name: str) -> str:
+    return re.sub(r"-c[0-9]+$", "", name)
+
+
 def variant_name_for(current: str, count: int) -> str:
     """ACK updates endpoints with RetainAllVariantProperties, which keeps a same-named variant's instance count:
     a new count needs a new variant name."""
-    base = re.sub(r"-c[0-9]+$", "", current)[:57]
-    return f"{base}-c{count}"
+    return f"{_variant_base(current)[:57]}-c{count}"
 
 
 def _model_container(model: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -281,6 +288,17 @@ def config_copy(live: AckLive, name: str, configuration: Configuration, model_na
 
 def endpoint_patch(target: ObjectRef, config_name: str) -> dict[str, Any]:
     return apply_document(target, {"spec": {"endpointConfigName": config_name}})
+
+
+def ack_never_updated_and_serving(endpoint: Mapping[str, Any], config_name: str) -> bool:
+    """An Endpoint ACK created with `config_name` and never updated (ACK writes its last-update annotation only
+    when it sends an update), in service and healthy: it serves the configuration it was created with."""
+    status = endpoint.get("status") or {}
+    annotations = (endpoint.get("metadata") or {}).get("annotations") or {}
+    return (ACK_LAST_UPDATE_ANNOTATION not in annotations and not status.get("latestEndpointConfigName")
+            and (endpoint.get("spec") or {}).get("endpointConfigName") == config_name
+            and status.get("endpointStatus") == "InService" and not status.get("failureReason")
+            and not condition_is(endpoint, ACK_TERMINAL, "True"))
 
 
 def ack_endpoint_verdict(endpoint: Mapping[str, Any], config_name: str) -> tuple[str, str]:
