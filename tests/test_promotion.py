@@ -739,3 +739,12 @@ def test_an_endpoint_that_already_serves_the_best_is_promoted_without_a_copy():
     failed = endpoint("fraud-config", sent="fraud-config", failure="capacity")
     step = flow.advance(context(memory, world=ack_world(failed, [config], [serving])))
     assert step.memory["state"] == "CreatingResources" and step.memory["pending"]["endpointConfigName"] == name(1)
+
+
+def test_a_team_model_with_sagemakers_maximum_environment_fits_in_status():
+    from test_reconcile import assert_admissible
+    environment = {f"VARIABLE_{i}": "v" * 1024 for i in range(99)} | {"OMP_NUM_THREADS": "1"}
+    world = ack_world(endpoint("fraud-config"), models=(model("fraud-model", environment),))
+    step = flow.advance(context(world=world))
+    assert len(step.memory["previous"]["environment"]) == 100 and len(step.memory["pending"]["environment"]) == 1
+    assert_admissible({"promotion": step.memory})  # the status schema holds what the team's Model may hold
