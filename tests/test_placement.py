@@ -157,12 +157,16 @@ def test_too_little_memory_for_any_model_server_is_skipped():
                         choose_load_generator_cpus(host(), None))).memory_limit_bytes == MIN_SERVER_MEMORY_BYTES
 
 
-def test_container_cpu_limit_counts_the_load_generator_against_it():
+def test_container_cpu_limit_counts_the_load_generator_and_the_operator_against_it():
     pod = host(cpus=range(16), cpu_limit_cores=4)
     result = plan(["ml.m5.large", "ml.m5.xlarge"], pod)
     assert placed(result.placements[0]).cpus == (0, 1)
     assert skipped(result.placements[1]) == ("ml.m5.xlarge needs 4 vCPUs; this container's CPU limit is 4 cores, "
-                                             "3 after the load generator's CPU 15")
+                                             "2.5 after the load generator's CPU 15 and 0.5 kept for the operator "
+                                             "(raise the limit)")
+    # Exactly what is left, with nothing for the operator, would be throttled: not placed.
+    assert skipped(plan(["ml.m5.large"], host(cpus=range(16), cpu_limit_cores=3)).placements[0])
+    assert placed(plan(["ml.m5.large"], host(cpus=range(16), cpu_limit_cores=3.5)).placements[0])
 
 
 def test_burstable_types_run_without_cpu_credits_and_say_so():

@@ -38,6 +38,8 @@ DEFAULT_MEMORY_GIB_PER_CPU = 2
 # A Python model server needs about 150-250 MiB resident before its first request (KServe 164 MiB, MLServer
 # 234 MiB in loadtest-anchors §1d). With less than this, a run could only fail on its memory cap.
 MIN_SERVER_MEMORY_BYTES = 256 * MIB
+# Of a container's CPU quota, kept for the operator process (its event loop, status writes, CPU sampling).
+QUOTA_HEADROOM_CORES = 0.5
 
 LOCAL_PROFILE = re.compile(r"local-(?P<cpus>[1-9][0-9]*)cpu(?:-(?P<gib>[1-9][0-9]*)gi)?")
 _BURSTABLE_FAMILIES = ("ml.t2.",)
@@ -287,12 +289,15 @@ def place(instance_type: str, host: HostFacts, load_generator: LoadGeneratorCpus
                else f"{len(free)} free after the load generator's {_cpus_phrase(generator)}")
         return Skipped(instance_type, f"{instance_type} needs {shape.vcpus} {vcpu_word}; this host has {has}")
     if host.cpu_limit_cores is not None:
-        # The load generator runs in the same container, so its cores count against the same quota.
-        left = host.cpu_limit_cores - (0 if load_generator.shared_with_server else len(generator))
+        # The load generator and the operator itself run in the same container, so they count against the same
+        # quota: a server that uses all that is left gets the whole container throttled at each CFS period's end,
+        # which reads as the server's own tail latency.
+        left = host.cpu_limit_cores - (0 if load_generator.shared_with_server else len(generator)) - QUOTA_HEADROOM_CORES
         if shape.vcpus > left + 1e-9:
             return Skipped(instance_type, f"{instance_type} needs {shape.vcpus} {vcpu_word}; this container's CPU "
                                           f"limit is {host.cpu_limit_cores:g} cores, {max(left, 0):g} after the "
-                                          f"load generator's {_cpus_phrase(generator)}")
+                                          f"load generator's {_cpus_phrase(generator)} and {QUOTA_HEADROOM_CORES:g} "
+                                          f"kept for the operator (raise the limit)")
 
     notes: list[str] = []
     memory_limit = shape.memory_bytes
