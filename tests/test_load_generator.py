@@ -106,6 +106,9 @@ def test_phases_drive_the_user_counts_and_every_request_is_accounted(start_serve
     assert 10.0 <= result.run_p50_ms <= result.run_p95_ms <= result.run_p99_ms
     assert abs(result.locust_p95_ms - result.run_p95_ms) <= max(1.0, 0.1 * result.run_p95_ms)
     assert result.max_invocations_per_minute > 0 and result.users_at_max_invocations in (3, 4)
+    # The window it comes from, on the run's clock: QUICK's 2 intervals of about a second.
+    start, end = result.max_invocations_window_s
+    assert 0 <= start < end <= result.duration_s and end - start == pytest.approx(2, abs=0.4)
 
 
 def test_stairs_step_up_by_users_per_step_and_the_job_duration_cuts_them(start_server):
@@ -370,6 +373,13 @@ def test_run_percentiles_come_from_the_histogram_within_its_precision():
     for got, exact in zip(measurements.run_percentiles(), numpy.percentile(everything, [50, 95, 99])):
         assert got == pytest.approx(exact, rel=2e-3)  # 3 significant digits, and nearest rank vs. interpolation
     assert measure([], threshold_ms=None).run_percentiles() == [None, None, None]
+
+
+def test_the_best_window_is_reported_with_its_bounds():
+    intervals = [(1, [5.0] * 10), (2, [5.0] * 30), (3, [5.0] * 50), (4, [5.0] * 40)]
+    measurements = measure(intervals, window_s=2)
+    assert measurements.best_sustained_window()["max_invocations_per_minute"] == pytest.approx(45 * 60)
+    assert measurements.best_window == (2.0, 4.0)  # seconds 2-4 of the feed: the 50 and 40 intervals
 
 
 def test_a_run_shorter_than_the_window_is_judged_whole():

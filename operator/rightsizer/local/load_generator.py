@@ -227,6 +227,8 @@ class LoadResult:
     cpu_warning: bool
     duration_s: float
     timeline: tuple[TimelinePoint, ...]
+    # Start and end, in seconds since the run started, of the window of max_invocations_per_minute.
+    max_invocations_window_s: tuple[float, float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -237,6 +239,8 @@ class LoadResult:
         values = {f.name: data[f.name] for f in fields(cls)}
         values["stop_reason"] = StopReason(values["stop_reason"])
         values["timeline"] = tuple(TimelinePoint(**point) for point in values["timeline"])
+        if values["max_invocations_window_s"] is not None:
+            values["max_invocations_window_s"] = tuple(values["max_invocations_window_s"])
         return cls(**values)
 
     @classmethod
@@ -488,6 +492,7 @@ class _Measurements:
         # One [users, successes, seconds] per consecutive run of intervals at the same user count.
         self.levels: list[list[float]] = []
         self.best: dict[str, Any] | None = None
+        self.best_window: tuple[float, float] | None = None  # perf_counter seconds
 
     def record(self, latency_ms: float, ok: bool) -> None:
         # Outside an interval only requests cut short by the end of the run complete; leaving them out keeps the
@@ -620,6 +625,7 @@ class _Measurements:
         self.best = {"max_invocations_per_minute": rps * 60, "model_latency_p50_ms": p50,
                      "model_latency_p95_ms": p95, "model_latency_p99_ms": p99,
                      "users_at_max_invocations": max(i.users for i in self.window)}
+        self.best_window = (self.window[0].start, self.window[-1].end)
 
     def best_sustained_window(self) -> dict[str, Any]:
         """The window with the most successful invocations whose latency percentile held the threshold; a run
@@ -796,4 +802,6 @@ class _ChildRun:
               run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99,
               locust_p95_ms=float(total.get_response_time_percentile(0.95)) if total.num_requests else None,
               cpu_warning=self.cpu_warning, duration_s=round(now - started, 3),
-              timeline=[asdict(point) for point in m.timeline(started)])
+              timeline=[asdict(point) for point in m.timeline(started)],
+              max_invocations_window_s=None if m.best_window is None else
+              [round(m.best_window[0] - started, 3), round(m.best_window[1] - started, 3)])

@@ -229,13 +229,14 @@ def _reported_percentile(stopping: StoppingConditions | None) -> float:
 
 
 def max_invocations_window(result: LoadResult, window_s: float) -> tuple[float, float] | None:
-    """Start and end (seconds on the load test's clock) of the window that gave max_invocations_per_minute.
-
-    The load generator picks that window among runs of round(window_s) consecutive timeline intervals; the
-    result names only its rate, so the window is found again as the run whose rate is closest to it."""
+    """Start and end (seconds on the load test's clock) of the window that gave max_invocations_per_minute: as
+    the load generator reports it, or, for a result without it, the run of round(window_s) consecutive timeline
+    intervals whose rate is closest."""
     points = result.timeline
     if result.max_invocations_per_minute is None or not points:
         return None
+    if result.max_invocations_window_s is not None:
+        return result.max_invocations_window_s
     size = min(max(1, round(window_s)), len(points))
     best: tuple[float, float, float] | None = None
     for end in range(size, len(points) + 1):
