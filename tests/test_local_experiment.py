@@ -353,6 +353,23 @@ def test_the_backend_resumes_without_what_status_recorded_as_measured_or_failed(
     assert snapshot.creation_time == datetime.datetime(2026, 11, 29, 9, tzinfo=datetime.timezone.utc)
 
 
+def test_the_backend_places_a_job_when_its_turn_comes_not_when_it_was_submitted(example, stand_in, monkeypatch,
+                                                                                   no_leftover_processes):
+    command, started = stand_in
+    raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["serve"]})
+    hosts = iter([HostFacts(cpus=(0, 1), memory_total_bytes=GIB, memory_available_bytes=64 << 20),  # busy
+                  TWO_CPU_HOST])
+    monkeypatch.setattr(HostFacts, "detect", classmethod(lambda cls: next(hosts)))
+    backend, name = LocalBackend(time_scale=QUICK_SCALE), "fraud-local-4567cdef-g1"
+
+    assert isinstance(backend.submit(JobPlan(name, {"JobName": name, "Spec": raw}), Owner("ml", "f", "u")),
+                      Submitted)
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=30)
+
+    # At submit another job's server held the memory and the configuration would not have fitted; it ran.
+    assert started() == ["serve"] and snapshot.steps.by_status == {COMPLETED: 1}
+
+
 def test_stop_mid_run_returns_promptly_and_leaves_no_process(example, no_leftover_processes):
     # 300 s at 0.1 = 30 s of steady load that flat throughput does not end: only stop() ends it early.
     spec = local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2"]},

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import logging
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rightsizer import spec as spec_module
 from rightsizer import status as st
@@ -36,6 +36,9 @@ class _Run:
     arn: str  # what status.jobArn says: the same from submit and from every describe
     created: datetime.datetime
     experiment: experiment_module.Experiment | None = None
+    # Builds the experiment again when the job's turn comes: planned at submit, a job queued behind another would
+    # size its memory caps while the other's server held memory.
+    make_experiment: Callable[[], experiment_module.Experiment] | None = None
     started: bool = False
     finished: datetime.datetime | None = None
     outcomes: list[experiment_module.ConfigurationOutcome] = dataclasses.field(default_factory=list)
@@ -64,17 +67,18 @@ class LocalBackend:
                         for row in plan.request.get("Completed") or () if row.get("recommendationId"))
         started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
         run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=started)
+        failed = tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
+                                        row.get("failureReason") or "failed in an earlier run")
+                       for row in plan.request.get("Failed") or ())
         try:
             # Reads the payload and the host's CPUs and memory: outside the lock, which every describe takes.
             parsed = spec_module.parse(plan.request["Spec"])
-            run.experiment = experiment_module.Experiment(
+            run.make_experiment = lambda: experiment_module.Experiment(
                 parsed, plan.job_name, time_scale=self.time_scale,
-                completed={r.recommendation_id: r for r in earlier}, job_started_at=started,
-                failed=tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
-                                              row.get("failureReason") or "failed in an earlier run")
-                             for row in plan.request.get("Failed") or ()),
+                completed={r.recommendation_id: r for r in earlier}, job_started_at=started, failed=failed,
                 on_progress=lambda progress: setattr(run, "progress", progress),
                 on_outcome=run.outcomes.append)
+            run.experiment = run.make_experiment()
         except spec_module.InvalidSpec as invalid:
             return base.Rejected("ValidationFailed", "; ".join(invalid.errors), retryable_later=False)
         except experiment_module.ExperimentError as error:
@@ -101,16 +105,23 @@ class LocalBackend:
             if run.finished is not None:
                 return base.StopDone(already_finished=True)
             run.stop_requested = True
-        run.experiment.stop()
+            experiment = run.experiment  # _execute swaps it only under this lock, and not once this is set
+        experiment.stop()
         return base.StopDone()
 
 
 def _execute(run: _Run) -> None:
     with _host:
-        if run.stop_requested:
-            run.finished = _now()
+        try:
+            fresh = run.make_experiment() if run.make_experiment is not None else run.experiment
+        except experiment_module.ExperimentError as error:  # the host or the payload changed while it waited
+            run.error, run.finished = str(error), _now()
             return
-        run.started = True
+        with _runs_guard:
+            if run.stop_requested:
+                run.finished = _now()
+                return
+            run.experiment, run.started = fresh, True
         try:
             run.experiment.run()
         except Exception as error:  # the job fails with the reason; the operator must live on
