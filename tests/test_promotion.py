@@ -748,3 +748,163 @@ def test_a_team_model_with_sagemakers_maximum_environment_fits_in_status():
     step = flow.advance(context(world=world))
     assert len(step.memory["previous"]["environment"]) == 100 and len(step.memory["pending"]["environment"]) == 1
     assert_admissible({"promotion": step.memory})  # the status schema holds what the team's Model may hold
+
+
+# -- what the user sees when promotion cannot go on (README: Promotion, the table) ---------------------------------
+
+def no_variants_config() -> dict:
+    config = endpoint_config("fraud-config", "fraud-model")
+    config["spec"]["productionVariants"] = []
+    return config
+
+
+@pytest.mark.parametrize("world,detail", [
+    # The Endpoint names an EndpointConfig made outside Kubernetes (or in another namespace): nothing to copy.
+    (ack_world(endpoint("console-made-config")),
+     "EndpointConfig console-made-config, which Endpoint/fraud-endpoint uses, is not an ACK resource in namespace ml"),
+    (ack_world(endpoint("fraud-config"), [no_variants_config()]),
+     "EndpointConfig fraud-config has no production variants"),
+])
+def test_an_endpoint_config_that_cannot_be_copied_is_source_not_found_and_retried(world, detail):
+    step = flow.advance(context(world=world))
+    assert step.promoted[:2] == step.ready[:2] == (st.FALSE, "SourceNotFound") and detail in step.promoted[2]
+    assert step.effect is None and step.poll_after == "retry"
+    assert not {"pending", "attempt", "previous", "createdObjects", "startedAt"} & set(step.memory)
+    # Nothing was started: the next look is a fresh attempt, with its conflict probe, under the first name.
+    again = flow.advance(context(step.memory))
+    assert again.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),)
+
+
+@pytest.mark.parametrize("target,world,message", [
+    (GENERIC, World({}, error="etcdserver: request timed out"),
+     "reading ModelDeployment/fraud failed: etcdserver: request timed out"),
+    # An ACK read also lists the ACK objects and dry-runs the Endpoint's patch: the message does not pretend to know
+    # which of them failed.
+    (None, World({}, error="Internal error occurred: failed calling webhook"),
+     "reading Endpoint/fraud-endpoint and its ACK objects, or the dry run of its patch, failed: Internal error "
+     "occurred: failed calling webhook"),
+])
+def test_a_read_that_fails_for_another_reason_is_a_target_error_and_retried(target, world, message):
+    step = flow.advance(context(target=target, fieldPaths=FIELD_PATHS, world=world))
+    assert step.promoted == (st.FALSE, "TargetError", message) and step.ready == step.promoted
+    assert step.effect is None and step.poll_after == "retry"
+    assert "pending" not in step.memory and "attempt" not in step.memory
+
+
+def generic_attempt() -> flow.Step:
+    live = {"spec": {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}}
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=World({GENERIC_REF: live})))
+    assert step.memory["state"] == "UpdatingTarget" and isinstance(step.effect, ApplyObjects)
+    return step
+
+
+def test_an_apply_that_fails_is_a_target_error_and_the_attempt_is_applied_again():
+    step = generic_attempt()
+    memory = step.memory
+    step = flow.advance(context(memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult((), error='admission webhook "fleets.example.com" denied')))
+    assert step.promoted == step.ready == (st.FALSE, "TargetError", 'server-side apply to ModelDeployment/fraud '
+                                                                     'failed: admission webhook "fleets.example.com" denied')
+    assert step.effect is None and step.poll_after == "retry"
+    assert step.memory["state"] == "UpdatingTarget" and step.memory["pending"] == memory["pending"]
+    assert step.memory["attempt"] == 1 and "current" not in step.memory
+    # The attempt is under way: the next visit reads the target (no probe) and applies the same document again.
+    assert flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS)).effect == ReadWorld((GENERIC_REF,))
+    again = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                 world=World({GENERIC_REF: {"spec": {"fleets": [{"machineType": "ml.m5.large",
+                                                                                 "replicas": 1}]}}})))
+    assert again.effect.bodies == generic_attempt().effect.bodies and again.memory["attempt"] == 1
+
+
+def test_an_ack_apply_that_fails_names_the_object_that_failed_not_the_ones_before_it():
+    new = name(1)
+    step = flow.advance(context(pending_memory(), applied=ApplyResult((ObjectRef(ACK, "Model", NS, new),),
+                                                                      error="the server is currently unable to "
+                                                                            "handle the request")))
+    assert step.promoted[:2] == (st.FALSE, "TargetError") and step.poll_after == "retry"
+    assert step.promoted[2] == (f"server-side apply of EndpointConfig/{new} (after Model/{new}) failed: the server "
+                                f"is currently unable to handle the request")
+    assert step.memory["state"] == "CreatingResources" and step.memory["pending"] == pending_memory()["pending"]
+    # Refused outright: the hint names what a server-side apply that creates an object needs.
+    step = flow.advance(context(pending_memory(), applied=ApplyResult((), error="models is forbidden",
+                                                                      forbidden=True)))
+    assert step.promoted[:2] == (st.FALSE, "Forbidden")
+    assert step.promoted[2] == (f"server-side apply of Model/{new} was refused: models is forbidden; grant the "
+                                f"operator's ServiceAccount create and patch on Model in {ACK}")
+
+
+def test_a_refused_apply_to_a_generic_target_says_patch_was_refused_and_what_to_grant():
+    step = generic_attempt()
+    refusal = ('modeldeployments.serving.example.com "fraud" is forbidden: User "system:serviceaccount:rightsizer:'
+               'rightsizer" cannot patch resource "modeldeployments"')
+    step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult((), error=refusal, forbidden=True)))
+    assert step.promoted == step.ready == (
+        st.FALSE, "Forbidden", f"server-side apply to ModelDeployment/fraud was refused: {refusal}; grant the "
+                               f"operator's ServiceAccount patch on ModelDeployment in serving.example.com/v1")
+    assert step.effect is None and step.poll_after == "retry"
+    assert step.memory["state"] == "UpdatingTarget" and "current" not in step.memory  # nothing counts as promoted
+
+
+def test_rollback_to_an_endpoint_config_deleted_since_is_nothing_to_roll_back_and_not_retried():
+    rollback = {"rightsizer.io/rollback": "true"}
+    assert isinstance(flow.advance(context(promoted_memory(), annotations=rollback)).effect, ReadWorld)
+    # The promotion succeeded; someone deleted fraud-config (which `previous` names) since.
+    world = ack_world(endpoint(name(1), sent=name(1)), [endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2,
+                                                                        "AllTraffic-c2")],
+                      [ORIGINAL_MODEL, model(name(1), {"OMP_NUM_THREADS": "4"})])
+    step = flow.advance(context(promoted_memory(), annotations=rollback, world=world))
+    assert step.promoted == step.ready == (
+        st.FALSE, "NothingToRollBack", "EndpointConfig fraud-config, which Endpoint/fraud-endpoint used before, no "
+                                       "longer exists in namespace ml")
+    assert "NothingToRollBack" in flow.FINAL_REASONS
+    assert step.effect is None and step.poll_after is None  # waits for a person: nothing applied, no retry
+    assert step.memory["state"] == "Succeeded" and "pending" not in step.memory and "rollback" not in step.memory
+    assert step.memory["current"] == promoted_memory()["current"] and step.memory["attempt"] == 1
+
+
+def test_force_conflicts_forces_the_probe_and_every_write_to_the_endpoint_but_not_the_copies():
+    force = dict(forceConflicts=True)
+    step = flow.advance(context(**force))
+    # Forced, the dry run takes the field over instead of reporting a conflict, as the real patch will.
+    assert step.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),) and step.effect.force_conflicts
+    step = flow.advance(context(world=ack_world(endpoint("fraud-config")), **force))
+    assert step.memory["state"] == "CreatingResources"
+    # The copies are new objects under names no other manager has used: there is nothing to take over.
+    assert step.effect.force_conflicts is False
+    step = flow.advance(context(pending_memory(), world=synced_world(endpoint("fraud-config")), **force))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, name(1)),), force_conflicts=True)
+    # A rollback's patch is forced too, and so is its probe.
+    rollback = {"rightsizer.io/rollback": "true"}
+    assert flow.advance(context(promoted_memory(), annotations=rollback, **force)).effect.force_conflicts
+    step = flow.advance(context(promoted_memory(), annotations=rollback,
+                                world=synced_world(endpoint(name(1), sent=name(1))), **force))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),), force_conflicts=True)
+    # A later read of an attempt under way sends no probe: nothing to force.
+    assert flow.advance(context(pending_memory(), **force)).effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS))
+
+
+def test_force_conflicts_forces_the_apply_to_a_generic_target():
+    live = {"spec": {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}}
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=World({GENERIC_REF: live}),
+                                forceConflicts=True))
+    assert step.effect.force_conflicts is True and step.effect.bodies == generic_attempt().effect.bodies
+
+
+def test_a_refused_ack_read_or_probe_says_read_or_patch_and_what_the_cluster_role_grants():
+    # World cannot tell a refused get or list from a refused dry-run patch (the conflict probe): say both.
+    refusal = ('endpoints.sagemaker.services.k8s.aws "fraud-endpoint" is forbidden: User "system:serviceaccount:'
+               'rightsizer:rightsizer" cannot patch resource "endpoints"')
+    world = World({ENDPOINT_REF: endpoint("fraud-config")}, {CONFIGS: (ORIGINAL_CONFIG,), MODELS: (ORIGINAL_MODEL,)},
+                  error=refusal, forbidden=True)
+    step = flow.advance(context(world=world))
+    assert step.promoted == step.ready == (
+        st.FALSE, "Forbidden", f"the operator may not read or patch Endpoint/fraud-endpoint: {refusal}; its "
+                               f"ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
+                               f"delete on EndpointConfigs and Models, in {ACK}")
+    assert step.effect is None and step.poll_after == "retry" and "pending" not in step.memory
+    # A generic target's read is a get and nothing else: there it says read.
+    step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS,
+                                world=World({}, error="modeldeployments is forbidden", forbidden=True)))
+    assert step.promoted[2].startswith("the operator may not read ModelDeployment/fraud: modeldeployments is "
+                                       "forbidden; grant its ServiceAccount get (and patch) on ModelDeployment")

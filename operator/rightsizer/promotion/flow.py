@@ -271,11 +271,20 @@ def _problem(ctx: Context, step: Step, problem: TargetProblem) -> Step:
 
 def _read_problems(ctx: Context, world: World) -> None:
     ref = target_ref(ctx)
+    # An ACK read also lists EndpointConfigs and Models and may dry-run the Endpoint's patch (the conflict probe):
+    # World does not say which call was refused or failed, so the message names them all.
+    ack = targets.kind_of(ctx.promotion["target"]) == "ack"
     if world.forbidden:
+        if ack:
+            raise TargetProblem("Forbidden", f"the operator may not read or patch {_what(ctx)}: {world.error}; its "
+                                f"ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
+                                f"delete on EndpointConfigs and Models, in {ref.api_version}")
         raise TargetProblem("Forbidden", f"the operator may not read {_what(ctx)}: {world.error}; grant its "
                             f"ServiceAccount get (and patch) on {ref.kind} in {ref.api_version}")
     if world.error:
-        raise TargetProblem("TargetError", f"reading {_what(ctx)} failed: {world.error}")
+        doing = f"reading {_what(ctx)} and its ACK objects, or the dry run of its patch," if ack \
+            else f"reading {_what(ctx)}"
+        raise TargetProblem("TargetError", f"{doing} failed: {world.error}")
     if (ref.api_version, ref.kind) in world.unserved:
         raise TargetProblem("TargetKindNotServed", f"the API server does not serve {ref.kind} in {ref.api_version} "
                             f"(is its CRD or controller installed?)")
@@ -283,14 +292,15 @@ def _read_problems(ctx: Context, world: World) -> None:
         raise TargetProblem("TargetNotFound", f"{_what(ctx)} does not exist in namespace {ref.namespace}")
 
 
-def _apply_problems(ctx: Context, applied: ApplyResult, what: str) -> None:
+def _apply_problems(ctx: Context, applied: ApplyResult, what: str, grant: str = "") -> None:
+    """`grant`: the verbs and kind a refusal asks the user to grant."""
     if applied.conflict:
         raise TargetProblem("FieldConflict", f"{what}: another field manager owns a field this promotion sets, and "
                             f"it was not overwritten: {applied.conflict}. Remove the field from that manager's "
                             f"configuration, or set spec.promotion.forceConflicts to take it over")
     if applied.forbidden:
         raise TargetProblem("Forbidden", f"{what} was refused: {applied.error}; grant the operator's "
-                            f"ServiceAccount patch on that kind")
+                            f"ServiceAccount {grant}")
     if applied.error:
         raise TargetProblem("TargetError", f"{what} failed: {applied.error}")
 
@@ -384,7 +394,8 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
                     restoring: Mapping[str, Any]) -> Step:
     memory, ref = step.memory, target_ref(ctx)
     if ctx.applied is not None:
-        _apply_problems(ctx, ctx.applied, f"server-side apply to {_what(ctx)}")
+        _apply_problems(ctx, ctx.applied, f"server-side apply to {_what(ctx)}",
+                        f"patch on {ref.kind} in {ref.api_version}")
         if targets.kind_of(ctx.promotion["target"]) == "kserve":
             memory["state"] = WAITING_FOR_TARGET
             return _waiting(step, f"applied {Configuration.from_row(memory['pending']).describe()} to {_what(ctx)}; "
@@ -441,9 +452,15 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
     memory, ref = step.memory, target_ref(ctx)
     same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
     if ctx.applied is not None:
-        what = ("server-side apply of " + ", ".join(r.describe() for r in ctx.applied.applied)) \
-            if ctx.applied.applied else "server-side apply"
-        _apply_problems(ctx, ctx.applied, what)
+        # ApplyObjects stops at the first failure and `applied` holds what went through before it: the object
+        # that failed is the first one asked for (the recorded copies, else the Endpoint's patch) not in it.
+        creating = memory.get("state") == CREATING_RESOURCES
+        asked = list(memory.get("pendingObjects") or []) if creating else [ref.describe()]
+        done = [r.describe() for r in ctx.applied.applied]
+        failed = next((entry for entry in asked if entry not in done), asked[-1] if asked else _what(ctx))
+        what = f"server-side apply of {failed}" + (f" (after {', '.join(done)})" if done else "")
+        _apply_problems(ctx, ctx.applied, what, f"{'create and patch' if creating else 'patch'} on "
+                                                f"{failed.split('/', 1)[0]} in {ref.api_version}")
         pending = memory["pending"]
         if memory.get("state") == CREATING_RESOURCES:
             return _waiting(step, f"created {', '.join(memory.get('pendingObjects') or [])}; waiting for ACK to "
