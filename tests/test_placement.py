@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -281,3 +282,21 @@ def test_detect_on_this_host():
     facts = HostFacts.detect()
     assert facts.cpus == tuple(sorted(os.sched_getaffinity(0)))
     assert 0 < facts.memory_available_bytes <= facts.memory_total_bytes
+
+
+def test_the_load_generators_hyper_thread_sibling_is_taken_last_and_named_when_taken():
+    # Two physical cores with two hyper-threads each: CPUs 0 and 2 on one core, 1 and 3 on the other.
+    smt = dataclasses.replace(host(cpus=range(4)), core_siblings=((0, 2), (1, 3)))
+    result = plan(["ml.m5.large", "local-3cpu"], smt)  # the load generator takes CPU 3
+    two = placed(result.placements[0])
+    assert two.cpus == (0, 2) and not any("physical core" in note for note in two.notes)
+    three = placed(result.placements[1])
+    assert three.cpus == (0, 2, 1)
+    assert ("CPU 1 shares a physical core with the load generator's CPU 3 (hyper-threads): the two compete for it"
+            in three.notes)
+
+
+def test_kernel_cpu_lists_are_read():
+    from rightsizer.local.placement import _cpu_list
+    assert _cpu_list("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
+    assert _cpu_list("5") == [5] and _cpu_list(None) == [] and _cpu_list("x-y") == []

@@ -82,6 +82,14 @@ class HostFacts:
     # A container's CPU quota in cores (cgroup cpu.max). It can be smaller than len(cpus): a pod limited to
     # 2 cores still sees every CPU of its node in its affinity mask.
     cpu_limit_cores: float | None = None
+    # Hyper-threads of one physical core (sysfs thread_siblings_list), each group listed once; CPUs alone on
+    # their core need not appear.
+    core_siblings: tuple[tuple[int, ...], ...] = ()
+
+    def siblings_of(self, cpus: Iterable[int]) -> set[int]:
+        """The other hyper-threads of the physical cores `cpus` run on."""
+        cpus = set(cpus)
+        return {cpu for group in self.core_siblings if cpus & set(group) for cpu in group} - cpus
 
     def __post_init__(self):
         object.__setattr__(self, "cpus", tuple(sorted(set(self.cpus))))
@@ -96,8 +104,12 @@ class HostFacts:
             total = min(total, limits.memory_limit_bytes)
         if limits.memory_headroom_bytes is not None:
             available = min(available, limits.memory_headroom_bytes)
-        return cls(cpus=tuple(os.sched_getaffinity(0)), memory_total_bytes=total,
-                   memory_available_bytes=max(0, available), cpu_limit_cores=limits.cpu_limit_cores)
+        cpus = tuple(os.sched_getaffinity(0))
+        groups = {tuple(_cpu_list(_read(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"))))
+                  for cpu in cpus}
+        return cls(cpus=cpus, memory_total_bytes=total, memory_available_bytes=max(0, available),
+                   cpu_limit_cores=limits.cpu_limit_cores,
+                   core_siblings=tuple(sorted(group for group in groups if len(group) > 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +118,19 @@ class CgroupLimits:
     memory_limit_bytes: int | None = None
     # The limit minus the working set (usage without inactive page cache, as the kubelet counts it).
     memory_headroom_bytes: int | None = None
+
+
+def _cpu_list(text: str | None) -> list[int]:
+    """A kernel CPU list ("0-3,8,10-11") as CPU ids; [] for None or a malformed list."""
+    cpus: list[int] = []
+    try:
+        for part in (text or "").split(","):
+            if part.strip():
+                first, _, last = part.partition("-")
+                cpus.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        return []
+    return sorted(set(cpus))
 
 
 def _read(path: Path) -> str | None:
@@ -283,6 +308,9 @@ def place(instance_type: str, host: HostFacts, load_generator: LoadGeneratorCpus
 
     generator = load_generator.cpus
     free = host.cpus if load_generator.shared_with_server else tuple(c for c in host.cpus if c not in generator)
+    # A hyper-thread of the load generator's core would share its execution units with it: taken last.
+    generator_siblings = host.siblings_of(generator) if not load_generator.shared_with_server else set()
+    free = tuple(sorted(free, key=lambda cpu: (cpu in generator_siblings, cpu)))
     vcpu_word = "vCPU" if shape.vcpus == 1 else "vCPUs"
     if shape.vcpus > len(free):
         has = (f"{len(free)} usable" if load_generator.shared_with_server
@@ -310,6 +338,10 @@ def place(instance_type: str, host: HostFacts, load_generator: LoadGeneratorCpus
         memory_limit = host.memory_available_bytes
         notes.append(f"memory capped at {format_bytes(memory_limit)}, what this host has available, instead of "
                      f"{instance_type}'s {format_bytes(shape.memory_bytes)}")
+    shared_core = sorted(set(free[:shape.vcpus]) & generator_siblings)
+    if shared_core:
+        notes.append(f"{_cpus_phrase(shared_core)} share{'s' if len(shared_core) == 1 else ''} a physical core with "
+                     f"the load generator's {_cpus_phrase(generator)} (hyper-threads): the two compete for it")
     if load_generator.shared_with_server:
         notes.append(f"this host has a single usable CPU ({format_cpus(host.cpus)}): the model server and the "
                      "load generator share it, so throughput and latency include the load generator's CPU use")
