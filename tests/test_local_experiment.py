@@ -370,6 +370,21 @@ def test_the_backend_places_a_job_when_its_turn_comes_not_when_it_was_submitted(
     assert started() == ["serve"] and snapshot.steps.by_status == {COMPLETED: 1}
 
 
+def test_a_job_waiting_for_the_host_does_not_spend_its_duration_waiting(example, stand_in, no_leftover_processes):
+    from rightsizer.backends.local import backend as backend_module
+    command, started = stand_in
+    # 90 s at 0.1: a 9 s job (its 5 s pattern fits), which waits 10 s for the host (another job holds it).
+    raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["serve"]}, jobDurationInSeconds=90)
+    backend, name = LocalBackend(time_scale=QUICK_SCALE), "fraud-local-89abcdef-g1"
+    with backend_module._host:
+        assert isinstance(backend.submit(JobPlan(name, {"JobName": name, "Spec": raw}), Owner("ml", "f", "u")),
+                          Submitted)
+        time.sleep(10)
+        assert backend.describe(name).status == PENDING
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=30)
+    assert started() == ["serve"] and snapshot.steps.by_status == {COMPLETED: 1}
+
+
 def test_stop_mid_run_returns_promptly_and_leaves_no_process(example, no_leftover_processes):
     # 300 s at 0.1 = 30 s of steady load that flat throughput does not end: only stop() ends it early.
     spec = local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2"]},

@@ -65,8 +65,10 @@ class LocalBackend:
                 return base.Adopted(_snapshot(existing))
         earlier = tuple(base.Recommendation.from_status_row(row)
                         for row in plan.request.get("Completed") or () if row.get("recommendationId"))
-        started = st.parse_timestamp(plan.request.get("StartedAt")) or _now()
-        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=started)
+        # A resumed job's duration counts from its first start; a new one's from when its turn on the host comes,
+        # not from a wait behind another job.
+        resumed_from = st.parse_timestamp(plan.request.get("StartedAt"))
+        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=resumed_from or _now())
         failed = tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
                                         row.get("failureReason") or "failed in an earlier run")
                        for row in plan.request.get("Failed") or ())
@@ -75,7 +77,7 @@ class LocalBackend:
             parsed = spec_module.parse(plan.request["Spec"])
             run.make_experiment = lambda: experiment_module.Experiment(
                 parsed, plan.job_name, time_scale=self.time_scale,
-                completed={r.recommendation_id: r for r in earlier}, job_started_at=started, failed=failed,
+                completed={r.recommendation_id: r for r in earlier}, job_started_at=resumed_from, failed=failed,
                 on_progress=lambda progress: setattr(run, "progress", progress),
                 on_outcome=run.outcomes.append)
             run.experiment = run.make_experiment()
