@@ -34,7 +34,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The wheels are bind-mounted from the build stage, not copied: no layer of this image keeps them.
 # --no-index: everything comes from the build stage's wheels, nothing from an index.
-# pip, setuptools and wheel are removed afterwards: nothing needs them at run time.
+# pip, setuptools and wheel are removed afterwards: nothing needs them at run time (hdrhistogram declares
+# setuptools and pbr, but imports neither).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-compile --no-index --find-links=/wheels "rightsizer==${VERSION}" \
  && python -m pip uninstall --yes pip setuptools wheel

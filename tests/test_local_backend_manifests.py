@@ -44,6 +44,7 @@ def test_the_init_container_writes_the_samples_model_with_the_operators_own_imag
     assert {"name": "models", "mountPath": "/models"} in init["volumeMounts"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in operator["volumeMounts"]
     assert init["securityContext"]["readOnlyRootFilesystem"] is True  # like the operator: it writes to volumes only
+    assert pod["shareProcessNamespace"] is True  # the pause container, not the operator, reaps orphans
     sample = next(s for s in load_samples() if s["metadata"]["name"] == "fraud-local")["spec"]["model"]["local"]
     assert sample["modelUri"] == "file:///models/fraud/model.ubj" and sample["payload"]["path"].startswith("/models/fraud/")
 
