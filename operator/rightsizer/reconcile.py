@@ -607,7 +607,8 @@ def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
 def _steps_status(steps: base.StepSummary) -> dict[str, Any]:
     return {"total": steps.total, "byStatus": dict(steps.by_status),
             "failures": [{"instanceType": f.instance_type, "environment": dict(f.environment),
-                          "failureReason": f.failure_reason[:1024], **({"skipped": True} if f.skipped else {})}
+                          "failureReason": f.failure_reason[:base.STEP_FAILURE_REASON_CHARS],
+                          **({"skipped": True} if f.skipped else {})}
                          for f in steps.failures[:MAX_FAILED_STEPS]]}
 
 

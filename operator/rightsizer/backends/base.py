@@ -56,6 +56,10 @@ class Recommendation:
                    invocation_end=parse_timestamp(row.get("invocationEndTime")))
 
 
+# SageMaker's FailureReason of a benchmark step is at most this long; status.steps.failures keeps that bound.
+STEP_FAILURE_REASON_CHARS = 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFailure:
     instance_type: str | None

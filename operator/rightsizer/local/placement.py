@@ -338,7 +338,8 @@ def place(instance_type: str, host: HostFacts, load_generator: LoadGeneratorCpus
         memory_limit = host.memory_available_bytes
         notes.append(f"memory capped at {format_bytes(memory_limit)}, what this host has available, instead of "
                      f"{instance_type}'s {format_bytes(shape.memory_bytes)}")
-    shared_core = sorted(set(free[:shape.vcpus]) & generator_siblings)
+    cpus = free[:shape.vcpus]
+    shared_core = sorted(set(cpus) & generator_siblings)
     if shared_core:
         notes.append(f"{_cpus_phrase(shared_core)} share{'s' if len(shared_core) == 1 else ''} a physical core with "
                      f"the load generator's {_cpus_phrase(generator)} (hyper-threads): the two compete for it")
@@ -349,7 +350,7 @@ def place(instance_type: str, host: HostFacts, load_generator: LoadGeneratorCpus
         notes.append(f"{instance_type} is burstable: emulated at full CPU speed, without CPU credits")
 
     price = _price(instance_type, price_overrides)
-    return Placement(instance_type=instance_type, cpus=free[:shape.vcpus], memory_limit_bytes=memory_limit,
+    return Placement(instance_type=instance_type, cpus=cpus, memory_limit_bytes=memory_limit,
                      price_per_hour=price.price, price_source=price.source, vcpus=shape.vcpus,
                      instance_memory_bytes=shape.memory_bytes, load_generator_cpus=generator, notes=tuple(notes))
 

@@ -528,13 +528,6 @@ def _listed(world: World, ref: ObjectRef, entry: str) -> Mapping[str, Any] | Non
     return next((o for o in listing if o["metadata"]["name"] == name), None)
 
 
-def _serves(endpoint: Mapping[str, Any], config_name: str) -> bool:
-    """SageMaker serves `config_name`, as ACK reports it. The Endpoint's spec naming it is not enough: after a
-    failed update the spec keeps the refused name while SageMaker goes on serving the configuration before it."""
-    return targets.ack_endpoint_verdict(endpoint, config_name)[0] == "done" or targets.ack_never_updated_and_serving(
-        endpoint, config_name)
-
-
 def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
                live: targets.AckLive, configs, restoring: Mapping[str, Any]) -> Step:
     memory, ref = step.memory, target_ref(ctx)
@@ -561,7 +554,7 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
             step.effect = ApplyObjects((targets.endpoint_patch(ref, name),),
                                        force_conflicts=bool(ctx.promotion.get("forceConflicts")))
             return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {name} again")
-        if _serves(live.endpoint, name):
+        if targets.ack_serves(live.endpoint, name):
             if dry_run:
                 return _ack_planned(ctx, step, desired, [])
             _start(memory, ctx, desired, rollback, snapshot, reused, UPDATING_TARGET)
@@ -575,7 +568,7 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
                             f"new one")
     if live.variant is None:
         raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name} has no production variants")
-    if live.realises(desired) and _serves(live.endpoint, live.config_name):
+    if live.realises(desired) and targets.ack_serves(live.endpoint, live.config_name):
         if dry_run:
             return _ack_planned(ctx, step, desired, [])
         memory.update(pending={**snapshot, **desired.as_status()}, rollback=rollback,

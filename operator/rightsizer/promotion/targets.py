@@ -290,9 +290,13 @@ def endpoint_patch(target: ObjectRef, config_name: str) -> dict[str, Any]:
     return apply_document(target, {"spec": {"endpointConfigName": config_name}})
 
 
-def ack_never_updated_and_serving(endpoint: Mapping[str, Any], config_name: str) -> bool:
-    """An Endpoint ACK created with `config_name` and never updated (ACK writes its last-update annotation only
-    when it sends an update), in service and healthy: it serves the configuration it was created with."""
+def ack_serves(endpoint: Mapping[str, Any], config_name: str) -> bool:
+    """SageMaker serves `config_name`, as ACK reports it. The Endpoint's spec naming it is not enough: after a
+    failed update the spec keeps the refused name while SageMaker goes on serving the configuration before it.
+    It is served once ACK's update to it is done, or when ACK created the Endpoint with it and never updated it
+    (ACK writes its last-update annotation only when it sends an update) and the Endpoint is in service."""
+    if ack_endpoint_verdict(endpoint, config_name)[0] == "done":
+        return True
     status = endpoint.get("status") or {}
     annotations = (endpoint.get("metadata") or {}).get("annotations") or {}
     return (ACK_LAST_UPDATE_ANNOTATION not in annotations and not status.get("latestEndpointConfigName")

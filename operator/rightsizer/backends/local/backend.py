@@ -37,7 +37,7 @@ class _Run:
     created: datetime.datetime
     experiment: experiment_module.Experiment | None = None
     # Builds the experiment again when the job's turn comes: planned at submit, a job queued behind another would
-    # size its memory caps while the other's server held memory.
+    # size its memory caps while the other's server held memory. Set by submit.
     make_experiment: Callable[[], experiment_module.Experiment] | None = None
     started: bool = False
     finished: datetime.datetime | None = None
@@ -115,7 +115,7 @@ class LocalBackend:
 def _execute(run: _Run) -> None:
     with _host:
         try:
-            fresh = run.make_experiment() if run.make_experiment is not None else run.experiment
+            fresh = run.make_experiment()
         except experiment_module.ExperimentError as error:  # the host or the payload changed while it waited
             run.error, run.finished = str(error), _now()
             return
@@ -164,8 +164,9 @@ def _status(run: _Run, recommendations, outcomes) -> tuple[str, str | None]:
     if run.error:
         return base.FAILED, run.error
     if not recommendations:
-        # Each reason cut as SageMaker cuts its own (1024 characters): a crashed server's output can be long.
-        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason[:1024]}" for o in outcomes if o.failure_reason)
+        # Each reason cut as SageMaker cuts a step's: a crashed server's output can be long.
+        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason[:base.STEP_FAILURE_REASON_CHARS]}"
+                            for o in outcomes if o.failure_reason)
         ended = f" ({run.experiment.end_reason})" if run.experiment.end_reason else ""
         return base.FAILED, f"no configuration could be measured{ended}: {reasons or 'nothing ran'}"
     # Like SageMaker, a job that reached its duration completes with the configurations it measured.
