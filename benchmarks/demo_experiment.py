@@ -20,8 +20,8 @@ from pathlib import Path
 from rightsizer import schema, selection
 from rightsizer import spec as spec_module
 from rightsizer.backends.local import experiment as experiment_module
-from rightsizer.local import fraud_model
-from rightsizer.local.load_shape import LoadShape
+from rightsizer.reference import fraud_model
+from rightsizer.loadtest.load_shape import LoadShape
 
 SAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "samples" / "fraud-local.yaml"
 

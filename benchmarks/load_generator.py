@@ -1,4 +1,4 @@
-"""How fast and how accurate the local load generator (rightsizer.local.load_generator) is on this machine.
+"""How fast and how accurate the local load generator (rightsizer.loadtest.load_generator) is on this machine.
 
 1. Capacity: requests/s that one generator process pinned to one core sustains against nginx (`return 200`, one
    process, no access log) pinned to another core. nginx answers in microseconds on one core, so the generator,
@@ -38,7 +38,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from rightsizer.local.load_generator import LoadResult, LoadTarget, LoadTest, RunSettings  # noqa: E402
+from rightsizer.loadtest.load_generator import LoadResult, LoadTarget, LoadTest, RunSettings  # noqa: E402
 
 SERVER_CPU, GENERATOR_CPU = 0, 1
 # One row of the fraud model's 30 features, as an Open Inference (V2) request.
@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--accuracy-users", type=int, default=8, help="users of the accuracy runs at load")
     args = parser.parse_args()
     # The capacity runs saturate the generator on purpose; the table's cpu_warning column says so once per run.
-    logging.getLogger("rightsizer.local.load_generator").setLevel(logging.ERROR)
+    logging.getLogger("rightsizer.loadtest.load_generator").setLevel(logging.ERROR)
     if len(os.sched_getaffinity(0)) < 2 or not shutil.which("tcpdump") or not shutil.which("nginx"):
         raise SystemExit("needs 2 CPUs, nginx and tcpdump: apt-get update && apt-get install -y nginx tcpdump")
 

@@ -1,4 +1,4 @@
-"""How fast the built-in model server (rightsizer.local.model_server) serves the reference fraud model, against
+"""How fast the built-in model server (rightsizer.reference.model_server) serves the reference fraud model, against
 the in-process XGBoost floor for the same payload, and optionally against MLServer, side by side in one run.
 
 Run: .venv/bin/python benchmarks/model_server.py [--seconds 4] [--users 16] [--example DIR] [--mlserver]
@@ -44,7 +44,7 @@ import xgboost
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
-from rightsizer.local import fraud_model
+from rightsizer.reference import fraud_model
 
 WARM_UP_SECONDS = 1.0
 # The floor is the best of several batches: on a shared machine a slow batch measures the neighbours, not XGBoost.
@@ -138,7 +138,7 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60.0) ->
 def builtin_server(model_dir: Path, cpus: set[int], workers: int):
     environment = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": "0",
                    "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "rightsizer.local.model_server"], env=environment,
+    process = subprocess.Popen([sys.executable, "-m", "rightsizer.reference.model_server"], env=environment,
                                stderr=subprocess.PIPE, text=True, preexec_fn=pin(cpus))
     try:
         line = process.stderr.readline()

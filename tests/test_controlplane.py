@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from rightsizer import schema
 from rightsizer.cluster import binaries
 from rightsizer.cluster.controlplane import ControlPlane, _alive
+from conftest import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -91,10 +92,21 @@ def test_rbac_is_enforced_for_service_account_tokens(api, crd_installed, namespa
         "metadata": {"name": "rsj-reader"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rsj-reader"},
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}]})
-    assert as_reader.list_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL)["items"] == []
+    # The RBAC authorizer learns of the binding from its own watch: wait for it instead of reading at once.
+    assert wait_for(lambda: _allowed_list(as_reader, namespace), timeout=30) == {"items": []}
     with pytest.raises(ApiException) as still_forbidden:
         client.CoreV1Api(client.ApiClient(configuration)).list_namespaced_secret(namespace)
     assert still_forbidden.value.status == 403
+
+
+def _allowed_list(as_reader: client.CustomObjectsApi, namespace: str) -> dict | None:
+    try:
+        listed = as_reader.list_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL)
+    except ApiException as error:
+        if error.status == 403:
+            return None
+        raise
+    return {"items": listed["items"]}
 
 
 def test_kubebuilder_assets_is_used_when_set(tmp_path, monkeypatch, control_plane):

@@ -1,7 +1,8 @@
 """The API reference is generated from the CRD; a stale copy fails the suite (`rightsizer docs` refreshes it)."""
 
 from conftest import REPO
-from rightsizer import apidocs, schema
+from rightsizer import schema
+from rightsizer.tools import apidocs
 
 
 def test_api_reference_is_generated_from_the_crd():

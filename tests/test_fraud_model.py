@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xgboost
 
-from rightsizer.local import fraud_model
+from rightsizer.reference import fraud_model
 
 SMALL = {"legitimate_rows": 30_000, "fraud_rows": 300}
 
@@ -127,7 +127,7 @@ def test_metadata_describes_the_example(small_example):
 
 
 def test_command_line_writes_the_full_size_example(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rightsizer.local.fraud_model", str(tmp_path), "--trees", "5"],
+    result = subprocess.run([sys.executable, "-m", "rightsizer.reference.fraud_model", str(tmp_path), "--trees", "5"],
                             capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr

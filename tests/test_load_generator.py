@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from test_load_shape import phases, stairs
-from rightsizer.local.load_generator import (LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason,
+from rightsizer.loadtest.load_generator import (LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason,
                                              run_load_test)
 
 SERVER = textwrap.dedent("""
@@ -225,7 +225,7 @@ def test_the_child_exits_when_its_parent_dies(start_server, tmp_path):
     _, target = start_server()
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, threading
-        from rightsizer.local.load_generator import LoadTarget, LoadTest, RunSettings
+        from rightsizer.loadtest.load_generator import LoadTarget, LoadTest, RunSettings
         ticked = threading.Event()
         test = LoadTest(LoadTarget({target.url!r}, b"{{}}"),
                         {{"trafficType": "PHASES", "phases": [{{"initialNumberOfUsers": 1, "spawnRate": 0,
@@ -300,7 +300,7 @@ def measure(intervals: list[tuple[int, list[float]]], threshold_ms: float | None
             percentile: float = 95.0):
     """Feeds (users, latencies of the interval's successful requests) one-second intervals to the child's
     measurements, as its tick and request listener do."""
-    from rightsizer.local.load_generator import StoppingConditions, _Measurements
+    from rightsizer.loadtest.load_generator import StoppingConditions, _Measurements
     stopping = StoppingConditions(latency_percentile=percentile if threshold_ms else None,
                                   latency_threshold_ms=threshold_ms)
     measurements = _Measurements(stopping, RunSettings(window_s=window_s))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rightsizer.local.load_shape import LoadShape
+from rightsizer.loadtest.load_shape import LoadShape
 
 
 def phases(*specs):

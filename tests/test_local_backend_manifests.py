@@ -15,7 +15,7 @@ from conftest import REPO, load_samples
 from rightsizer import spec as spec_module
 from rightsizer.backends.local.experiment import plan_experiment
 from rightsizer.cluster import binaries
-from rightsizer.local.placement import GIB, HostFacts
+from rightsizer.loadtest.placement import GIB, HostFacts
 from test_rbac import kustomize_build
 
 

@@ -22,10 +22,10 @@ from rightsizer.backends.local.backend import LocalBackend
 from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
                                                   max_invocations_window, measured_outcome, median_outcome,
                                                   plan_experiment, step_summary)
-from rightsizer.local import fraud_model
-from rightsizer.local.load_generator import LoadResult, StopReason, TimelinePoint
-from rightsizer.local.placement import GIB, HostFacts
-from rightsizer.local.server_process import ResourceUsage
+from rightsizer.reference import fraud_model
+from rightsizer.loadtest.load_generator import LoadResult, StopReason, TimelinePoint
+from rightsizer.loadtest.placement import GIB, HostFacts
+from rightsizer.loadtest.server_process import ResourceUsage
 
 PRICE = 0.05
 # Far above what one core serves, so that the instance count comes out of the measurement.
@@ -46,7 +46,7 @@ STAND_IN_SERVER = textwrap.dedent("""
     if os.environ["MODE"] == "slow-crash":
         time.sleep(1.0)
         sys.exit("gave up after a second")
-    from rightsizer.local.model_server import main
+    from rightsizer.reference.model_server import main
     main()
 """)
 

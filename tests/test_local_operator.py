@@ -17,7 +17,7 @@ from kubernetes import client
 
 from conftest import wait_for
 from rightsizer import schema
-from rightsizer.local import fraud_model
+from rightsizer.reference import fraud_model
 from test_sagemaker_operator import condition, create, events, objects, operator_args, read
 
 pytestmark = pytest.mark.cluster
@@ -106,7 +106,7 @@ def orphaned_load_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         command = " ".join(process.info["cmdline"] or ())
-        if ("rightsizer.local.model_server" in command or "load_generator" in command) and process.pid not in ours:
+        if ("rightsizer.reference.model_server" in command or "load_generator" in command) and process.pid not in ours:
             found.append(process)
     return found
 

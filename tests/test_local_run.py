@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from conftest import SAMPLES
-from rightsizer import demo, schema
-from rightsizer.local import fraud_model
+from rightsizer import schema
+from rightsizer.tools import demo
+from rightsizer.reference import fraud_model
 
 
 @pytest.fixture(scope="module")

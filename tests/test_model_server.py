@@ -22,7 +22,7 @@ import psutil
 import pytest
 import xgboost
 
-from rightsizer.local import fraud_model, model_server
+from rightsizer.reference import fraud_model, model_server
 
 START_TIMEOUT = 30.0
 STARTUP_LINE = re.compile(r"workers (?P<workers>\d+), threads (?P<threads>\d+), listening on "
@@ -84,7 +84,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def running_server(**settings: str):
-    process = subprocess.Popen([sys.executable, "-m", "rightsizer.local.model_server"],
+    process = subprocess.Popen([sys.executable, "-m", "rightsizer.reference.model_server"],
                                env=server_environment(**settings), stderr=subprocess.PIPE, text=True)
     try:
         line = read_stderr_line(process, START_TIMEOUT).strip()
@@ -295,7 +295,7 @@ def corrupt_model_dir(tmp_path: Path) -> Path:
 ])
 def test_a_missing_or_corrupt_model_fails_fast_with_a_clear_message(tmp_path, make_settings, message):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "rightsizer.local.model_server"],
+    result = subprocess.run([sys.executable, "-m", "rightsizer.reference.model_server"],
                             env=server_environment(**make_settings(tmp_path)), capture_output=True, text=True,
                             timeout=30)
 
@@ -319,7 +319,7 @@ def test_invalid_settings_are_named(example, name, value, message):
 
 def test_a_port_in_use_fails_fast(example):
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        result = subprocess.run([sys.executable, "-m", "rightsizer.local.model_server"], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "rightsizer.reference.model_server"], capture_output=True,
                                 text=True, timeout=30,
                                 env=server_environment(SM_MODEL_DIR=str(example.model.parent),
                                                        SAGEMAKER_BIND_TO_PORT=str(taken.getsockname()[1])))
@@ -332,8 +332,8 @@ def test_workers_die_with_a_killed_caller(example, tmp_path):
     parent-death signal, and its workers their own, on it."""
     caller = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
-from rightsizer.local.server_process import ServerProcess
-server = ServerProcess([sys.executable, "-m", "rightsizer.local.model_server"], cpus=[0],
+from rightsizer.loadtest.server_process import ServerProcess
+server = ServerProcess([sys.executable, "-m", "rightsizer.reference.model_server"], cpus=[0],
                        port_env="SAGEMAKER_BIND_TO_PORT", environment={{"SM_MODEL_DIR": {str(example.model.parent)!r},
                                      "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}}).start()
 server.wait_until_ready(timeout={START_TIMEOUT})

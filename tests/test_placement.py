@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rightsizer.local.placement import (
+from rightsizer.loadtest.placement import (
     GIB, MIB, MIN_SERVER_MEMORY_BYTES, CgroupLimits, HostFacts, InstanceShape, LoadGeneratorCpus, Placement,
     PlacementError, Skipped, cgroup_limits, choose_load_generator_cpus, format_bytes, format_cpus,
     instance_shape, place, plan)
@@ -297,6 +297,6 @@ def test_the_load_generators_hyper_thread_sibling_is_taken_last_and_named_when_t
 
 
 def test_kernel_cpu_lists_are_read():
-    from rightsizer.local.placement import _cpu_list
+    from rightsizer.loadtest.placement import _cpu_list
     assert _cpu_list("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
     assert _cpu_list("5") == [5] and _cpu_list(None) == [] and _cpu_list("x-y") == []

@@ -62,7 +62,19 @@ def installed(api, crd_installed):
         resource.server_side_apply(body=body, name=body["metadata"]["name"],
                                    namespace=body["metadata"].get("namespace"), field_manager="kubectl",
                                    force_conflicts=True)
+    # The RBAC authorizer sees the new ClusterRole and binding through its own watch: until it does, the
+    # ServiceAccount's requests are refused. Wait for it, as every later request here depends on it.
+    wait_for(lambda: operator_may(api, "watch", "rightsizejobs") and operator_may(api, "patch", "rightsizejobs",
+                                                                                 "status"), timeout=30)
     return objects
+
+
+def operator_may(api, verb: str, resource: str, subresource: str = "") -> bool:
+    review = client.AuthorizationV1Api(api).create_subject_access_review({"spec": {
+        "user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}",
+        "resourceAttributes": {"group": "rightsizer.io", "resource": resource, "subresource": subresource,
+                               "verb": verb}}})
+    return bool(review.status.allowed)
 
 
 def test_default_applies_cleanly(installed, api):
@@ -154,10 +166,7 @@ def test_requests_outside_its_needs_are_forbidden(installed, api, namespace, tmp
 
 
 def test_it_may_watch_rightsizejobs_in_every_namespace(installed, api):
-    review = client.AuthorizationV1Api(api).create_subject_access_review({"spec": {
-        "user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}",
-        "resourceAttributes": {"group": "rightsizer.io", "resource": "rightsizejobs", "verb": "watch"}}})
-    assert review.status.allowed is True
+    assert operator_may(api, "watch", "rightsizejobs") is True
 
 
 def code_calls() -> set[tuple[str, str, str]]:

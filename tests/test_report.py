@@ -11,10 +11,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rightsizer import report
+from rightsizer.tools import report
 from rightsizer.backends.base import Recommendation, StepFailure
-from rightsizer.local.load_generator import LoadProgress, LoadResult, StopReason, TimelinePoint
-from rightsizer.report import (DONE, FAILED, RUNNING, SKIPPED, ProgressBoard, html_report, progress_detail,
+from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, StopReason, TimelinePoint
+from rightsizer.tools.report import (DONE, FAILED, RUNNING, SKIPPED, ProgressBoard, html_report, progress_detail,
                                result_detail, results_table, write_html)
 from rightsizer.selection import Constraints, describe_configuration, select
 from seed import ADVANCED_RESULTS

@@ -19,8 +19,8 @@ import uuid
 import psutil
 import pytest
 
-from rightsizer.local.placement import MIB
-from rightsizer.local.server_process import (
+from rightsizer.loadtest.placement import MIB
+from rightsizer.loadtest.server_process import (
     ResourceSample, ServerFailed, ServerProcess, free_port, summarize)
 
 FAKE_SERVER = textwrap.dedent(r'''
@@ -256,7 +256,7 @@ def test_the_server_dies_with_its_caller(tmp_path, marker):
     caller = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from rightsizer.local.server_process import ServerProcess
+            from rightsizer.loadtest.server_process import ServerProcess
             server = ServerProcess([sys.executable, {str(script)!r}, "serve"], cpus=[0], port_env="TEST_PORT",
                                    environment={{"RIGHTSIZER_TEST_MARKER": "{marker}"}}).start()
             server.wait_until_ready(timeout=10)

@@ -105,7 +105,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from rightsizer import apidocs
+    from rightsizer.tools import apidocs
 
     text = apidocs.render()
     if args.check:
@@ -119,7 +119,7 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _example(args: argparse.Namespace) -> int:
-    from rightsizer.local import fraud_model
+    from rightsizer.reference import fraud_model
 
     example = fraud_model.write_example(args.directory, trees=args.trees)
     print(json.dumps({"model": str(example.model), "payload": str(example.payload),
@@ -129,13 +129,13 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rightsizer import local_run
+    from rightsizer.tools import run as local_run
 
     return local_run.run_file(args.file, name=args.name, report_path=args.report, time_scale=args.time_scale)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rightsizer import demo
+    from rightsizer.tools import demo
 
     return demo.run()
 

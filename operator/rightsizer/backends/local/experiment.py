@@ -4,7 +4,7 @@ the way SageMaker Inference Recommender benchmarks every endpoint configuration 
 Plan. `plan_experiment` lists the configurations in a fixed order (candidates in spec order, then each candidate's
 parameter_grid order) under SageMaker-shaped ids `<job name>/<index:08d>`. The order and ids depend only on the
 spec, the job name and the host, so a restarted operator finds the same ids and does not re-run what finished.
-Each candidate is placed on the host (rightsizer.local.placement). A configuration is skipped, with the reason,
+Each candidate is placed on the host (rightsizer.loadtest.placement). A configuration is skipped, with the reason,
 when its candidate does not fit, or when spec.resourceLimit.maxNumberOfTests configurations that do fit come
 before it (SageMaker's cap on the number of load tests).
 
@@ -72,11 +72,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import rightsizer
 from rightsizer.backends.base import COMPLETED, FAILED, PENDING, Recommendation, StepFailure, StepSummary
-from rightsizer.local.load_generator import (LoadProgress, LoadResult, LoadTarget, LoadTest, RunSettings,
+from rightsizer.loadtest.load_generator import (LoadProgress, LoadResult, LoadTarget, LoadTest, RunSettings,
                                              StoppingConditions as LoadStoppingConditions, StopReason)
-from rightsizer.local.load_shape import LoadShape
-from rightsizer.local.placement import HostFacts, Placement, PlacementError, Skipped, plan as place_candidates
-from rightsizer.local.server_process import ResourceUsage, ServerFailed, ServerProcess
+from rightsizer.loadtest.load_shape import LoadShape
+from rightsizer.loadtest.placement import HostFacts, Placement, PlacementError, Skipped, plan as place_candidates
+from rightsizer.loadtest.server_process import ResourceUsage, ServerFailed, ServerProcess
 from rightsizer.selection import describe_environment
 from rightsizer.spec import RightsizeJobSpec, StoppingConditions, TrafficPattern, parameter_grid
 
@@ -93,7 +93,7 @@ DEFAULT_TRAFFIC_PATTERN: Mapping[str, Any] = types.MappingProxyType({
 # Real seconds, never scaled: loading a model takes as long in a compressed test as in a real one.
 SERVER_READY_TIMEOUT_S = 120.0
 SERVER_STOP_GRACE_S = 5.0
-BUILT_IN_SERVER_MODULE = "rightsizer.local.model_server"
+BUILT_IN_SERVER_MODULE = "rightsizer.reference.model_server"
 BUILT_IN_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 # status.progress.current is declared with this maxLength in the CRD.
 PROGRESS_TEXT_MAX = 256

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rightsizer.local.load_shape import LoadShape
+from rightsizer.loadtest.load_shape import LoadShape
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ def run_load_test(target: LoadTarget, pattern: Mapping[str, Any], stopping: Mapp
 # gevent must patch the standard library before anything else imports it, hence a fresh interpreter whose first
 # statement is the patch.
 _CHILD_BOOTSTRAP = ("from gevent import monkey; monkey.patch_all(); "
-                    "from rightsizer.local.load_generator import _child_main; _child_main()")
+                    "from rightsizer.loadtest.load_generator import _child_main; _child_main()")
 
 
 def _child_main() -> None:

@@ -7,7 +7,7 @@ V columns are independent normals with the spreads of the real data's PCA compon
 on the components where real frauds differ most, by a fraction of the real shift chosen so that the task is
 learnable but not trivial (held-out AUC-PR 0.93 with 300 trees; the full real shift makes it trivial).
 
-Run: python -m rightsizer.local.fraud_model DIRECTORY [--trees 300] [--seed N]
+Run: python -m rightsizer.reference.fraud_model DIRECTORY [--trees 300] [--seed N]
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def write_example(directory: str | os.PathLike, *, trees: int = TREES, seed: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rightsizer.local.fraud_model",
+    parser = argparse.ArgumentParser(prog="python -m rightsizer.reference.fraud_model",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--trees", type=int, default=TREES)

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from rightsizer import report, schema, selection
+from rightsizer import schema, selection
+from rightsizer.tools import report
 from rightsizer import spec as spec_module
 from rightsizer.backends.base import StepFailure
 from rightsizer.backends.local import experiment as experiment_module
@@ -74,7 +75,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
     except experiment_module.ExperimentError as error:
         print(f"{path}: {job}: cannot run here: {error}", file=sys.stderr)
         return 1
-    from rightsizer.local.load_shape import LoadShape
+    from rightsizer.loadtest.load_shape import LoadShape
 
     pattern = experiment_module.traffic_pattern_dict(parsed.traffic_pattern) if parsed.traffic_pattern \
         else experiment_module.DEFAULT_TRAFFIC_PATTERN

@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import psutil
 
-from rightsizer.local.placement import format_bytes
+from rightsizer.loadtest.placement import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Configured by environment, as SageMaker configures its containers:
                                     (default 1)
     OMP_NUM_THREADS                 XGBoost threads per worker (default: the CPUs this process may use)
 
-Run: python -m rightsizer.local.model_server
+Run: python -m rightsizer.reference.model_server
 
 It prints one line when it listens and nothing per request. A missing or unreadable model ends it at once with
 a message and exit status 1. SIGTERM (or SIGINT) closes the port, lets requests in flight finish, and exits 0.
@@ -54,7 +54,7 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
 # Worker processes import the application by name: `python -m` runs this module as __main__.
-APP_FACTORY = "rightsizer.local.model_server:app_from_environment"
+APP_FACTORY = "rightsizer.reference.model_server:app_from_environment"
 LOG_PREFIX = "rightsizer model server"
 SUPERVISOR_PID_ENV = "RIGHTSIZER_SERVER_SUPERVISOR_PID"
 PR_SET_PDEATHSIG = 1

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from rightsizer.backends.base import Recommendation, StepFailure
-from rightsizer.local.load_generator import LoadProgress, LoadResult, TimelinePoint
+from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, TimelinePoint
 from rightsizer.selection import Selection, Verdict, cost_per_inference, describe_configuration, describe_environment
 
 MISSING = "-"

@@ -21,12 +21,13 @@ from typing import Any, Iterator, TextIO
 
 from kubernetes import client
 
-from rightsizer import kube, report, schema, selection
+from rightsizer import kube, schema, selection
+from rightsizer.tools import report
 from rightsizer import spec as spec_module
 from rightsizer.backends.base import Recommendation, StepFailure
 
 NAMESPACE = "rightsizer-demo"
-SAMPLE = Path(__file__).resolve().parent / "data" / "fraud-local.yaml"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "fraud-local.yaml"
 POLL_SECONDS = 2.0
 TIMEOUT_SECONDS = 20 * 60
 
@@ -153,7 +154,7 @@ def summary(body: dict[str, Any]) -> str:
 
 
 def run(stream: TextIO = sys.stdout) -> int:
-    from rightsizer.local import fraud_model
+    from rightsizer.reference import fraud_model
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rightsizer-demo-") as workdir:
