@@ -16,6 +16,7 @@ import time
 
 from rightsizer import reconcile as core
 from rightsizer import status as st
+from rightsizer import model
 from rightsizer.backends import base
 
 SPEC = {"backend": "sagemaker",
@@ -30,10 +31,10 @@ RESULTS = [("ml.m5.xlarge", 0.23, 15189, 18), ("ml.m5.4xlarge", 0.922, 32628, 9)
 def drive(spec, status, observation):
     """The shell's loop without I/O: returns the final status and the bytes each write would send."""
     written, full = 0, 0
-    result: dict = {}
+    result = None
     fields = {key: value for key, value in observation.items() if key != "answer"}
     for _ in range(8):
-        outcome = core.reconcile(spec, status, core.Observation(**{**fields, **result}))
+        outcome = core.reconcile(spec, status, core.Observation(**fields, result=result))
         if outcome.status_patch:
             updated = {k: v for k, v in {**status, **outcome.status_patch}.items() if v is not None}
             written += len(json.dumps({"status": st.merge_patch(status, updated)}))
@@ -53,15 +54,15 @@ def main() -> None:
     t0 = datetime.datetime(2026, 11, 29, 8, tzinfo=datetime.timezone.utc)
     rows = {"in progress": [], "completed": []}
     for index in range(args.jobs):
-        owner = base.Owner("ml", f"fraud-{index}", f"uid-{index}")
-        steps = base.StepSummary(total=5, by_status={"COMPLETED": 2, "IN_PROGRESS": 3})
-        running = lambda name: base.JobSnapshot(name, "IN_PROGRESS", job_arn=f"arn:{name}", steps=steps)
-        recommendations = tuple(base.Recommendation(f"r{i}", t, 1, {"OMP_NUM_THREADS": "2"},
+        owner = model.Owner("ml", f"fraud-{index}", f"uid-{index}")
+        steps = model.StepSummary(total=5, by_status={"COMPLETED": 2, "IN_PROGRESS": 3})
+        running = lambda name: model.JobSnapshot(name, model.JobStatus.IN_PROGRESS, job_arn=f"arn:{name}", steps=steps)
+        recommendations = tuple(model.Recommendation(f"r{i}", t, 1, {"OMP_NUM_THREADS": "2"},
                                                     {"costPerHour": c, "maxInvocations": n, "modelLatency": ms})
                                 for i, (t, c, n, ms) in enumerate(RESULTS))
         answers = {
-            core.SubmitJob: lambda effect: {"submit_result": base.Submitted(f"arn:{effect.plan.job_name}")},
-            core.DescribeJob: lambda effect: {"job": running(effect.job_name)},
+            core.SubmitJob: lambda effect: base.Submitted(f"arn:{effect.plan.job_name}"),
+            core.DescribeJob: lambda effect: core.JobSeen(running(effect.job_name)),
         }
         observation = {"generation": 1, "now": t0, "owner": owner,
                        "answer": lambda effect: answers[type(effect)](effect)}
@@ -70,9 +71,9 @@ def main() -> None:
             started = time.perf_counter()
             status, written, full = drive(SPEC, status, {**observation, "now": t0 + datetime.timedelta(minutes=minute)})
         rows["in progress"].append((written, full, time.perf_counter() - started))
-        answers[core.DescribeJob] = lambda effect: {"job": base.JobSnapshot(
-            effect.job_name, "COMPLETED", job_arn=f"arn:{effect.job_name}", recommendations=recommendations,
-            steps=base.StepSummary(total=5, by_status={"COMPLETED": 5}))}
+        answers[core.DescribeJob] = lambda effect: core.JobSeen(model.JobSnapshot(
+            effect.job_name, model.JobStatus.COMPLETED, job_arn=f"arn:{effect.job_name}",
+            recommendations=recommendations, steps=model.StepSummary(total=5, by_status={"COMPLETED": 5})))
         started = time.perf_counter()
         status, written, full = drive(SPEC, status, {**observation, "now": t0 + datetime.timedelta(minutes=5)})
         rows["completed"].append((written, full, time.perf_counter() - started))

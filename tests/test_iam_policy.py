@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from rightsizer import spec as spec_module
-from rightsizer.backends.base import Owner
+from rightsizer.model import Owner
 from rightsizer.backends.sagemaker import translate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import wait_for
 from rightsizer import selection, spec as spec_module
-from rightsizer.backends.base import (COMPLETED, FAILED, PENDING, STOPPED, JobPlan, Owner, Recommendation, StepFailure,
-                                     Submitted)
+from rightsizer.backends.base import JobPlan, ResumeState, Submitted
+from rightsizer.model import JobStatus, Owner, Recommendation, StepFailure
 from rightsizer.backends.local.backend import LocalBackend
 from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
                                                   max_invocations_window, measured_outcome, median_outcome,
@@ -176,7 +176,7 @@ def test_a_threshold_breached_before_any_window_held_is_completed_with_zero_invo
 
     outcome = measured_outcome(planned, breached, setup_seconds=1.4, usage=USAGE, stopping=spec.stopping_conditions)
 
-    assert outcome.status == COMPLETED and outcome.failure_reason is None
+    assert outcome.status == JobStatus.COMPLETED and outcome.failure_reason is None
     assert outcome.recommendation.initial_instance_count == 1
     assert outcome.recommendation.metrics == {"maxInvocations": 0, "modelLatency": 13, "modelSetupTime": 1,
                                               "cpuUtilization": 97.5, "memoryUtilization": 5.0,
@@ -210,7 +210,7 @@ def test_a_run_without_one_successful_request_is_a_failure(example):
     outcome = measured_outcome(planned, load_result(max_invocations=None, p95=None, run_p95=None), setup_seconds=1,
                                usage=None, stopping=spec.stopping_conditions)
 
-    assert outcome.status == FAILED and "no successful invocation" in outcome.failure_reason
+    assert outcome.status == JobStatus.FAILED and "no successful invocation" in outcome.failure_reason
 
 
 def test_the_max_invocations_window_is_found_on_the_timeline():
@@ -236,10 +236,10 @@ def test_step_summary_counts_by_status_with_the_failures_reasons(example):
                 ConfigurationOutcome(planned[2], recommendation, None, None)]
 
     running = step_summary(outcomes, len(planned))
-    ended = step_summary(outcomes, len(planned), unfinished_status=STOPPED)
+    ended = step_summary(outcomes, len(planned), unfinished_status=JobStatus.STOPPED)
 
-    assert running.total == 4 and running.by_status == {FAILED: 1, COMPLETED: 1, PENDING: 2}
-    assert ended.by_status == {FAILED: 1, COMPLETED: 1, STOPPED: 2}
+    assert running.total == 4 and running.by_status == {JobStatus.FAILED: 1, JobStatus.COMPLETED: 1, JobStatus.PENDING: 2}
+    assert ended.by_status == {JobStatus.FAILED: 1, JobStatus.COMPLETED: 1, JobStatus.STOPPED: 2}
     (failure,) = running.failures
     assert failure.instance_type == "local-2cpu" and failure.environment == {"OMP_NUM_THREADS": "1"}
     assert "needs 2 vCPUs" in failure.failure_reason
@@ -275,7 +275,7 @@ def test_a_small_experiment_recommends_every_configuration_with_sane_metrics(exa
         assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocations"] * 60))
         assert recommendation.invocation_start < recommendation.invocation_end
         assert outcome.load.timeline and outcome.load.max_invocations_per_minute > 0
-    assert step_summary(outcomes, len(experiment.plan)).by_status == {COMPLETED: 2}
+    assert step_summary(outcomes, len(experiment.plan)).by_status == {JobStatus.COMPLETED: 2}
     during_load = [p for p in progress if p.load is not None]
     assert during_load and "users" in during_load[-1].current and during_load[-1].configuration is not None
     assert (progress[-1].completed, progress[-1].total, progress[-1].current) == (2, 2, None)
@@ -290,10 +290,10 @@ def test_a_server_that_exits_at_once_fails_only_its_configuration(example, stand
     outcomes = Experiment(spec, "job", time_scale=QUICK_SCALE).run()
 
     crashed, served = outcomes
-    assert crashed.status == FAILED and crashed.recommendation is None and crashed.load is None
+    assert crashed.status == JobStatus.FAILED and crashed.recommendation is None and crashed.load is None
     assert "exited with code 1 before it was ready" in crashed.failure_reason
     assert "model.ubj is corrupt" in crashed.failure_reason
-    assert served.status == COMPLETED and served.recommendation.metrics["maxInvocations"] > 0
+    assert served.status == JobStatus.COMPLETED and served.recommendation.metrics["maxInvocations"] > 0
     assert started() == ["crash", "serve"]
     (failure,) = step_summary(outcomes, 2).failures
     assert failure.environment == {"MODE": "crash"} and "model.ubj is corrupt" in failure.failure_reason
@@ -310,7 +310,7 @@ def test_finished_configurations_are_not_run_again(example, stand_in, no_leftove
 
     assert started() == ["crash"]
     assert outcomes[0].recommendation is earlier and outcomes[0].load is None
-    assert outcomes[1].status == FAILED
+    assert outcomes[1].status == JobStatus.FAILED
     assert reported == [outcomes[1]]
 
 
@@ -325,8 +325,8 @@ def test_configurations_that_failed_before_are_not_run_again(example, stand_in, 
 
     assert started() == ["serve"]
     assert experiment.restored == (outcomes[1],)
-    assert outcomes[1].status == FAILED and outcomes[1].failure_reason == earlier.failure_reason
-    assert outcomes[0].status == COMPLETED
+    assert outcomes[1].status == JobStatus.FAILED and outcomes[1].failure_reason == earlier.failure_reason
+    assert outcomes[0].status == JobStatus.COMPLETED
     assert step_summary(outcomes, 2).failures == (earlier,)
 
 
@@ -340,15 +340,17 @@ def test_the_backend_resumes_without_what_status_recorded_as_measured_or_failed(
     failed = {"instanceType": "local-1cpu", "environment": {"MODE": "crash"},
               "failureReason": "exited with code 1 before it was ready"}
     backend = LocalBackend(time_scale=QUICK_SCALE)
-    plan = JobPlan(name, {"JobName": name, "Spec": raw, "Completed": [measured], "Failed": [failed],
-                          "StartedAt": "2026-11-29T09:00:00Z"})
+    resume = ResumeState(completed=(Recommendation.from_status_row(measured),),
+                         failed=(StepFailure.from_status_row(failed),),
+                         started_at=datetime.datetime(2026, 11, 29, 9, tzinfo=datetime.timezone.utc))
+    plan = JobPlan(name, spec_module.parse(raw), {"JobName": name}, resume)
 
     assert isinstance(backend.submit(plan, Owner("ml", "fraud-local", "uid-1")), Submitted)
-    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=20)
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == JobStatus.COMPLETED and s, timeout=20)
 
     assert started() == []  # nothing to run again
     assert [r.recommendation_id for r in snapshot.recommendations] == [measured["recommendationId"]]
-    assert snapshot.steps.by_status == {COMPLETED: 1, FAILED: 1}
+    assert snapshot.steps.by_status == {JobStatus.COMPLETED: 1, JobStatus.FAILED: 1}
     assert snapshot.steps.failures == (StepFailure("local-1cpu", {"MODE": "crash"}, failed["failureReason"]),)
     assert snapshot.creation_time == datetime.datetime(2026, 11, 29, 9, tzinfo=datetime.timezone.utc)
 
@@ -362,12 +364,12 @@ def test_the_backend_places_a_job_when_its_turn_comes_not_when_it_was_submitted(
     monkeypatch.setattr(HostFacts, "detect", classmethod(lambda cls: next(hosts)))
     backend, name = LocalBackend(time_scale=QUICK_SCALE), "fraud-local-4567cdef-g1"
 
-    assert isinstance(backend.submit(JobPlan(name, {"JobName": name, "Spec": raw}), Owner("ml", "f", "u")),
+    assert isinstance(backend.submit(JobPlan(name, spec_module.parse(raw), {"JobName": name}), Owner("ml", "f", "u")),
                       Submitted)
-    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=30)
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == JobStatus.COMPLETED and s, timeout=30)
 
     # At submit another job's server held the memory and the configuration would not have fitted; it ran.
-    assert started() == ["serve"] and snapshot.steps.by_status == {COMPLETED: 1}
+    assert started() == ["serve"] and snapshot.steps.by_status == {JobStatus.COMPLETED: 1}
 
 
 def test_a_job_waiting_for_the_host_does_not_spend_its_duration_waiting(example, stand_in, no_leftover_processes):
@@ -377,12 +379,12 @@ def test_a_job_waiting_for_the_host_does_not_spend_its_duration_waiting(example,
     raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["serve"]}, jobDurationInSeconds=90)
     backend, name = LocalBackend(time_scale=QUICK_SCALE), "fraud-local-89abcdef-g1"
     with backend_module._host:
-        assert isinstance(backend.submit(JobPlan(name, {"JobName": name, "Spec": raw}), Owner("ml", "f", "u")),
+        assert isinstance(backend.submit(JobPlan(name, spec_module.parse(raw), {"JobName": name}), Owner("ml", "f", "u")),
                           Submitted)
         time.sleep(10)
-        assert backend.describe(name).status == PENDING
-    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == COMPLETED and s, timeout=30)
-    assert started() == ["serve"] and snapshot.steps.by_status == {COMPLETED: 1}
+        assert backend.describe(name).status == JobStatus.PENDING
+    snapshot = wait_for(lambda: (s := backend.describe(name)) and s.status == JobStatus.COMPLETED and s, timeout=30)
+    assert started() == ["serve"] and snapshot.steps.by_status == {JobStatus.COMPLETED: 1}
 
 
 def test_stop_mid_run_returns_promptly_and_leaves_no_process(example, no_leftover_processes):
@@ -426,8 +428,8 @@ def test_job_duration_stops_scheduling_new_configurations(example, stand_in, no_
     assert started() == ["slow-crash"]
     assert [o.planned.index for o in outcomes] == [0] and "gave up after a second" in outcomes[0].failure_reason
     assert "spec.jobDurationInSeconds (20 s) was reached; 2 configurations not measured" == experiment.end_reason
-    assert step_summary(outcomes, len(experiment.plan), unfinished_status=STOPPED).by_status == {FAILED: 1,
-                                                                                                  STOPPED: 2}
+    assert step_summary(outcomes, len(experiment.plan), unfinished_status=JobStatus.STOPPED).by_status == {JobStatus.FAILED: 1,
+                                                                                                  JobStatus.STOPPED: 2}
 
 
 def test_a_load_test_cut_by_the_job_duration_is_not_a_measurement(example, stand_in, no_leftover_processes):
@@ -442,7 +444,7 @@ def test_a_load_test_cut_by_the_job_duration_is_not_a_measurement(example, stand
 
     outcomes = experiment.run()
 
-    assert [o.planned.index for o in outcomes] == [0] and outcomes[0].status == COMPLETED
+    assert [o.planned.index for o in outcomes] == [0] and outcomes[0].status == JobStatus.COMPLETED
     # The second one's maximum would be only what its first users reached: no outcome, as for a stop.
     assert experiment.end_reason == "spec.jobDurationInSeconds (100 s) was reached; 1 configuration not measured"
 
@@ -472,7 +474,7 @@ def test_a_configuration_failing_in_a_later_repetition_is_failed_once(example):
     Scripted.script = [measured, measured, crashed, lambda planned: None]
     outcomes = Scripted(spec, "job", host=TWO_CPU_HOST, on_outcome=reported.append).run()
 
-    assert [o.status for o in outcomes] == [FAILED, COMPLETED]
+    assert [o.status for o in outcomes] == [JobStatus.FAILED, JobStatus.COMPLETED]
     assert [o.planned.index for o in reported] == [0, 1]  # the failed one is not recorded again as measured
     assert outcomes[1].recommendation.metrics["maxInvocations"] == 6000  # its one run still counts
 

@@ -13,12 +13,12 @@ from rightsizer import schema
 from rightsizer import selection
 from rightsizer import spec as spec_module
 from rightsizer import status as st
-from rightsizer.backends import base
-from rightsizer.backends.base import (Adopted, EndpointPerformance, JobSnapshot, NameTaken, Owner, Recommendation,
-                                      Rejected, StepFailure, StepSummary, StopDone, Submitted)
+from rightsizer.backends import base, registry
+from rightsizer.backends.base import Adopted, NameTaken, Rejected, StopDone, Submitted, Timing
 from rightsizer.backends.sagemaker import translate
-from rightsizer.reconcile import (DescribeJob, EmitEvent, Observation, Outcome, RetryLater, StopJob, SubmitJob,
-                                  Timing, job_may_be_running, reconcile, stops_on_delete)
+from rightsizer.model import EndpointPerformance, JobSnapshot, Owner, Recommendation, StepFailure, StepSummary
+from rightsizer.reconcile import (CallRefused, DescribeJob, EmitEvent, JobMissing, JobSeen, Observation, Outcome,
+                                  RetryLater, StopJob, SubmitJob, job_may_be_running, reconcile, stops_on_delete)
 from conftest import load_samples
 from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
 
@@ -228,12 +228,13 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     name = submit.plan.job_name
     assert re.fullmatch(r"fraud-local-[0-9a-f]{8}-g1", name)
     assert outcome.status_patch["jobName"] == name  # written ahead of the start, as for SageMaker
-    # The request carries what defines the experiment; selection, promotion and deletion edits keep the job.
-    assert set(submit.plan.request) == {"JobName", "Spec"} and "selection" not in submit.plan.request["Spec"]
-    assert submit.plan.request["Spec"]["instanceTypes"] == ["local-1cpu", "local-2cpu"]
+    # The plan carries the parsed spec; its name hashes what defines the experiment, so selection, promotion and
+    # deletion edits keep the job.
+    assert submit.plan.spec.backend == "local" and "selection" not in submit.plan.spec.job_definition
+    assert [c.instance_type for c in submit.plan.spec.candidates] == ["local-1cpu", "local-2cpu"]
     status = apply({}, outcome)
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
-                                                               submit_result=Submitted(f"local:ml/{name}"))))
+                                                               result=Submitted(f"local:ml/{name}"))))
     assert status["phase"] == "Submitted" and by_type(status["conditions"])["JobSubmitted"]["status"] == "True"
     assert status["nextPollTime"] == "2026-03-01T12:00:02Z"  # not SageMaker's first 30 s
 
@@ -242,7 +243,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
                           steps=StepSummary(8, {"COMPLETED": 1, "FAILED": 2}, failures=(crashed, too_big)),
                           progress={"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"})
-    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job=running))
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, result=JobSeen(running)))
     status = apply(status, outcome)
     assert status["progress"] == {"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"}
     assert status["nextPollTime"] == "2026-03-01T12:05:02Z"  # every 2 s: a local describe costs nothing
@@ -250,24 +251,25 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert by_type(status["conditions"])["Ready"]["message"].endswith("(1 of 8 benchmarks completed)")
 
     # The operator restarted: the job is gone from its memory; it runs again without the finished configuration.
-    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, job_missing=True))
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, result=JobMissing()))
     resubmit = outcome.effect
     assert isinstance(resubmit, SubmitJob) and resubmit.plan.job_name == name
-    assert [row["recommendationId"] for row in resubmit.plan.request["Completed"]] == [f"{name}/00000000"]
+    assert [row.recommendation_id for row in resubmit.plan.resume.completed] == [f"{name}/00000000"]
     # Nor the one that failed: it would only fail again. The skipped one is placed afresh (the pod may have grown).
     assert status["steps"]["failures"][1]["skipped"] is True and "skipped" not in status["steps"]["failures"][0]
-    assert resubmit.plan.request["Failed"] == [{"instanceType": "local-2cpu", "environment": {"OMP_NUM_THREADS": "1"},
-                                                "failureReason": "the model server exited with code 137"}]
-    assert resubmit.plan.request["StartedAt"] == status["startTime"]  # the job duration counts from the first start
+    assert resubmit.plan.resume.failed == (StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"},
+                                                       "the model server exited with code 137"),)
+    # the job duration counts from the first start
+    assert resubmit.plan.resume.started_at == st.parse_timestamp(status["startTime"])
     assert ("Normal", "JobResumed") in [(a.type, a.reason) for a in outcome.actions if isinstance(a, EmitEvent)]
     status = apply(status, outcome)
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
-                                                               submit_result=Submitted(f"local:ml/{name}"))))
+                                                               result=Submitted(f"local:ml/{name}"))))
     assert status["jobName"] == name and status["nextPollTime"] == "2026-03-01T12:05:02Z"
 
     done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=local_rows(name, 3),
                        steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress={"completed": 8, "total": 8})
-    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, job=done)))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobSeen(done))))
     # The cheapest per inference: the same price per hour, the most invocations; x2 instances reach 30000/min.
     assert status["best"]["recommendationId"] == f"{name}/00000002"
     assert status["phase"] == "Completed" and "nextPollTime" not in status
@@ -573,6 +575,7 @@ def test_timestamp_is_utc_seconds_with_z():
 
 OWNER = Owner("ml", "fraud", "uid-1")
 TIMING = Timing()
+SAGEMAKER = registry.policy("sagemaker")
 DEFAULT = sample("fraud-default")
 ADVANCED = sample("fraud-advanced")
 ENDPOINT = sample("fraud-existing-endpoint")
@@ -589,9 +592,26 @@ def seconds(value: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
 
 
-def at(now: datetime.datetime, generation: int = 1, **result) -> Observation:
+def answer(job: JobSnapshot | None = None, job_missing: bool = False, rejected: Rejected | None = None,
+           submit_result=None, stop_result=None, world=None, applied=None, deleted=None):
+    """The one result of the last action, named by what it answers."""
+    given = [value for value in (JobSeen(job) if job is not None else None, JobMissing() if job_missing else None,
+                                 CallRefused(rejected) if rejected is not None else None, submit_result, stop_result,
+                                 world, applied, deleted) if value is not None]
+    assert len(given) <= 1
+    return given[0] if given else None
+
+
+def at(now: datetime.datetime, generation: int = 1, deleting: bool = False, annotations: dict | None = None,
+       timing: Timing = Timing(), **result) -> Observation:
     """One reconcile call as drive makes it: the owner, default timing, and the result of the last action."""
-    return Observation(generation=generation, now=now, owner=OWNER, **result)
+    return Observation(generation=generation, now=now, owner=OWNER, deleting=deleting, annotations=annotations or {},
+                       timing=timing, result=answer(**result))
+
+
+def plan_of(name: str, request: dict) -> base.JobPlan:
+    """The plan a SubmitJob carries, compared by what identifies the job: its name and request."""
+    return base.JobPlan(name, spec_module.parse(VALID), request)
 
 
 def arn(name: str) -> str:
@@ -730,7 +750,7 @@ def submitted(spec: dict, now: datetime.datetime = T0) -> tuple[dict, str]:
 def running(spec: dict) -> tuple[dict, str]:
     """Submitted at T0 and seen IN_PROGRESS at its first poll (T0 + 30 s)."""
     status, name = submitted(spec)
-    due = T0 + seconds(TIMING.first_poll)
+    due = T0 + seconds(SAGEMAKER.first_poll(TIMING))
     trace = run(spec, status, at(due), at(due, job=snapshot(name, "IN_PROGRESS")))
     return trace.status, name
 
@@ -743,11 +763,14 @@ def completed(spec: dict, rows, now: datetime.datetime = T2) -> tuple[dict, str]
 
 
 def test_timing_polls_every_30_s_at_first_slowing_to_120_s_over_an_hour():
-    assert (TIMING.first_poll, TIMING.max_poll, TIMING.poll_ramp) == (30, 120, 3600)
+    assert SAGEMAKER.first_poll(TIMING) == 30
     assert (TIMING.retry_first, TIMING.retry_max, TIMING.not_found_grace) == (300, 3600, 300)
-    assert [TIMING.poll_interval(s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
+    assert [SAGEMAKER.poll_interval(TIMING, s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
     assert TIMING.after(T0, 30.75) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time is written
-    assert TIMING.scaled(0.5) == Timing(15, 60, 1800, 150, 1800, 150, 15, 60, 1)
+    assert TIMING.scaled(0.5) == Timing(150, 1800, 150, 15, 60, factor=0.5)
+    half = TIMING.scaled(0.5)
+    assert SAGEMAKER.first_poll(half) == 15 and SAGEMAKER.poll_interval(half, 7200) == 60
+    assert registry.policy("local").poll_interval(half, 7200) == 1  # a local look every 2 s, scaled
 
 
 def test_the_seed_step_cost_per_inference_is_cost_per_hour_over_an_hour_of_invocations():
@@ -812,8 +835,8 @@ def test_first_visit_writes_the_job_name_ahead_and_submits_the_rendered_request(
         ]}
     assert outcome.actions == (EmitEvent("Normal", "Valid", "the spec is valid"),
                                EmitEvent("Normal", "JobSubmitting", submitting),
-                               SubmitJob(base.JobPlan(name, request)))
-    assert outcome.effect == SubmitJob(base.JobPlan(name, request))
+                               SubmitJob(plan_of(name, request)))
+    assert outcome.effect == SubmitJob(plan_of(name, request))
 
 
 def test_default_job_lifecycle_to_the_best_configuration():
@@ -826,7 +849,7 @@ def test_default_job_lifecycle_to_the_best_configuration():
                 at(first_poll - seconds(1)),                       # 2: not due: nothing
                 at(first_poll),                                    # 3: due: DescribeJob
                 at(first_poll, job=in_progress))                   # 4: in progress
-    assert trace.effects == [SubmitJob(base.JobPlan(name, request_for(DEFAULT))), None, None, DescribeJob(name), None]
+    assert trace.effects == [SubmitJob(plan_of(name, request_for(DEFAULT))), None, None, DescribeJob(name), None]
 
     # 1: Submitted -> JobSubmitted True, phase Submitted, the first poll 30 s later.
     assert trace.outcomes[1].status_patch == {
@@ -864,7 +887,7 @@ def test_default_job_lifecycle_to_the_best_configuration():
         more = run(DEFAULT, status, at(now), at(now, job=in_progress))
         assert more.effects == [DescribeJob(name), None] and more.events == []
         assert more.status["nextPollTime"] == st.timestamp(now + seconds(interval))
-        assert TIMING.poll_interval(elapsed) == interval
+        assert SAGEMAKER.poll_interval(TIMING, elapsed) == interval
         status = more.status
 
     # COMPLETED with the seed's five rows.
@@ -1073,7 +1096,7 @@ def test_a_written_ahead_job_that_does_not_exist_is_submitted_under_the_same_nam
     status, name = written_ahead(DEFAULT)
     trace = run(DEFAULT, status, at(T1), at(T1, job_missing=True), at(T1, submit_result=Submitted(arn(name))))
     assert trace.outcomes[0] == Outcome((DescribeJob(name),), {})
-    assert trace.outcomes[1] == Outcome((SubmitJob(base.JobPlan(name, request_for(DEFAULT))),), {})  # already named
+    assert trace.outcomes[1] == Outcome((SubmitJob(plan_of(name, request_for(DEFAULT))),), {})  # already named
     assert trace.status["jobName"] == name
     assert summary(trace.status["conditions"])[2] == ("JobSubmitted", "True", "JobSubmitted")
     assert trace.status["nextPollTime"] == st.timestamp(T1 + seconds(30))
@@ -1179,7 +1202,7 @@ def test_a_job_defining_edit_stops_the_running_job_then_submits_a_new_one():
     assert "jobName" not in trace.outcomes[0].status_patch
     # Then its fields go, and the new name is written ahead of its submission.
     second = trace.outcomes[1]
-    assert second.effect == SubmitJob(base.JobPlan(new, request))
+    assert second.effect == SubmitJob(plan_of(new, request))
     assert EmitEvent("Normal", "JobReplaced", f"the spec changed: job {old} is replaced by {new}") in second.actions
     assert [e.reason for e in events_of(second)] == ["JobSubmitting", "JobReplaced"]
     assert {key: value for key, value in second.status_patch.items() if key != "conditions"} == {
@@ -1205,7 +1228,7 @@ def test_a_job_defining_edit_after_the_job_finished_submits_without_stopping():
     edited["environmentParameterRanges"] = {"OMP_NUM_THREADS": ["4", "5", "6"]}
     new = request_for(edited, 2, current_name=old)["JobName"]
     trace = run(edited, status, at(T2 + seconds(60), generation=2))
-    assert trace.effects == [SubmitJob(base.JobPlan(new, request_for(edited, 2)))]
+    assert trace.effects == [SubmitJob(plan_of(new, request_for(edited, 2)))]
     assert EmitEvent("Normal", "JobReplaced", f"the spec changed: job {old} is replaced by {new}") in trace.events
     for key in ("recommendations", "recommendationsTotal", "best", "completionTime", "jobArn", "startTime"):
         assert key in status and trace.last.status_patch[key] is None and key not in trace.status
@@ -1231,7 +1254,7 @@ def test_a_refused_stop_of_the_replaced_job_retries_later():
 def test_no_credentials_says_the_job_was_not_submitted_and_retries_later():
     status, name = written_ahead(DEFAULT)
     no_credentials = Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
-                              "environment)", retryable_later=True)
+                              "environment)", retryable_later=True, unsent=True)
     trace = run(DEFAULT, status, at(T0, submit_result=no_credentials))
     ready = by_type(trace.status["conditions"])["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "NoCredentials")
@@ -1260,7 +1283,7 @@ def test_access_denied_is_retried_with_a_doubling_backoff():
     now = retry_at
     for attempt, delay in ((2, 600), (3, 1200), (4, 2400), (5, 3600), (6, 3600)):
         retry = run(DEFAULT, status, at(now - seconds(1)), at(now), at(now, submit_result=DENIED))
-        assert retry.effects == [None, SubmitJob(base.JobPlan(name, request_for(DEFAULT))), None]
+        assert retry.effects == [None, SubmitJob(plan_of(name, request_for(DEFAULT))), None]
         assert retry.outcomes[0] == Outcome((), {})
         status = retry.status
         assert (status["submitAttempts"], status["nextPollTime"]) == (attempt, st.timestamp(now + seconds(delay)))
@@ -1294,7 +1317,7 @@ def test_a_validation_failure_is_never_retried_for_the_same_generation():
     edited = {**DEFAULT, "containerConfig": {"domain": "MACHINE_LEARNING"}}
     new = request_for(edited, 2)["JobName"]
     again = run(edited, trace.status, at(T2, generation=2))
-    assert again.last.effect == SubmitJob(base.JobPlan(new, request_for(edited, 2)))
+    assert again.last.effect == SubmitJob(plan_of(new, request_for(edited, 2)))
     assert "submitAttempts" not in again.status
 
 
@@ -1451,7 +1474,7 @@ def endpoint_job(spec: dict, invocations: int, latency: int) -> Trace:
 def test_an_existing_endpoint_job_renders_the_endpoint_request():
     request = request_for(ENDPOINT)
     assert (request["JobType"], request["InputConfig"]) == ("Default", {"Endpoints": [{"EndpointName": "fraud-staging"}]})
-    assert run(ENDPOINT, {}, at(T0)).last.effect == SubmitJob(base.JobPlan(request["JobName"], request))
+    assert run(ENDPOINT, {}, at(T0)).last.effect == SubmitJob(plan_of(request["JobName"], request))
 
 
 def test_an_existing_endpoint_without_constraints_is_benchmarked():

@@ -14,9 +14,12 @@ import pytest
 from botocore.stub import Stubber
 
 from rightsizer import selection
+from rightsizer import spec as spec_module
+from rightsizer import model
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import client as sm
 from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
+from conftest import load_samples
 from seed import seed_step
 
 REGION = "us-east-1"
@@ -24,7 +27,7 @@ JOB = "fraud-default-457a9d84-g1"
 ARN = f"arn:aws:sagemaker:us-east-1:111122223333:inference-recommendations-job/{JOB}"
 ROLE = "arn:aws:iam::111122223333:role/SageMakerInferenceRecommender"
 PACKAGE = "arn:aws:sagemaker:us-east-1:111122223333:model-package/credit-card-fraud/1"
-OWNER = base.Owner("ml", "fraud-default", "6f1b8a52-3c1e-4d2a-9f0e-0a1b2c3d4e5f")
+OWNER = model.Owner("ml", "fraud-default", "6f1b8a52-3c1e-4d2a-9f0e-0a1b2c3d4e5f")
 CREATED = datetime.datetime(2024, 5, 31, 9, 0, tzinfo=datetime.timezone.utc)
 MODIFIED = datetime.datetime(2024, 5, 31, 9, 40, tzinfo=datetime.timezone.utc)
 STEPS_PARAMS = {"JobName": JOB, "MaxResults": 100}
@@ -37,7 +40,9 @@ REQUEST = {
              {"Key": "rightsizer.io/name", "Value": OWNER.name},
              {"Key": "rightsizer.io/uid", "Value": OWNER.uid}],
 }
-PLAN = base.JobPlan(JOB, REQUEST)
+# The SageMaker client sends the plan's request; the spec it was planned from is the sample's.
+PLAN = base.JobPlan(JOB, spec_module.parse(next(d for d in load_samples()
+                                                if d["metadata"]["name"] == "fraud-default")["spec"]), REQUEST)
 
 
 @pytest.fixture
@@ -107,7 +112,7 @@ def test_submit_adopts_a_job_whose_tags_name_the_owner(stubber, backend):
     assert isinstance(result, base.Adopted)
     assert (result.snapshot.job_name, result.snapshot.job_arn, result.snapshot.status) == (JOB, ARN, "IN_PROGRESS")
     assert result.snapshot.creation_time == CREATED
-    assert result.snapshot.steps == base.StepSummary(1, {"COMPLETED": 1}, ())
+    assert result.snapshot.steps == model.StepSummary(1, {"COMPLETED": 1}, ())
     stubber.assert_no_pending_responses()
 
 
@@ -207,8 +212,8 @@ def test_describe_throttled_is_transient(stubber, backend):
 def test_describe_counts_the_seed_step(stubber, backend):
     expect_describe(stubber, describe_response())
     snapshot = backend.describe(JOB)
-    assert snapshot == base.JobSnapshot(job_name=JOB, status="IN_PROGRESS", job_arn=ARN, creation_time=CREATED,
-                                        steps=base.StepSummary(1, {"COMPLETED": 1}, ()))
+    assert snapshot == model.JobSnapshot(job_name=JOB, status="IN_PROGRESS", job_arn=ARN, creation_time=CREATED,
+                                        steps=model.StepSummary(1, {"COMPLETED": 1}, ()))
     stubber.assert_no_pending_responses()
 
 
@@ -225,13 +230,13 @@ def test_describe_pages_through_the_steps_and_keeps_the_failures(stubber, backen
              {"Steps": [failed_seed, failed_bare]})
     expect_describe(stubber, describe_response(), pages)
     snapshot = backend.describe(JOB)
-    assert snapshot.steps == base.StepSummary(
+    assert snapshot.steps == model.StepSummary(
         total=4, by_status={"COMPLETED": 1, "IN_PROGRESS": 1, "FAILED": 2},
         failures=(
-            base.StepFailure("ml.c5.9xlarge", {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "OMP_NUM_THREADS": "28"},
+            model.StepFailure("ml.c5.9xlarge", {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "OMP_NUM_THREADS": "28"},
                              "INVALID_INPUT : 1. Model (owned by the customer in the container) returned 4xx or 5xx "
                              "error code"),
-            base.StepFailure("ml.m5.large", {}, "no reason given"),
+            model.StepFailure("ml.m5.large", {}, "no reason given"),
         ))
     stubber.assert_no_pending_responses()
 
@@ -277,7 +282,7 @@ def test_describe_a_completed_job_maps_every_metric(stubber, backend):
     snapshot = backend.describe(JOB)
     assert (snapshot.status, snapshot.completion_time, snapshot.failure_reason) == ("COMPLETED", completed, None)
     assert snapshot.recommendations == tuple(
-        base.Recommendation(
+        model.Recommendation(
             recommendation_id=f"{JOB}/Rc{i:06d}", instance_type=instance_type, initial_instance_count=1,
             environment={"OMP_NUM_THREADS": omp, "SAGEMAKER_MODEL_SERVER_WORKERS": workers},
             metrics={"costPerHour": cost, "costPerInference": cost / (invocations * 60),
@@ -301,7 +306,7 @@ def test_describe_serverless_recommendation_drops_nan_metrics(stubber, backend):
            "ModelConfiguration": {}}
     expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw]))
     (recommendation,) = backend.describe(JOB).recommendations
-    assert recommendation == base.Recommendation(
+    assert recommendation == model.Recommendation(
         recommendation_id=f"{JOB}/Sv000001", instance_type=None, initial_instance_count=None, environment={},
         metrics={"costPerHour": 0.0, "costPerInference": 2.1e-6, "maxInvocations": 900, "modelLatency": 35,
                  "modelSetupTime": 12},
@@ -324,8 +329,8 @@ def test_describe_maps_endpoint_performances(stubber, backend):
                                                         "EndpointInfo": {"EndpointName": "fraud-staging"}}])
     expect_describe(stubber, response, ({"Steps": []},))
     snapshot = backend.describe(JOB)
-    assert snapshot.endpoint_performances == (base.EndpointPerformance("fraud-staging", 34600, 9),)
-    assert snapshot.steps == base.StepSummary(0, {}, ())
+    assert snapshot.endpoint_performances == (model.EndpointPerformance("fraud-staging", 34600, 9),)
+    assert snapshot.steps == model.StepSummary(0, {}, ())
     stubber.assert_no_pending_responses()
 
 
@@ -508,7 +513,8 @@ def test_classify_connection_errors_as_transient():
 
 def test_classify_missing_credentials():
     assert sm.classify(botocore.exceptions.NoCredentialsError()) == base.Rejected(
-        "NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the environment)", True)
+        "NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the environment)", True,
+        unsent=True)  # refused before any request left the operator
 
 
 def test_classify_does_not_swallow_other_errors():
@@ -521,7 +527,7 @@ def test_region_unknown(monkeypatch):
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     with pytest.raises(base.RejectedError) as raised:
         SageMakerBackend(None, rate_limiter=RateLimiter(1000, 1000))
-    assert raised.value.rejected.reason == "RegionUnknown"
+    assert raised.value.rejected.reason == "RegionUnknown" and raised.value.rejected.unsent
     assert raised.value.rejected.retryable_later is False
     assert "spec.sagemaker.region" in raised.value.rejected.message
     with pytest.raises(base.RejectedError):

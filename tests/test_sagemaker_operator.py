@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from conftest import load_samples, wait_for
 from rightsizer import schema
-from rightsizer.backends.base import Owner
+from rightsizer.model import Owner
 from rightsizer.backends.sagemaker import translate
 from rightsizer import spec as spec_module
 from sagemaker_sim import SimulatedInferenceRecommender, advanced_recommendations

@@ -9,7 +9,18 @@ import pytest
 
 from rightsizer import schema
 from rightsizer import spec as spec_module
-from rightsizer.spec import InvalidSpec, parse, soft_warnings
+from rightsizer.backends import registry
+from rightsizer.backends.sagemaker import policy as sagemaker_policy
+from rightsizer.spec import InvalidSpec
+
+
+def parse(raw: dict) -> spec_module.RightsizeJobSpec:
+    """What the operator does with a spec: the backend-neutral rules and the chosen backend's, reported at once."""
+    return registry.validate(raw).spec
+
+
+def soft_warnings(parsed: spec_module.RightsizeJobSpec) -> list[str]:
+    return registry.policy(parsed.backend).warnings(parsed)
 from conftest import load_samples
 
 
@@ -142,16 +153,16 @@ def test_unknown_instance_type():
 
 
 def test_instance_types_come_from_botocores_enum():
-    known = spec_module.sagemaker_instance_types()
+    known = sagemaker_policy.instance_types()
     assert {"ml.m5.large", "ml.m5.4xlarge", "ml.c5.large", "ml.t2.medium"} <= known
     assert "ml.m5.huge" not in known and "local-1cpu" not in known
     # Same object every call: the service model is loaded once.
-    assert spec_module.sagemaker_instance_types() is known
+    assert sagemaker_policy.instance_types() is known
 
 
 @pytest.mark.parametrize("burstable", ["ml.t2.medium", "ml.t2.large", "ml.t2.xlarge", "ml.t2.2xlarge"])
 def test_ml_t2_is_rejected_although_botocore_lists_it(burstable):
-    assert burstable in spec_module.sagemaker_instance_types()
+    assert burstable in sagemaker_policy.instance_types()
     assert errors_of(sagemaker(instanceTypes=[burstable])) == [
         f"spec.instanceTypes[0]: Inference Recommender rejects burstable {burstable}"]
 
@@ -313,7 +324,7 @@ def test_documented_container_config_values_do_not_warn():
 def test_container_config_warnings_fit_the_status_warning_item_limit():
     """status.warnings items are maxLength 1024 in the CRD; the longest field value the CRD admits is 256."""
     limit = schema.openapi_schema()["properties"]["status"]["properties"]["warnings"]["items"]["maxLength"]
-    raw = advanced(containerConfig={field: "X" * 256 for field in spec_module.DOCUMENTED_CONTAINER_VALUES})
+    raw = advanced(containerConfig={field: "X" * 256 for field in sagemaker_policy.DOCUMENTED_CONTAINER_VALUES})
     found = warnings_of(raw)
     assert len(found) == 4
     assert max(len(w) for w in found) <= limit
@@ -596,11 +607,11 @@ def test_local_sample_grid():
 def test_the_local_backend_always_load_tests():
     parsed = parse(local())
     assert (parsed.job_type, parsed.job_type_inferred) == ("Advanced", True)
-    assert spec_module.describe_job(parsed) == "the local load test of 1 configuration(s)"
+    assert registry.policy(parsed.backend).describe_job(parsed) == "the local load test of 1 configuration(s)"
 
 
 def test_job_descriptions_for_condition_messages():
-    assert spec_module.describe_job(parse(sagemaker(model={"endpointName": "fraud-live"}))) == \
+    assert registry.policy("sagemaker").describe_job(parse(sagemaker(model={"endpointName": "fraud-live"}))) == \
         "the SageMaker Default job on endpoint fraud-live"
-    assert spec_module.describe_job(parse(sagemaker())) == \
+    assert registry.policy("sagemaker").describe_job(parse(sagemaker())) == \
         "the SageMaker Default job (Inference Recommender picks the instance types)"

@@ -25,7 +25,9 @@ from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
 from rightsizer import cli, schema, spec as spec_module
-from rightsizer.backends.base import JobPlan, Owner, Submitted
+from rightsizer.backends.base import JobPlan, Submitted
+from rightsizer.model import Owner
+from rightsizer import naming
 from rightsizer.backends.sagemaker import translate
 from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
 
@@ -90,7 +92,7 @@ def render(path: Path) -> tuple[int, str, str]:
 def expected_name(request: dict, owner: Owner, generation: int = 1) -> str:
     """The name the request should carry: the owner's name, the hash of the rest of the request, the generation."""
     definition = {key: value for key, value in request.items() if key != "JobName"}
-    return f"{owner.name}-{translate.definition_hash(definition, owner)}-g{generation}"
+    return f"{owner.name}-{naming.definition_hash(definition, owner)}-g{generation}"
 
 
 @pytest.fixture
@@ -115,7 +117,8 @@ def send(sagemaker, request: dict, owner: Owner) -> None:
     arn = f"arn:aws:sagemaker:us-east-1:111122223333:inference-recommendations-job/{request['JobName']}"
     stubber.add_response("create_inference_recommendations_job", {"JobArn": arn}, expected_params=request)
     backend = SageMakerBackend("us-east-1", rate_limiter=RateLimiter(1000, 1000))
-    assert backend.submit(JobPlan(request["JobName"], request), owner) == Submitted(arn)
+    spec = spec_module.parse({"backend": "sagemaker", "model": {"modelName": "m"}})  # the client reads only the request
+    assert backend.submit(JobPlan(request["JobName"], spec, request), owner) == Submitted(arn)
     stubber.assert_no_pending_responses()
 
 
@@ -225,7 +228,7 @@ def test_job_name_is_deterministic_for_the_same_owner_and_definition():
 def test_job_name_differs_by_uid():
     other = dataclasses.replace(OWNER, uid="9c0d4e1f-aaaa-bbbb-cccc-000000000001")
     mine, theirs = translate.build_request(advanced(), OWNER, 1), translate.build_request(advanced(), other, 1)
-    assert translate.name_digest(mine["JobName"]) != translate.name_digest(theirs["JobName"])
+    assert naming.name_digest(mine["JobName"]) != naming.name_digest(theirs["JobName"])
     assert mine["JobName"].startswith("fraud-advanced-") and theirs["JobName"].startswith("fraud-advanced-")
     assert {k: v for k, v in mine.items() if k not in ("JobName", "Tags")} == \
         {k: v for k, v in theirs.items() if k not in ("JobName", "Tags")}
@@ -257,7 +260,7 @@ def test_a_job_defining_edit_yields_a_new_name_with_the_new_generation(edit):
     edited = translate.build_request(advanced(**edit), OWNER, 3, current_name=current["JobName"])
     assert edited["JobName"] != current["JobName"]
     assert edited["JobName"] == expected_name(edited, OWNER, 3)
-    assert translate.name_digest(edited["JobName"]) != translate.name_digest(current["JobName"])
+    assert naming.name_digest(edited["JobName"]) != naming.name_digest(current["JobName"])
 
 
 def test_job_name_of_a_253_character_dotted_kubernetes_name_fits_sagemaker():
@@ -267,27 +270,27 @@ def test_job_name_of_a_253_character_dotted_kubernetes_name_fits_sagemaker():
     for generation in (1, 987654321):
         request = translate.build_request(advanced(), owner, generation)
         job = request["JobName"]
-        assert len(job) <= translate.MAX_JOB_NAME == 63
+        assert len(job) <= naming.MAX_JOB_NAME == 63
         assert JOB_NAME_PATTERN.fullmatch(job)
         assert job.startswith("a" * 40) and "." not in job
         assert job.endswith(f"-g{generation}")
-        assert translate.name_digest(job) == translate.definition_hash(
+        assert naming.name_digest(job) == naming.definition_hash(
             {k: v for k, v in request.items() if k != "JobName"}, owner)
         assert {"Key": "rightsizer.io/name", "Value": name} in request["Tags"]
 
 
 def test_job_name_of_a_name_with_nothing_usable():
-    assert translate.job_name(Owner("ml", "...", "u"), "0123abcd", 2) == "rsj-0123abcd-g2"
+    assert naming.job_name(Owner("ml", "...", "u"), "0123abcd", 2) == "rsj-0123abcd-g2"
 
 
 def test_name_digest_round_trips():
     for owner_name in ("fraud-default", "a.b.c", "x" * 200):
-        name = translate.job_name(Owner("ml", owner_name, "u"), "0a1b2c3d", 12)
-        assert translate.name_digest(name) == "0a1b2c3d"
-    assert translate.name_digest(None) is None
-    assert translate.name_digest("credit-card-fraud-default-job") is None
-    assert translate.name_digest("fraud-0A1B2C3D-g1") is None  # not a digest this module makes
-    assert translate.name_digest("fraud-0a1b2c3d-g") is None
+        name = naming.job_name(Owner("ml", owner_name, "u"), "0a1b2c3d", 12)
+        assert naming.name_digest(name) == "0a1b2c3d"
+    assert naming.name_digest(None) is None
+    assert naming.name_digest("credit-card-fraud-default-job") is None
+    assert naming.name_digest("fraud-0A1B2C3D-g1") is None  # not a digest this module makes
+    assert naming.name_digest("fraud-0a1b2c3d-g") is None
 
 
 # -- Default vs Advanced, and the field mapping ---------------------------------------------------------------------

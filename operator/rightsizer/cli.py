@@ -61,19 +61,21 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from rightsizer import spec as spec_module
+    from rightsizer.backends import registry
 
     failed = False
     for path in args.files:
         for document in schema.rightsize_jobs(Path(path).read_text()):
             name = document.get("metadata", {}).get("name", "?")
             try:
-                parsed = spec_module.parse(document.get("spec") or {})
+                validated = registry.validate(document.get("spec") or {})
             except spec_module.InvalidSpec as invalid:
                 failed = True
                 for error in invalid.errors:
                     print(f"{path}: {name}: error: {error}")
                 continue
-            for warning in spec_module.soft_warnings(parsed):
+            parsed = validated.spec
+            for warning in validated.warnings:
                 print(f"{path}: {name}: warning: {warning}")
             print(f"{path}: {name}: ok ({parsed.backend} {parsed.job_type}, "
                   f"{spec_module.configuration_count(parsed)} configuration(s))")
@@ -82,8 +84,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from rightsizer import spec as spec_module
-    from rightsizer.backends.base import Owner
+    from rightsizer.backends import registry
     from rightsizer.backends.sagemaker import translate
+    from rightsizer.model import Owner
 
     requests = []
     for document in schema.rightsize_jobs(Path(args.file).read_text()):
@@ -91,7 +94,8 @@ def _render(args: argparse.Namespace) -> int:
         owner = Owner(metadata.get("namespace", "default"), metadata.get("name", "unnamed"),
                       metadata.get("uid", args.uid))
         try:
-            parsed = spec_module.parse(document.get("spec") or {})
+            validated = registry.validate(document.get("spec") or {})
+            parsed = validated.spec
             if parsed.backend != "sagemaker":
                 print(f"{args.file}: {owner.name}: backend {parsed.backend} sends no SageMaker request", file=sys.stderr)
                 continue

@@ -21,9 +21,10 @@ from rightsizer import kube
 from rightsizer import metrics
 from rightsizer import reconcile as core
 from rightsizer import schema
+from rightsizer import spec as spec_module
 from rightsizer import status as st
-from rightsizer.backends import base
-from rightsizer.backends.sagemaker.client import SageMakerBackend
+from rightsizer.backends import base, registry
+from rightsizer.model import Owner
 from rightsizer.promotion import executor as promotion_executor
 from rightsizer.promotion import objects as promotion_objects
 
@@ -37,9 +38,9 @@ MAX_STEPS_PER_VISIT = 8
 TRANSIENT_RETRY_SECONDS = (15, 60)  # after a transient error; the longer one when SageMaker throttles us
 # Everything time-based can be compressed (tests, demos): 0.01 turns a 30 s poll into 0.3 s.
 TIME_SCALE = float(os.environ.get("RIGHTSIZER_TIME_SCALE", "1"))
-TIMING = core.Timing().scaled(TIME_SCALE)
+TIMING = base.Timing().scaled(TIME_SCALE)
 TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
-LOCAL_TIMER_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
+FINE_TIMER_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
 
 _object_locks: dict[str, threading.Lock] = {}
 _object_locks_guard = threading.Lock()
@@ -81,16 +82,20 @@ def _lock_for(uid: str) -> threading.Lock:
         return _object_locks.setdefault(uid, threading.Lock())
 
 
+def _forget_lock(uid: str) -> None:
+    """The object is gone: its lock goes too (a thousand deleted jobs must not leave a thousand locks)."""
+    with _object_locks_guard:
+        _object_locks.pop(uid, None)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _backend_for(spec: dict[str, Any]) -> base.Backend:
-    if spec.get("backend") == "local":
-        from rightsizer.backends.local.backend import LocalBackend  # its load tools load only when used
-
-        return LocalBackend()
-    return SageMakerBackend((spec.get("sagemaker") or {}).get("region"))
+    # Unchecked: a job started under an older spec must still be stoppable after an edit broke a rule.
+    parsed = spec_module.parse(spec, check=False)
+    return registry.policy(parsed.backend).open(parsed)
 
 
 def _write_status(body: kopf.Body, patch: dict[str, Any]) -> None:
@@ -109,25 +114,25 @@ def _promotion_executor(spec: dict[str, Any]) -> promotion_executor.Executor:
     return promotion_executor.Executor(_api(), (target.get("apiVersion"), target.get("kind")) if target else None)
 
 
-def _execute(effect, backend_of: Callable[[], base.Backend], owner: base.Owner,
-             spec: dict[str, Any]) -> dict[str, Any]:
-    """Carry out one action; returns the Observation fields that report its result."""
+def _execute(effect: Any, backend_of: Callable[[], base.Backend], owner: Owner,
+             spec: dict[str, Any]) -> core.ActionResult:
+    """Carry out one action; returns what it came back with, for the next Observation."""
     if isinstance(effect, promotion_objects.ReadWorld):
-        return {"world": _promotion_executor(spec).read(effect)}
+        return _promotion_executor(spec).read(effect)
     if isinstance(effect, promotion_objects.ApplyObjects):
-        return {"applied": _promotion_executor(spec).apply(effect)}
+        return _promotion_executor(spec).apply(effect)
     if isinstance(effect, promotion_objects.DeleteObjects):
-        return {"deleted": _promotion_executor(spec).delete(effect)}
+        return _promotion_executor(spec).delete(effect)
     try:
         if isinstance(effect, core.SubmitJob):
-            return {"submit_result": backend_of().submit(effect.plan, owner)}
+            return backend_of().submit(effect.plan, owner)
         if isinstance(effect, core.DescribeJob):
             snapshot = backend_of().describe(effect.job_name)
-            return {"job": snapshot} if snapshot is not None else {"job_missing": True}
+            return core.JobSeen(snapshot) if snapshot is not None else core.JobMissing()
         if isinstance(effect, core.StopJob):
-            return {"stop_result": backend_of().stop(effect.job_name)}
+            return backend_of().stop(effect.job_name)
     except base.RejectedError as error:
-        return {"rejected": error.rejected}
+        return core.CallRefused(error.rejected)
     except base.TransientBackendError as error:
         delay = TRANSIENT_RETRY_SECONDS[1 if error.throttled else 0] * max(TIME_SCALE, 0.01)
         raise kopf.TemporaryError(f"{error}; retrying in {delay:.0f} s", delay=delay) from error
@@ -174,7 +179,7 @@ def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None
 
 
 def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> None:
-    owner = base.Owner(body.metadata.namespace, body.metadata.name, body.metadata.uid)
+    owner = Owner(body.metadata.namespace, body.metadata.name, body.metadata.uid)
     backend: list[base.Backend] = []
 
     with _lock_for(owner.uid):
@@ -182,6 +187,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
         current = _fresh(body)
         if current is None or current["metadata"]["uid"] != owner.uid:
             metrics.observe_phase(owner.uid, None)
+            _forget_lock(owner.uid)
             return
         spec = copy.deepcopy(current.get("spec") or {})
         status = copy.deepcopy(current.get("status") or {})
@@ -193,11 +199,11 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 backend.append(_backend_for(spec))
             return backend[0]
 
-        result: dict[str, Any] = {}
+        result: core.ActionResult | None = None
         for _step in range(MAX_STEPS_PER_VISIT):
             observation = core.Observation(generation=generation, now=_now(), owner=owner,
                                            timing=TIMING, deleting=deleting,
-                                           annotations=annotations, **result)
+                                           annotations=annotations, result=result)
             outcome = core.reconcile(spec, status, observation)
             if outcome.status_patch:
                 updated = _merged(status, outcome.status_patch)
@@ -232,12 +238,17 @@ def _describe_effect(effect) -> str:
     return ", ".join(ref.describe() for ref in effect.objects)
 
 
+def _cheap_describe(spec: kopf.Spec) -> bool:
+    policy = registry.POLICIES.get(spec.get("backend") or "")
+    return bool(policy and policy.capabilities.cheap_describe)
+
+
 def _has_next_poll(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("nextPollTime")) and spec.get("backend") != "local"
+    return bool(status.get("nextPollTime")) and not _cheap_describe(spec)
 
 
-def _local_job_polls(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("nextPollTime")) and spec.get("backend") == "local"
+def _cheap_job_polls(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("nextPollTime")) and _cheap_describe(spec)
 
 
 def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -271,14 +282,21 @@ def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any)
     drive(body, logger=logger, trigger="poll")
 
 
-# A local job's describe reads the operator's own memory and its configurations finish within seconds: its
-# status is looked at on a finer tick than a SageMaker job's (only while it has a poll due).
-@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=LOCAL_TIMER_TICK_SECONDS, when=_local_job_polls,
+# A backend whose describe reads the operator's own memory (the local one) finishes configurations within seconds:
+# its jobs' status is looked at on a finer tick than a SageMaker job's (only while a poll is due).
+@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=FINE_TIMER_TICK_SECONDS, when=_cheap_job_polls,
             backoff=RETRY_BACKOFF_SECONDS)
-def poll_local(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
+def poll_cheap(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
     poll(body=body, status=status, logger=logger)
 
 
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)
 def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     drive(body, deleting=True, logger=logger, trigger="delete")
+
+
+@kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, when=lambda type, **_: type == "DELETED")
+def forget_deleted(uid: str, **_: Any) -> None:
+    # Whether or not the delete handler ran (it runs only while a job may need stopping), nothing of the object stays.
+    metrics.observe_phase(uid, None)
+    _forget_lock(uid)

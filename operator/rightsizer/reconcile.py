@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from rightsizer import model
 from rightsizer import selection as selection_module
 from rightsizer import spec as spec_module
 from rightsizer import status as st
-from rightsizer.backends import base
-from rightsizer.backends.local import request as local_request
-from rightsizer.backends.sagemaker import translate
+from rightsizer.backends import base, registry
+from rightsizer.backends.base import Timing
+from rightsizer.model import JobStatus
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
 
 NORMAL, WARNING = "Normal", "Warning"
-BACKEND_NAMES = {"sagemaker": "SageMaker", "local": "the local backend"}
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
 # status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
@@ -34,8 +34,6 @@ EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROV
 # False conditions that are a state, not a problem: their Events are Normal.
 UNREMARKABLE_FALSE = ("NotSubmitted", "DryRun", "AwaitingApproval", "NoBestConfiguration", "NotRequired", "Approved",
                       "RolledBack")
-# Refusals raised before any request left the operator: nobody refused anything yet.
-UNSENT_REASONS = ("NoCredentials", "RegionUnknown")
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
@@ -44,29 +42,29 @@ JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completi
 
 
 @dataclasses.dataclass(frozen=True)
-class Timing:
-    """How long to wait between looks at a job. SageMaker jobs take 45 minutes to hours: polling starts at
-    30 s and slows to 120 s over the first hour (AWS's own SDK polls every 60-120 s)."""
+class JobSeen:
+    """Describe found the job."""
 
-    first_poll: float = 30
-    max_poll: float = 120
-    poll_ramp: float = 3600
-    retry_first: float = 300  # after a refusal worth retrying (permissions, quotas), doubling up to retry_max
-    retry_max: float = 3600
-    not_found_grace: float = 300  # a just-created job may not be visible yet (eventual consistency)
-    promotion_poll: float = 30  # ACK polls SageMaker every 30 s while an endpoint updates
-    promotion_retry: float = 120  # after a promotion problem that may clear by itself (missing target, conflict)
-    local_poll: float = 2  # a local job's describe is a look at memory: status follows each configuration
+    snapshot: model.JobSnapshot
 
-    def scaled(self, factor: float) -> "Timing":
-        return Timing(*(value * factor for value in dataclasses.astuple(self)))
 
-    def poll_interval(self, elapsed_seconds: float) -> float:
-        ramp = min(1.0, max(0.0, elapsed_seconds) / self.poll_ramp)
-        return self.first_poll + (self.max_poll - self.first_poll) * ramp
+@dataclasses.dataclass(frozen=True)
+class JobMissing:
+    """Describe found no such job: never created, or forgotten (a restarted operator's in-process job)."""
 
-    def after(self, now: datetime.datetime, seconds: float) -> str:
-        return st.timestamp(now + datetime.timedelta(seconds=seconds))
+
+@dataclasses.dataclass(frozen=True)
+class CallRefused:
+    """A call to the backend was refused for a lasting reason (describe, stop, or a look before creating)."""
+
+    rejected: base.Rejected
+
+
+# What the one action just carried out came back with: each action has its own answers.
+ActionResult = (JobSeen | JobMissing | CallRefused | base.Submitted | base.Adopted | base.Rejected | base.NameTaken
+                | base.StopDone | promotion_objects.World | promotion_objects.ApplyResult
+                | promotion_objects.DeleteResult)
+SUBMIT_RESULTS = (base.Submitted, base.Adopted, base.Rejected, base.NameTaken)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +74,43 @@ class Observation:
     owner: base.Owner | None = None
     timing: Timing = Timing()
     deleting: bool = False
-    # The result of the one action just carried out, if any.
-    job: base.JobSnapshot | None = None
-    job_missing: bool = False
-    submit_result: base.SubmitResult | None = None
-    stop_result: base.StopDone | None = None
-    rejected: base.Rejected | None = None
-    # The RightsizeJob's annotations (approval, rollback) and the result of the promotion action just carried out.
+    # The RightsizeJob's annotations (approval, rollback).
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    world: promotion_objects.World | None = None
-    applied: promotion_objects.ApplyResult | None = None
-    deleted: promotion_objects.DeleteResult | None = None
+    # The result of the one action just carried out, if any.
+    result: ActionResult | None = None
+
+    # Views of `result`, one per kind of answer.
+    @property
+    def job(self) -> model.JobSnapshot | None:
+        return self.result.snapshot if isinstance(self.result, JobSeen) else None
+
+    @property
+    def job_missing(self) -> bool:
+        return isinstance(self.result, JobMissing)
+
+    @property
+    def submit_result(self) -> base.SubmitResult | None:
+        return self.result if isinstance(self.result, SUBMIT_RESULTS) else None
+
+    @property
+    def stop_result(self) -> base.StopDone | None:
+        return self.result if isinstance(self.result, base.StopDone) else None
+
+    @property
+    def rejected(self) -> base.Rejected | None:
+        return self.result.rejected if isinstance(self.result, CallRefused) else None
+
+    @property
+    def world(self) -> promotion_objects.World | None:
+        return self.result if isinstance(self.result, promotion_objects.World) else None
+
+    @property
+    def applied(self) -> promotion_objects.ApplyResult | None:
+        return self.result if isinstance(self.result, promotion_objects.ApplyResult) else None
+
+    @property
+    def deleted(self) -> promotion_objects.DeleteResult | None:
+        return self.result if isinstance(self.result, promotion_objects.DeleteResult) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,21 +157,23 @@ class Outcome:
 
 def job_may_be_running(status: Mapping[str, Any]) -> bool:
     """Whether a backend job may exist and not have finished: what deletion must stop and polling must watch."""
-    if not status.get("jobName") or status.get("backendStatus") in base.TERMINAL_STATUSES:
+    if not status.get("jobName") or status.get("backendStatus") in model.TERMINAL_STATUSES:
         return False
     submitted = st.find(status.get("conditions"), st.JOB_SUBMITTED)
     # Written ahead but refused by the backend: nothing was created.
     if submitted and submitted.get("status") == st.FALSE:
         return False
     succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
-    # SageMaker no longer knows the job: nothing to poll or stop.
+    # The backend no longer knows the job: nothing to poll or stop.
     return not (succeeded and succeeded.get("reason") == "JobNotFound")
 
 
 class _Builder:
     """Accumulates one outcome: conditions, status fields, events and actions."""
 
-    def __init__(self, status: Mapping[str, Any], observation: Observation):
+    def __init__(self, status: Mapping[str, Any], observation: Observation,
+                 policy: base.BackendPolicy | None = None):
+        self.policy = policy  # the job's backend, once the spec names one
         self.before = dict(status)
         self.status = dict(status)
         self.observation = observation
@@ -202,30 +228,25 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         out.set(phase=st.PENDING)
 
     try:
-        parsed = spec_module.parse(spec)
+        validated = registry.validate(spec)
     except spec_module.InvalidSpec as invalid:
         _refuse(out, invalid.errors)
         return out.outcome()
 
-    warnings = spec_module.soft_warnings(parsed)
+    parsed, out.policy, warnings = validated.spec, validated.policy, list(validated.warnings)
     out.set(warnings=[w[: st.MAX_WARNING_CHARS] for w in warnings[: st.MAX_WARNINGS]] or None)
     if observation.owner is None:
         _validated(out, warnings)
         _not_started(out, parsed, "")
         return out.outcome()
 
-    if parsed.backend == "local":
-        request = local_request.build_request(spec, observation.owner, observation.generation,
-                                              current_name=out.status.get("jobName"))
-    else:
-        try:
-            request = translate.build_request(parsed, observation.owner, observation.generation,
-                                              current_name=out.status.get("jobName"))
-        except translate.RequestInvalid as invalid:
-            _refuse(out, [f"the SageMaker request would be refused: {error}" for error in invalid.errors])
-            return out.outcome()
+    try:
+        plan = out.policy.plan(parsed, observation.owner, observation.generation, out.status.get("jobName"))
+    except base.PlanInvalid as invalid:
+        _refuse(out, invalid.errors)
+        return out.outcome()
     _validated(out, warnings)
-    _drive_job(out, parsed, request)
+    _drive_job(out, parsed, plan)
     if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
         _promote(out, parsed)
     elif not parsed.promotion:
@@ -254,7 +275,7 @@ def _refuse(out: _Builder, errors: list[str]) -> None:
 def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) -> None:
     suffix = f" ({why})" if why else ""
     out.condition(st.READY, st.UNKNOWN, "JobPending",
-                  f"the spec is valid; {spec_module.describe_job(parsed)} is not submitted yet{suffix}")
+                  f"the spec is valid; {_policy(out).describe_job(parsed)} is not submitted yet{suffix}")
     out.condition(st.JOB_SUBMITTED, st.FALSE, "NotSubmitted",
                   f"no job has been submitted for generation {out.observation.generation}")
     out.condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "no job has run yet")
@@ -300,9 +321,14 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
 
 # -- the job (either backend) -------------------------------------------------------------------------------------------------
 
-def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, request: dict[str, Any]) -> None:
+def _policy(out: _Builder) -> base.BackendPolicy:
+    assert out.policy is not None, "the spec names a backend before anything asks for it"
+    return out.policy
+
+
+def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
     observation = out.observation
-    desired, current = request["JobName"], out.status.get("jobName")
+    desired, current = plan.job_name, out.status.get("jobName")
 
     if current and current != desired:
         # A job-defining edit: the running job answers a question nobody asks any more.
@@ -321,14 +347,15 @@ def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, request: dic
 
     submitted = st.find(out.status.get("conditions"), st.JOB_SUBMITTED)
     if current is None or not submitted or submitted["status"] != st.TRUE:
-        _submit(out, parsed, request, submitted)
+        _submit(out, parsed, plan, submitted)
         return
-    _follow(out, parsed, request)
+    _follow(out, parsed, plan)
 
 
-def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[str, Any] | None) -> None:
+def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan,
+            submitted: Mapping[str, Any] | None) -> None:
     observation, now = out.observation, out.observation.now
-    name = request["JobName"]
+    name = plan.job_name
     result = observation.submit_result
     if result is None:
         if observation.job is not None:  # a written-ahead job found by describe: it was created after all
@@ -337,7 +364,7 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
             _apply_snapshot(out, parsed, observation.job)
             return
         if observation.rejected is not None:  # a refused call (a look before creating, or no region): no spin
-            _retry_later(out, f"cannot reach SageMaker for job {name}", observation.rejected)
+            _retry_later(out, f"cannot reach {_policy(out).display_name} for job {name}", observation.rejected)
             return
         waiting_until = st.parse_timestamp(out.status.get("nextPollTime"))
         refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != "NotSubmitted"
@@ -346,16 +373,16 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
                 return  # refused for good (until the spec changes), or waiting to retry
         elif out.status.get("jobName") == name and submitted and submitted["status"] == st.UNKNOWN \
                 and not observation.job_missing:
-            # Written ahead by an earlier attempt that may have reached SageMaker: look before creating.
+            # Written ahead by an earlier attempt that may have reached the backend: look before creating.
             if waiting_until is None or now >= waiting_until:
                 out.actions.append(DescribeJob(name))
             return
         out.set(jobName=name, phase=st.PENDING)
         out.condition(st.JOB_SUBMITTED, st.UNKNOWN, "Submitting", f"submitting job {name}")
-        out.condition(st.READY, st.UNKNOWN, "JobSubmitting", f"submitting {spec_module.describe_job(parsed)} as {name}")
+        out.condition(st.READY, st.UNKNOWN, "JobSubmitting", f"submitting {_policy(out).describe_job(parsed)} as {name}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "the job has not run yet")
         out.condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "no configuration has been benchmarked yet")
-        out.actions.append(SubmitJob(base.JobPlan(name, request)))
+        out.actions.append(SubmitJob(plan))
         return
 
     if isinstance(result, (base.Submitted, base.Adopted)):
@@ -367,10 +394,10 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         if adopted:
             _apply_snapshot(out, parsed, result.snapshot)
         else:
-            first_look = observation.timing.local_poll if parsed.backend == "local" else observation.timing.first_poll
-            out.set(phase=st.SUBMITTED, backendStatus=base.PENDING,
+            first_look = _policy(out).first_poll(observation.timing)
+            out.set(phase=st.SUBMITTED, backendStatus=JobStatus.PENDING,
                     nextPollTime=observation.timing.after(now, first_look))
-            out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {base.PENDING}")
+            out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {JobStatus.PENDING}")
         return
 
     if isinstance(result, base.NameTaken):
@@ -380,10 +407,11 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
         return
 
     attempts = int(out.status.get("submitAttempts") or 0) + 1
-    if result.reason in UNSENT_REASONS:
-        message = f"job {name} was not submitted to {BACKEND_NAMES[parsed.backend]}: {result.message}"
+    backend = _policy(out).display_name
+    if result.unsent:
+        message = f"job {name} was not submitted to {backend}: {result.message}"
     else:
-        message = f"{BACKEND_NAMES[parsed.backend]} refused job {name}: {result.message}"
+        message = f"{backend} refused job {name}: {result.message}"
     if result.retryable_later:
         timing = observation.timing
         delay = min(timing.retry_max, timing.retry_first * 2 ** (attempts - 1))
@@ -397,21 +425,22 @@ def _submit(out: _Builder, parsed, request: dict[str, Any], submitted: Mapping[s
     out.condition(st.READY, st.FALSE, result.reason, message)
 
 
-def _follow(out: _Builder, parsed, request: dict[str, Any]) -> None:
+def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
     """A submitted job: poll it while it runs, fold its results in, re-select when only the policy changed."""
     observation, now, name = out.observation, out.observation.now, out.status["jobName"]
     if observation.job is not None:
         _apply_snapshot(out, parsed, observation.job)
         return
-    if parsed.backend == "local" and (observation.job_missing or observation.submit_result is not None):
-        _resume_local(out, parsed, request)
+    if not _policy(out).capabilities.jobs_outlive_operator and (
+            observation.job_missing or observation.submit_result is not None):
+        _resume(out, parsed, plan)
         return
     if observation.job_missing:
         started = st.parse_timestamp(out.status.get("startTime")) or now
         if (now - started).total_seconds() < observation.timing.not_found_grace:
-            out.set(nextPollTime=observation.timing.after(now, observation.timing.first_poll))
+            out.set(nextPollTime=observation.timing.after(now, _policy(out).first_poll(observation.timing)))
             return
-        message = f"job {name} was submitted but SageMaker no longer knows it"
+        message = f"job {name} was submitted but {_policy(out).display_name} no longer knows it"
         out.condition(st.SUCCEEDED, st.FALSE, "JobNotFound", message)
         out.condition(st.READY, st.FALSE, "JobNotFound", message)
         out.set(nextPollTime=None, phase=st.FAILED)
@@ -429,18 +458,19 @@ def _follow(out: _Builder, parsed, request: dict[str, Any]) -> None:
         # Only the policy can have changed: judge the stored results again (the job itself is not touched).
         performances = out.status.get("endpointPerformances")
         if performances and not out.status.get("recommendations"):
-            _judge_endpoint(out, parsed, [base.EndpointPerformance(p["endpointName"], p["maxInvocations"],
-                                                                   p["modelLatency"]) for p in performances])
+            _judge_endpoint(out, parsed, [model.EndpointPerformance(p["endpointName"], p["maxInvocations"],
+                                                                    p["modelLatency"]) for p in performances])
             return
         total = out.status.get("recommendationsTotal")
-        _select(out, parsed, [base.Recommendation.from_status_row(row) for row in out.status.get("recommendations") or []])
+        _select(out, parsed, [model.Recommendation.from_status_row(row)
+                              for row in out.status.get("recommendations") or []])
         if total is not None and total > out.status["recommendationsTotal"]:
             out.set(recommendationsTotal=total)  # status keeps 20 rows; the job had more
 
 
-def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
-    """A local job lives in the operator's process: after a restart it is gone. Run it again, without the
-    configurations status already holds."""
+def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
+    """A job of a backend whose jobs live in the operator's process is gone after a restart. Run it again,
+    without the configurations status already holds."""
     observation, name = out.observation, out.status["jobName"]
     result = observation.submit_result
     if result is None:
@@ -451,15 +481,19 @@ def _resume_local(out: _Builder, parsed, request: dict[str, Any]) -> None:
         out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
                                         f"{len(failed)} failed before)")
-        out.actions.append(SubmitJob(base.JobPlan(name, {**request, "Completed": finished, "Failed": failed,
-                                                         "StartedAt": out.status.get("startTime")})))
+        resume = base.ResumeState(
+            completed=tuple(model.Recommendation.from_status_row(row) for row in finished
+                            if row.get("recommendationId")),
+            failed=tuple(model.StepFailure.from_status_row(row) for row in failed),
+            started_at=st.parse_timestamp(out.status.get("startTime")))
+        out.actions.append(SubmitJob(dataclasses.replace(plan, resume=resume)))
         return
     if isinstance(result, base.Adopted):
         _apply_snapshot(out, parsed, result.snapshot)
         return
     if isinstance(result, base.Submitted):
         timing = observation.timing
-        out.set(nextPollTime=timing.after(observation.now, timing.local_poll))
+        out.set(nextPollTime=timing.after(observation.now, _policy(out).first_poll(timing)))
         return
     message = f"cannot resume job {name}: {getattr(result, 'message', result)}"
     out.condition(st.READY, st.FALSE, "JobFailed", message)
@@ -474,7 +508,7 @@ def _retry_later(out: _Builder, what: str, rejected: base.Rejected) -> None:
     out.set(nextPollTime=retry_at)
 
 
-def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
+def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapshot: model.JobSnapshot) -> None:
     now, name = out.observation.now, snapshot.job_name
     started = st.parse_timestamp(out.status.get("startTime")) or now
     out.set(backendStatus=snapshot.status, lastPolledTime=st.timestamp(now),
@@ -492,11 +526,10 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
 
     if snapshot.progress is not None:
         out.set(progress=dict(snapshot.progress))
-    if snapshot.status in base.ACTIVE_STATUSES:
+    if snapshot.status in model.ACTIVE_STATUSES:
         timing = out.observation.timing
-        interval = timing.local_poll if parsed.backend == "local" else \
-            timing.poll_interval((now - started).total_seconds())
-        out.set(phase=st.SUBMITTED if snapshot.status == base.PENDING else st.IN_PROGRESS,
+        interval = _policy(out).poll_interval(timing, (now - started).total_seconds())
+        out.set(phase=st.SUBMITTED if snapshot.status == JobStatus.PENDING else st.IN_PROGRESS,
                 nextPollTime=timing.after(now, interval))
         out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
@@ -505,7 +538,7 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
         return
 
     out.set(nextPollTime=None)
-    if snapshot.status == base.COMPLETED:
+    if snapshot.status == JobStatus.COMPLETED:
         out.set(phase=st.COMPLETED)
         out.condition(st.SUCCEEDED, st.TRUE, "JobCompleted", f"job {name} completed{progress}")
         if snapshot.endpoint_performances and not snapshot.recommendations:
@@ -515,12 +548,12 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
         return
 
     failed_steps = _failed_steps_text(snapshot.steps)
-    if snapshot.status == base.FAILED:
-        message = f"job {name} failed: {snapshot.failure_reason or 'SageMaker gave no reason'}{failed_steps}"
+    if snapshot.status == JobStatus.FAILED:
+        message = f"job {name} failed: {snapshot.failure_reason or _policy(out).display_name + ' gave no reason'}{failed_steps}"
         out.set(phase=st.FAILED)
         out.condition(st.SUCCEEDED, st.FALSE, "JobFailed", message)
         out.condition(st.READY, st.FALSE, "JobFailed", message)
-    elif snapshot.status == base.STOPPED:
+    elif snapshot.status == JobStatus.STOPPED:
         message = (f"job {name} was stopped before it completed{progress}; its partial results are listed but "
                    f"not selected from{failed_steps}")
         out.set(phase=st.STOPPED)
@@ -537,7 +570,8 @@ def _apply_snapshot(out: _Builder, parsed, snapshot: base.JobSnapshot) -> None:
         _select(out, parsed, snapshot.recommendations, final=False)
 
 
-def _select(out: _Builder, parsed, recommendations, final: bool = True) -> None:
+def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations: Sequence[model.Recommendation],
+            final: bool = True) -> None:
     constraints = selection_module.constraints_for(parsed)
     chosen = selection_module.select(recommendations, parsed.selection.objective, constraints)
     rows = [_row(v) for v in chosen.verdicts]
@@ -560,11 +594,12 @@ def _select(out: _Builder, parsed, recommendations, final: bool = True) -> None:
     out.condition(st.READY, st.TRUE, "BestSelected", chosen.reason)
 
 
-def _judge_endpoint(out: _Builder, parsed, performances) -> None:
+def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,
+                    performances: Sequence[model.EndpointPerformance]) -> None:
     """An existing-endpoint job measures the endpoint as deployed: there is nothing to choose, only a verdict."""
     constraints = selection_module.constraints_for(parsed)
     performance = performances[0]
-    as_row = base.Recommendation(performance.endpoint_name, None, None, {},
+    as_row = model.Recommendation(performance.endpoint_name, None, None, {},
                                  {"maxInvocations": performance.max_invocations,
                                   "modelLatency": performance.model_latency})
     verdict = selection_module.select([as_row], "MaxInvocations", dataclasses.replace(constraints, max_cost_per_hour=None))
@@ -604,21 +639,21 @@ def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
     return row
 
 
-def _steps_status(steps: base.StepSummary) -> dict[str, Any]:
+def _steps_status(steps: model.StepSummary) -> dict[str, Any]:
     return {"total": steps.total, "byStatus": dict(steps.by_status),
             "failures": [{"instanceType": f.instance_type, "environment": dict(f.environment),
-                          "failureReason": f.failure_reason[:base.STEP_FAILURE_REASON_CHARS],
+                          "failureReason": f.failure_reason[:model.STEP_FAILURE_REASON_CHARS],
                           **({"skipped": True} if f.skipped else {})}
                          for f in steps.failures[:MAX_FAILED_STEPS]]}
 
 
-def _progress(steps: base.StepSummary | None) -> str:
+def _progress(steps: model.StepSummary | None) -> str:
     if not steps or not steps.total:
         return ""
-    return f" ({steps.by_status.get(base.COMPLETED, 0)} of {steps.total} benchmarks completed)"
+    return f" ({steps.by_status.get(JobStatus.COMPLETED, 0)} of {steps.total} benchmarks completed)"
 
 
-def _failed_steps_text(steps: base.StepSummary | None) -> str:
+def _failed_steps_text(steps: model.StepSummary | None) -> str:
     if not steps or not steps.failures:
         return ""
     parts = [f"{f.instance_type or 'serverless'}"
@@ -630,7 +665,7 @@ def _failed_steps_text(steps: base.StepSummary | None) -> str:
 def stops_on_delete(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Whether deleting the RightsizeJob must first stop its job (and so hold the finalizer)."""
     return ((spec or {}).get("deletionPolicy", "Stop") == "Stop" and job_may_be_running(status)
-            and status.get("backendStatus") != base.STOPPING)
+            and status.get("backendStatus") != JobStatus.STOPPING)
 
 
 def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
@@ -646,9 +681,10 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
                         RetryLater(out.observation.timing.retry_first, message)), {})
     if result is None:
         return Outcome((StopJob(name),), {})
+    backend = registry.policy(spec_module.parse(spec, check=False).backend).display_name
     detail = "it had already finished" if result.already_finished else \
-        "SageMaker did not know it" if result.not_found else "stop requested"
+        f"{backend} did not know it" if result.not_found else "stop requested"
     # Recorded so that the delete handler's filter stops matching and the finalizer is released.
     return Outcome((EmitEvent(NORMAL, "JobStopped", f"the RightsizeJob is being deleted: job {name}: {detail}"),),
-                   {"backendStatus": base.STOPPING if not (result.already_finished or result.not_found)
-                    else base.STOPPED})
+                   {"backendStatus": JobStatus.STOPPING if not (result.already_finished or result.not_found)
+                    else JobStatus.STOPPED})

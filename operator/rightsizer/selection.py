@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from rightsizer.backends.base import Recommendation
+from rightsizer.model import Recommendation
 from rightsizer.spec import RightsizeJobSpec
 
 # objective -> (metric, whether smaller is better, how the reason phrases it)

@@ -1,42 +1,23 @@
 """The parsed RightsizeJob spec, and the semantic rules the API server cannot judge.
 
-The CRD schema and its CEL rules (crds/rightsizejobs.yaml) reject malformed input at admission. What remains
-here needs arithmetic over lists, botocore's service model or documented-but-unmodelled SageMaker behaviour.
-`parse` raises InvalidSpec with every violation at once; `soft_warnings` lists documented guidance the spec
-breaks without making the job fail (the seed's own example breaks some of it).
+`parse` is the one place the raw spec becomes values: defaults applied once (from the CRD schema), immutable
+values out, which every consumer takes. The CRD schema and its CEL rules (crds/rightsizejobs.yaml) reject
+malformed input at admission; what remains here needs arithmetic over lists. `parse` raises InvalidSpec with every
+violation at once. What one backend refuses or advises against is that backend's policy (backends/*/policy.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
+import types
 from typing import Any, Mapping
 
 from rightsizer import schema
 
-# SageMaker's documented guidance for custom load tests, which its own published example breaks: warnings.
-PHASE_USERS_RANGE = (1, 3)
-PHASE_SPAWN_RATE_MAX = 3
-TRAFFIC_DURATION_RANGE_SECONDS = (120, 3600)
-MAX_INVOCATIONS_DOCUMENTED = 30000
-RESOURCE_LIMIT_DOCUMENTED_MAX = 10
-# Consecutive phases may differ by at most this many users (a documented failure cause of Advanced jobs).
-PHASE_CONTINUITY_MAX_USER_JUMP = 3
-
-DOCUMENTED_CONTAINER_VALUES = {
-    "domain": ("COMPUTER_VISION", "NATURAL_LANGUAGE_PROCESSING", "MACHINE_LEARNING"),
-    "task": ("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "TEXT_GENERATION", "IMAGE_SEGMENTATION", "FILL_MASK",
-             "CLASSIFICATION", "REGRESSION", "OTHER"),
-    "framework": ("TENSORFLOW", "PYTORCH", "XGBOOST", "SAGEMAKER-SCIKIT-LEARN"),
-    "nearestModelName": ("efficientnetb7", "unet", "xgboost", "faster-rcnn-resnet101", "nasnetlarge", "vgg16",
-                         "inception-v3", "mask-rcnn", "sagemaker-scikit-learn", "densenet201-gluon",
-                         "resnet18v2-gluon", "xception", "densenet201", "yolov4", "resnet152", "bert-base-cased",
-                         "xceptionV1-keras", "resnet50", "retinanet"),
-}
-# Inference Recommender rejects burstable ml.t2 types although the API enum lists them (troubleshooting guide).
-REJECTED_INSTANCE_FAMILIES = ("ml.t2.",)
+# Spec fields that do not define the experiment: editing them re-selects or re-promotes without a new job.
+NOT_JOB_DEFINING = ("selection", "promotion", "deletionPolicy")
 
 
 class InvalidSpec(ValueError):
@@ -139,15 +120,9 @@ class RightsizeJobSpec:
     job_description: str | None = None
     # Which field the candidates came from, so errors name the field the user wrote.
     candidates_field: str = "spec.instanceTypes"
-
-
-@functools.cache
-def sagemaker_instance_types() -> frozenset[str]:
-    """Real-time hosting instance types, from botocore's service model (the same enum the service checks)."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+    # The job-defining fields as written, defaults applied: what a job's name hashes (rightsizer.naming), so the
+    # name stays the same for the same spec whatever this module's values look like.
+    job_definition: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def infer_job_type(spec: Mapping[str, Any]) -> tuple[str, bool]:
@@ -202,8 +177,9 @@ def _stopping_conditions(raw: Mapping[str, Any] | None) -> StoppingConditions | 
     )
 
 
-def parse(raw_spec: Mapping[str, Any]) -> RightsizeJobSpec:
-    """Parse a spec (defaults applied from the CRD schema) and check the rules CEL cannot express."""
+def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
+    """Parse a spec (defaults applied from the CRD schema) and, with `check`, the backend-neutral rules CEL cannot
+    express. A backend's own rules are its policy's (`rightsizer.backends.registry.validate` applies both)."""
     raw = schema.with_defaults(raw_spec)
     model = raw.get("model") or {}
     job_type, inferred = infer_job_type(raw)
@@ -232,8 +208,10 @@ def parse(raw_spec: Mapping[str, Any]) -> RightsizeJobSpec:
         local=raw.get("local") or {},
         job_description=raw.get("jobDescription"),
         candidates_field="spec.endpointConfigurations" if raw.get("endpointConfigurations") else "spec.instanceTypes",
+        job_definition=types.MappingProxyType({key: value for key, value in raw.items()
+                                               if key not in NOT_JOB_DEFINING}),
     )
-    errors = semantic_errors(spec)
+    errors = semantic_errors(spec) if check else []
     if errors:
         raise InvalidSpec(errors)
     return spec
@@ -250,93 +228,11 @@ def semantic_errors(spec: RightsizeJobSpec) -> list[str]:
     if traffic and traffic.stairs and traffic.stairs.steps > traffic.stairs.duration_seconds:
         errors.append(f"spec.trafficPattern.stairs: {traffic.stairs.steps} steps do not fit in "
                       f"{traffic.stairs.duration_seconds} s (each step needs at least 1 s)")
-    if traffic and spec.backend == "sagemaker":
-        for index, (previous, following) in enumerate(zip(traffic.phases, traffic.phases[1:]), start=1):
-            jump = abs(following.initial_users - previous.final_users)
-            if jump > PHASE_CONTINUITY_MAX_USER_JUMP:
-                errors.append(
-                    f"spec.trafficPattern.phases[{index}].initialNumberOfUsers is {following.initial_users} but "
-                    f"phase {index - 1} ends with {previous.final_users} users "
-                    f"({previous.initial_users} + {previous.spawn_rate_per_minute}/min x "
-                    f"{previous.duration_seconds} s); SageMaker allows a jump of at most "
-                    f"{PHASE_CONTINUITY_MAX_USER_JUMP}")
-    if spec.backend == "sagemaker":
-        known = sagemaker_instance_types()
-        field = spec.candidates_field
-        for index, candidate in enumerate(spec.candidates):
-            name = candidate.instance_type
-            if name is None:
-                continue
-            if name not in known:
-                errors.append(f"{field}[{index}]: {name} is not a SageMaker real-time hosting instance type")
-            elif name.startswith(REJECTED_INSTANCE_FAMILIES):
-                errors.append(f"{field}[{index}]: Inference Recommender rejects burstable {name}")
-        for index, name in enumerate((spec.container_config or {}).get("supportedInstanceTypes") or ()):
-            if name not in known:
-                errors.append(f"spec.containerConfig.supportedInstanceTypes[{index}]: {name} is not a SageMaker "
-                              "real-time hosting instance type")
     return errors
 
 
 def configuration_count(spec: RightsizeJobSpec) -> int:
     return sum(candidate.grid_size for candidate in spec.candidates)
-
-
-def soft_warnings(spec: RightsizeJobSpec) -> list[str]:
-    """Documented guidance the spec breaks; the job still runs (SageMaker's own examples break some)."""
-    warnings: list[str] = []
-    traffic = spec.traffic_pattern
-    low, high = TRAFFIC_DURATION_RANGE_SECONDS
-    # The traffic guidance is Inference Recommender's; the local backend has no such limits.
-    if traffic and spec.backend == "sagemaker":
-        for index, phase in enumerate(traffic.phases):
-            if not PHASE_USERS_RANGE[0] <= phase.initial_users <= PHASE_USERS_RANGE[1]:
-                warnings.append(f"spec.trafficPattern.phases[{index}].initialNumberOfUsers is {phase.initial_users}; "
-                                f"SageMaker documents {PHASE_USERS_RANGE[0]}-{PHASE_USERS_RANGE[1]}")
-            if phase.spawn_rate_per_minute > PHASE_SPAWN_RATE_MAX:
-                warnings.append(f"spec.trafficPattern.phases[{index}].spawnRate is {phase.spawn_rate_per_minute}; "
-                                f"SageMaker documents 0-{PHASE_SPAWN_RATE_MAX} users per minute")
-            if not low <= phase.duration_seconds <= high:
-                warnings.append(f"spec.trafficPattern.phases[{index}].durationInSeconds is {phase.duration_seconds}; "
-                                f"SageMaker documents {low}-{high} s")
-        if traffic.stairs and not low <= traffic.stairs.duration_seconds <= high:
-            warnings.append(f"spec.trafficPattern.stairs.durationInSeconds is {traffic.stairs.duration_seconds}; "
-                            f"SageMaker documents {low}-{high} s")
-    stopping = spec.stopping_conditions
-    if spec.backend != "sagemaker":
-        return warnings
-    if stopping and stopping.max_invocations and stopping.max_invocations > MAX_INVOCATIONS_DOCUMENTED:
-        warnings.append(f"spec.stoppingConditions.maxInvocations is {stopping.max_invocations}; SageMaker "
-                        f"documents 1-{MAX_INVOCATIONS_DOCUMENTED} per minute")
-    for key, value in (spec.resource_limit or {}).items():
-        if value > RESOURCE_LIMIT_DOCUMENTED_MAX:
-            warnings.append(f"spec.resourceLimit.{key} is {value}; SageMaker documents 1-{RESOURCE_LIMIT_DOCUMENTED_MAX}")
-    max_tests = (spec.resource_limit or {}).get("maxNumberOfTests")
-    configurations = configuration_count(spec)
-    if max_tests and configurations > max_tests:
-        warnings.append(f"the candidates make {configurations} configurations but spec.resourceLimit.maxNumberOfTests "
-                        f"is {max_tests}: not every configuration will be tested")
-    for field, documented in DOCUMENTED_CONTAINER_VALUES.items():
-        value = (spec.container_config or {}).get(field)
-        if value is not None and value not in documented:
-            warnings.append(f"spec.containerConfig.{field} {value!r} is not a documented value "
-                            f"({', '.join(documented)})")
-    if spec.job_type == "Advanced" and not spec.model.endpoint_name and (traffic is None or stopping is None):
-        missing = " and ".join(name for name, value in (("trafficPattern", traffic), ("stoppingConditions", stopping))
-                               if value is None)
-        warnings.append(f"an Advanced job without spec.{missing} runs with SageMaker's defaults")
-    return warnings
-
-
-def describe_job(spec: RightsizeJobSpec) -> str:
-    """One phrase naming what will run, for condition messages."""
-    if spec.backend == "local":
-        return f"the local load test of {configuration_count(spec)} configuration(s)"
-    if spec.model.endpoint_name:
-        return f"the SageMaker {spec.job_type} job on endpoint {spec.model.endpoint_name}"
-    if spec.job_type == "Default" and not spec.candidates:
-        return "the SageMaker Default job (Inference Recommender picks the instance types)"
-    return f"the SageMaker {spec.job_type} job of {configuration_count(spec)} configuration(s)"
 
 
 def parameter_grid(candidate: Candidate) -> list[dict[str, str]]:

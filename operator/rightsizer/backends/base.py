@@ -1,7 +1,12 @@
-"""The small interface every backend implements, and the backend-neutral shapes its answers take.
+"""The small interface every backend implements, in two halves (as ACK attaches custom code at named hooks):
 
-A backend runs one named job at a time per RightsizeJob: submit (idempotent by name), describe, stop. What it
-reports back is normalised here so that status, selection and promotion never depend on which backend ran.
+- `BackendPolicy`, pure: the backend's own rules and decisions — which specs it refuses or warns about, how it
+  names and plans a job, how often its jobs are looked at, what it can do (`Capabilities`). The reconcile core
+  asks these hooks and knows no backend by name.
+- `Backend`, the imperative client: submit (idempotent by name), describe, stop. Only the shell calls it.
+
+A backend runs one named job at a time per RightsizeJob. What it reports back is the shared vocabulary of
+`rightsizer.model`.
 """
 
 from __future__ import annotations
@@ -10,94 +15,76 @@ import dataclasses
 import datetime
 from typing import Any, Mapping, Protocol
 
-from rightsizer.status import parse_timestamp
-
-# Backend status words (SageMaker's RecommendationJobStatus; the local backend uses the same words).
-PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"
-STOPPING, STOPPED, DELETING, DELETED = "STOPPING", "STOPPED", "DELETING", "DELETED"
-ACTIVE_STATUSES = frozenset({PENDING, IN_PROGRESS, STOPPING})
-# DELETING/DELETED exist in the enum but no Delete operation does: seen, they end the job like a failure.
-TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, STOPPED, DELETING, DELETED})
+from rightsizer.model import JobSnapshot, Owner, Recommendation, StepFailure
+from rightsizer.spec import RightsizeJobSpec
+from rightsizer.status import timestamp
 
 
 @dataclasses.dataclass(frozen=True)
-class Owner:
-    """The RightsizeJob a job belongs to: named in the job's tags, hashed into its name."""
+class Timing:
+    """How long to wait between looks at a job, and after problems. Every value is scaled by `factor` (tests and
+    demos compress time); a backend's own intervals go through `seconds` to be scaled the same way."""
 
-    namespace: str
-    name: str
-    uid: str
+    retry_first: float = 300  # after a refusal worth retrying (permissions, quotas), doubling up to retry_max
+    retry_max: float = 3600
+    not_found_grace: float = 300  # a just-created job may not be visible yet (eventual consistency)
+    promotion_poll: float = 30  # ACK polls SageMaker every 30 s while an endpoint updates
+    promotion_retry: float = 120  # after a promotion problem that may clear by itself (missing target, conflict)
+    factor: float = 1.0
+
+    def scaled(self, factor: float) -> Timing:
+        return Timing(self.retry_first * factor, self.retry_max * factor, self.not_found_grace * factor,
+                      self.promotion_poll * factor, self.promotion_retry * factor, self.factor * factor)
+
+    def seconds(self, unscaled: float) -> float:
+        return unscaled * self.factor
+
+    def after(self, now: datetime.datetime, seconds: float) -> str:
+        return timestamp(now + datetime.timedelta(seconds=seconds))
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, for the core's decisions and the user's messages."""
+
+    # Benchmarks a deployed endpoint as it is (spec.model.endpointName).
+    existing_endpoint: bool
+    # Its jobs outlive the operator process. When not, a job the backend no longer knows after a restart is run
+    # again without the configurations status already holds (ResumeState).
+    jobs_outlive_operator: bool
+    # Runs several configurations' load tests at once (spec.resourceLimit.maxParallelOfTests).
+    parallel_tests: bool
+    # A describe is a look at the operator's own memory: cheap, so status follows each configuration closely.
+    cheap_describe: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeState:
+    """What status already holds of a job that must run again: not measured twice, not failed twice."""
+
+    completed: tuple[Recommendation, ...]
+    failed: tuple[StepFailure, ...]
+    started_at: datetime.datetime | None  # the job duration counts from the first start
 
 
 @dataclasses.dataclass(frozen=True)
 class JobPlan:
+    """One job to run: its deterministic name, the parsed spec, and the backend's own request (for SageMaker the
+    exact CreateInferenceRecommendationsJob arguments; a backend that runs the spec itself keeps what defines it)."""
+
     job_name: str
+    # Not compared: the name hashes the job's definition, so the name and the request say which job this is.
+    spec: RightsizeJobSpec = dataclasses.field(compare=False)
     request: Mapping[str, Any]
+    resume: ResumeState | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    recommendation_id: str
-    instance_type: str | None
-    initial_instance_count: int | None
-    environment: Mapping[str, str]
-    metrics: Mapping[str, float | int]
-    serverless: Mapping[str, int] | None = None
-    invocation_start: datetime.datetime | None = None
-    invocation_end: datetime.datetime | None = None
+class PlanInvalid(ValueError):
+    """The backend would refuse the job as planned; the errors say why (no call is made)."""
 
-    @classmethod
-    def from_status_row(cls, row: Mapping[str, Any]) -> "Recommendation":
-        """A row of status.recommendations read back (re-selection, a resumed local job, a report)."""
-        return cls(recommendation_id=row.get("recommendationId", ""), instance_type=row.get("instanceType"),
-                   initial_instance_count=row.get("initialInstanceCount"),
-                   environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
-                   serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
-                   invocation_end=parse_timestamp(row.get("invocationEndTime")))
-
-
-# SageMaker's FailureReason of a benchmark step is at most this long; status.steps.failures keeps that bound.
-STEP_FAILURE_REASON_CHARS = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class StepFailure:
-    instance_type: str | None
-    environment: Mapping[str, str]
-    failure_reason: str
-    # The local backend's "did not fit this host": a failed step for SageMaker's counts, but no measurement.
-    skipped: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSummary:
-    total: int
-    by_status: Mapping[str, int]
-    failures: tuple[StepFailure, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class EndpointPerformance:
-    endpoint_name: str
-    max_invocations: int
-    model_latency: int
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSnapshot:
-    """What the backend says about a job right now."""
-
-    job_name: str
-    status: str
-    job_arn: str | None = None
-    failure_reason: str | None = None
-    creation_time: datetime.datetime | None = None
-    completion_time: datetime.datetime | None = None
-    recommendations: tuple[Recommendation, ...] = ()
-    steps: StepSummary | None = None
-    endpoint_performances: tuple[EndpointPerformance, ...] = ()
-    # Configurations finished out of planned, and what runs now (the local backend; SageMaker reports steps).
-    progress: Mapping[str, Any] | None = None
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +106,8 @@ class Rejected:
     reason: str  # CamelCase condition reason, e.g. AccessDenied
     message: str
     retryable_later: bool  # environmental (permissions, quotas): worth another try after a long pause
+    # Refused before any request left the operator (no credentials, no region): nobody refused anything yet.
+    unsent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +134,17 @@ class TransientBackendError(RuntimeError):
         self.throttled = throttled
 
 
+class RejectedError(RuntimeError):
+    """A describe or stop call refused for a lasting reason (e.g. AccessDenied)."""
+
+    def __init__(self, rejected: Rejected):
+        super().__init__(rejected.message)
+        self.rejected = rejected
+
+
 class Backend(Protocol):
+    """The imperative half: calls that leave the process (or start work in it)."""
+
     def submit(self, plan: JobPlan, owner: Owner) -> SubmitResult: ...
 
     def describe(self, job_name: str) -> JobSnapshot | None:
@@ -154,9 +153,30 @@ class Backend(Protocol):
     def stop(self, job_name: str) -> StopDone: ...
 
 
-class RejectedError(RuntimeError):
-    """A describe or stop call refused for a lasting reason (e.g. AccessDenied)."""
+class BackendPolicy(Protocol):
+    """The pure half: every decision the core needs from a backend. No I/O in any hook."""
 
-    def __init__(self, rejected: Rejected):
-        super().__init__(rejected.message)
-        self.rejected = rejected
+    name: str  # the spec.backend value
+    display_name: str  # how messages name it: "SageMaker", "the local backend"
+    capabilities: Capabilities
+
+    def errors(self, spec: RightsizeJobSpec) -> list[str]:
+        """What this backend refuses in a spec the schema accepted, each naming its field."""
+
+    def warnings(self, spec: RightsizeJobSpec) -> list[str]:
+        """Documented guidance the spec breaks without making the job fail."""
+
+    def describe_job(self, spec: RightsizeJobSpec) -> str:
+        """One phrase naming what will run, for condition messages."""
+
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> JobPlan:
+        """The job to run, named by `rightsizer.naming`; raises PlanInvalid when the backend would refuse it."""
+
+    def first_poll(self, timing: Timing) -> float:
+        """Seconds from submission to the first look."""
+
+    def poll_interval(self, timing: Timing, elapsed_seconds: float) -> float:
+        """Seconds to the next look at a job that has run for `elapsed_seconds`."""
+
+    def open(self, spec: RightsizeJobSpec) -> Backend:
+        """The client that carries out this backend's calls (the shell's half; may import heavy libraries)."""

@@ -24,7 +24,7 @@ from kubernetes import client
 from rightsizer import kube, schema, selection
 from rightsizer.tools import report
 from rightsizer import spec as spec_module
-from rightsizer.backends.base import Recommendation, StepFailure
+from rightsizer.model import Recommendation, StepFailure
 
 NAMESPACE = "rightsizer-demo"
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "fraud-local.yaml"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from rightsizer.backends.base import Recommendation, StepFailure
+from rightsizer.model import Recommendation, StepFailure
 from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, TimelinePoint
 from rightsizer.selection import Selection, Verdict, cost_per_inference, describe_configuration, describe_environment
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from rightsizer import schema, selection
 from rightsizer.tools import report
 from rightsizer import spec as spec_module
-from rightsizer.backends.base import StepFailure
+from rightsizer.model import StepFailure
 from rightsizer.backends.local import experiment as experiment_module
 
 

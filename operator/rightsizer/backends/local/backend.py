@@ -16,8 +16,7 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
-from rightsizer import spec as spec_module
-from rightsizer import status as st
+from rightsizer import model
 from rightsizer.backends import base
 from rightsizer.backends.local import experiment as experiment_module
 
@@ -57,32 +56,24 @@ class LocalBackend:
     def __init__(self, time_scale: float = 1.0):
         self.time_scale = time_scale
 
-    def submit(self, plan: base.JobPlan, owner: base.Owner) -> base.SubmitResult:
+    def submit(self, plan: base.JobPlan, owner: model.Owner) -> base.SubmitResult:
         with _runs_guard:
             _forget_old_runs()
             existing = _runs.get(plan.job_name)
             if existing is not None and not existing.stop_requested:
                 return base.Adopted(_snapshot(existing))
-        earlier = tuple(base.Recommendation.from_status_row(row)
-                        for row in plan.request.get("Completed") or () if row.get("recommendationId"))
+        resume = plan.resume or base.ResumeState(completed=(), failed=(), started_at=None)
         # A resumed job's duration counts from its first start; a new one's from when its turn on the host comes,
         # not from a wait behind another job.
-        resumed_from = st.parse_timestamp(plan.request.get("StartedAt"))
-        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=resumed_from or _now())
-        failed = tuple(base.StepFailure(row.get("instanceType"), row.get("environment") or {},
-                                        row.get("failureReason") or "failed in an earlier run")
-                       for row in plan.request.get("Failed") or ())
+        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=resume.started_at or _now())
         try:
             # Reads the payload and the host's CPUs and memory: outside the lock, which every describe takes.
-            parsed = spec_module.parse(plan.request["Spec"])
             run.make_experiment = lambda: experiment_module.Experiment(
-                parsed, plan.job_name, time_scale=self.time_scale,
-                completed={r.recommendation_id: r for r in earlier}, job_started_at=resumed_from, failed=failed,
-                on_progress=lambda progress: setattr(run, "progress", progress),
+                plan.spec, plan.job_name, time_scale=self.time_scale,
+                completed={r.recommendation_id: r for r in resume.completed}, job_started_at=resume.started_at,
+                failed=resume.failed, on_progress=lambda progress: setattr(run, "progress", progress),
                 on_outcome=run.outcomes.append)
             run.experiment = run.make_experiment()
-        except spec_module.InvalidSpec as invalid:
-            return base.Rejected("ValidationFailed", "; ".join(invalid.errors), retryable_later=False)
         except experiment_module.ExperimentError as error:
             # Unreadable payload, unusable loadGeneratorCpus: nothing can run until the spec changes.
             return base.Rejected("ValidationFailed", str(error), retryable_later=False)
@@ -94,7 +85,7 @@ class LocalBackend:
         threading.Thread(target=_execute, args=(run,), name=f"local-job {plan.job_name}", daemon=True).start()
         return base.Submitted(job_arn=run.arn)
 
-    def describe(self, job_name: str) -> base.JobSnapshot | None:
+    def describe(self, job_name: str) -> model.JobSnapshot | None:
         with _runs_guard:
             run = _runs.get(job_name)
             return _snapshot(run) if run is not None else None
@@ -139,35 +130,36 @@ def _forget_old_runs() -> None:
         del _runs[name]
 
 
-def _snapshot(run: _Run) -> base.JobSnapshot:
+def _snapshot(run: _Run) -> model.JobSnapshot:
     experiment = run.experiment
     outcomes = [*experiment.restored, *run.outcomes]
     recommendations = tuple(o.recommendation for o in outcomes if o.recommendation is not None)
     total = len(experiment.plan)
-    unfinished = base.STOPPED if run.finished is not None else base.PENDING
+    unfinished = model.JobStatus.STOPPED if run.finished is not None else model.JobStatus.PENDING
     steps = experiment_module.step_summary(outcomes, total, unfinished_status=unfinished)
     current = run.progress.current if run.progress and run.finished is None else None
     progress = {"completed": len(outcomes), "total": total, **({"current": current[:256]} if current else {})}
     status, failure = _status(run, recommendations, outcomes)
-    return base.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
+    return model.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
                             failure_reason=failure, creation_time=run.created, completion_time=run.finished,
                             recommendations=recommendations, steps=steps, progress=progress)
 
 
-def _status(run: _Run, recommendations, outcomes) -> tuple[str, str | None]:
+def _status(run: _Run, recommendations, outcomes) -> tuple[model.JobStatus, str | None]:
+    status = model.JobStatus
     if run.finished is None:
         if run.stop_requested:
-            return base.STOPPING, None
-        return (base.IN_PROGRESS if run.started else base.PENDING), None
+            return status.STOPPING, None
+        return (status.IN_PROGRESS if run.started else status.PENDING), None
     if run.stop_requested:
-        return base.STOPPED, None
+        return status.STOPPED, None
     if run.error:
-        return base.FAILED, run.error
+        return status.FAILED, run.error
     if not recommendations:
         # Each reason cut as SageMaker cuts a step's: a crashed server's output can be long.
-        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason[:base.STEP_FAILURE_REASON_CHARS]}"
+        reasons = "; ".join(f"{o.planned.label}: {o.failure_reason[:model.STEP_FAILURE_REASON_CHARS]}"
                             for o in outcomes if o.failure_reason)
         ended = f" ({run.experiment.end_reason})" if run.experiment.end_reason else ""
-        return base.FAILED, f"no configuration could be measured{ended}: {reasons or 'nothing ran'}"
+        return status.FAILED, f"no configuration could be measured{ended}: {reasons or 'nothing ran'}"
     # Like SageMaker, a job that reached its duration completes with the configurations it measured.
-    return base.COMPLETED, None
+    return status.COMPLETED, None

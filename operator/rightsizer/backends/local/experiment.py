@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import rightsizer
-from rightsizer.backends.base import COMPLETED, FAILED, PENDING, Recommendation, StepFailure, StepSummary
+from rightsizer.model import JobStatus, Recommendation, StepFailure, StepSummary
 from rightsizer.loadtest.load_generator import (LoadProgress, LoadResult, LoadTarget, LoadTest, RunSettings,
                                              StoppingConditions as LoadStoppingConditions, StopReason)
 from rightsizer.loadtest.load_shape import LoadShape
@@ -148,7 +148,7 @@ class ConfigurationOutcome:
     @property
     def status(self) -> str:
         """The step status SageMaker's ListInferenceRecommendationsJobSteps would give: COMPLETED or FAILED."""
-        return COMPLETED if self.recommendation is not None else FAILED
+        return JobStatus.COMPLETED if self.recommendation is not None else JobStatus.FAILED
 
 
 # ---- plan ---------------------------------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int
 
 
 def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
-                 unfinished_status: str = PENDING) -> StepSummary:
+                 unfinished_status: str = JobStatus.PENDING) -> StepSummary:
     """The job's benchmark steps as ListInferenceRecommendationsJobSteps reports them: counted by status, with
     each failure's reason. Skipped configurations are FAILED steps. Configurations without an outcome count as
     `unfinished_status` (PENDING while the job runs; the backend may say STOPPED once it has ended)."""
@@ -353,7 +353,7 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
     for outcome in outcomes:
         finished += 1
         by_status[outcome.status] = by_status.get(outcome.status, 0) + 1
-        if outcome.status == FAILED:
+        if outcome.status == JobStatus.FAILED:
             failures.append(StepFailure(instance_type=outcome.planned.instance_type,
                                         environment=dict(outcome.planned.environment),
                                         failure_reason=outcome.failure_reason or "no reason given",

@@ -18,6 +18,7 @@ import botocore.config
 import botocore.exceptions
 
 from rightsizer import metrics, pricing
+from rightsizer import model
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker.translate import OWNER_TAG_KEYS
 
@@ -92,7 +93,7 @@ def region_for(spec_region: str | None) -> str:
     if not region:
         raise base.RejectedError(base.Rejected(
             "RegionUnknown", "no AWS region: set spec.sagemaker.region or AWS_REGION in the operator's environment",
-            retryable_later=False))
+            retryable_later=False, unsent=True))
     return region
 
 
@@ -109,7 +110,7 @@ def classify(error: Exception) -> base.Rejected | base.TransientBackendError:
         return base.TransientBackendError(f"cannot reach SageMaker: {error}")
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return base.Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
-                             "environment)", retryable_later=True)
+                             "environment)", retryable_later=True, unsent=True)
     if not isinstance(error, botocore.exceptions.ClientError):
         raise error
     code = error.response.get("Error", {}).get("Code", "")
@@ -156,7 +157,7 @@ def _metrics(raw: dict | None) -> dict[str, float | int]:
     return metrics
 
 
-def _recommendation(raw: dict, region: str | None = None) -> base.Recommendation:
+def _recommendation(raw: dict, region: str | None = None) -> model.Recommendation:
     endpoint = raw.get("EndpointConfiguration") or {}
     serverless = endpoint.get("ServerlessConfig")
     metrics = _metrics(raw.get("Metrics"))
@@ -166,7 +167,7 @@ def _recommendation(raw: dict, region: str | None = None) -> base.Recommendation
         quote = pricing.price_per_hour(instance_type, region=region)
         if quote.price is not None:
             metrics["costPerHour"] = round(quote.price * count, 6)
-    return base.Recommendation(
+    return model.Recommendation(
         recommendation_id=raw.get("RecommendationId") or endpoint.get("EndpointName", ""),
         instance_type=instance_type,
         initial_instance_count=endpoint.get("InitialInstanceCount"),
@@ -206,7 +207,7 @@ class SageMakerBackend:
             raise base.RejectedError(classified) from error
 
     # -- the Backend interface -------------------------------------------------------------------------------
-    def submit(self, plan: base.JobPlan, owner: base.Owner) -> base.SubmitResult:
+    def submit(self, plan: base.JobPlan, owner: model.Owner) -> base.SubmitResult:
         try:
             response = self._call("create_inference_recommendations_job", **plan.request)
             return base.Submitted(job_arn=response["JobArn"])
@@ -233,7 +234,7 @@ class SageMakerBackend:
         return base.NameTaken(f"a SageMaker job named {plan.job_name} exists and its tags do not name this "
                               f"RightsizeJob (uid {owner.uid}); rename the RightsizeJob or delete that job's owner")
 
-    def describe(self, job_name: str) -> base.JobSnapshot | None:
+    def describe(self, job_name: str) -> model.JobSnapshot | None:
         try:
             raw = self._translate_errors(
                 lambda: self._call("describe_inference_recommendations_job", JobName=job_name))
@@ -241,22 +242,22 @@ class SageMakerBackend:
             if error.rejected.reason == "ResourceNotFound":
                 return None
             raise
-        return base.JobSnapshot(
-            job_name=raw["JobName"], status=raw["Status"], job_arn=raw.get("JobArn"),
+        return model.JobSnapshot(
+            job_name=raw["JobName"], status=model.JobStatus(raw["Status"]), job_arn=raw.get("JobArn"),
             failure_reason=raw.get("FailureReason"), creation_time=raw.get("CreationTime"),
             completion_time=raw.get("CompletionTime"),
             recommendations=tuple(_recommendation(r, self.region)
                                   for r in raw.get("InferenceRecommendations") or ()),
             steps=self._steps(job_name),
             endpoint_performances=tuple(
-                base.EndpointPerformance(p["EndpointInfo"]["EndpointName"], p["Metrics"]["MaxInvocations"],
+                model.EndpointPerformance(p["EndpointInfo"]["EndpointName"], p["Metrics"]["MaxInvocations"],
                                          p["Metrics"]["ModelLatency"])
                 for p in raw.get("EndpointPerformances") or ()),
         )
 
-    def _steps(self, job_name: str) -> base.StepSummary:
+    def _steps(self, job_name: str) -> model.StepSummary:
         by_status: dict[str, int] = {}
-        failures: list[base.StepFailure] = []
+        failures: list[model.StepFailure] = []
         token = None
         for _page in range(MAX_STEP_PAGES):
             kwargs = {"JobName": job_name, "MaxResults": 100, **({"NextToken": token} if token else {})}
@@ -264,15 +265,15 @@ class SageMakerBackend:
             for step in page.get("Steps", ()):
                 by_status[step["Status"]] = by_status.get(step["Status"], 0) + 1
                 benchmark = step.get("InferenceBenchmark") or {}
-                if step["Status"] == base.FAILED:
-                    failures.append(base.StepFailure(
+                if step["Status"] == model.JobStatus.FAILED:
+                    failures.append(model.StepFailure(
                         instance_type=(benchmark.get("EndpointConfiguration") or {}).get("InstanceType"),
                         environment=_environment(benchmark.get("ModelConfiguration")),
                         failure_reason=benchmark.get("FailureReason") or "no reason given"))
             token = page.get("NextToken")
             if not token:
                 break
-        return base.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures))
+        return model.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures))
 
     def stop(self, job_name: str) -> base.StopDone:
         try:

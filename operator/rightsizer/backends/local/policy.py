@@ -1,0 +1,47 @@
+"""The local backend's policy, pure: a job is the spec itself, run on the operator's host, looked at every 2 s
+(a describe reads the operator's own memory), and run again after a restart without what status holds."""
+
+from __future__ import annotations
+
+from rightsizer.backends import base
+from rightsizer.model import Owner
+from rightsizer.naming import job_name_for
+from rightsizer.spec import RightsizeJobSpec, configuration_count
+
+# Status follows each configuration: its describe costs nothing but a lock.
+POLL_SECONDS = 2.0
+
+
+class LocalPolicy:
+    name = "local"
+    display_name = "the local backend"
+    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=False,
+                                     cheap_describe=True)
+
+    def errors(self, spec: RightsizeJobSpec) -> list[str]:
+        return []  # what depends on the host (CPUs, payload) is found when the job is placed, per configuration
+
+    def warnings(self, spec: RightsizeJobSpec) -> list[str]:
+        return []  # SageMaker's load-test guidance is SageMaker's: the local load generator has no such limits
+
+    def describe_job(self, spec: RightsizeJobSpec) -> str:
+        return f"the local load test of {configuration_count(spec)} configuration(s)"
+
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
+        # Named as SageMaker's jobs are, from the job-defining fields as written: the experiment is the spec.
+        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
+        return base.JobPlan(name, spec, {"JobName": name})
+
+    def first_poll(self, timing: base.Timing) -> float:
+        return timing.seconds(POLL_SECONDS)
+
+    def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
+        return timing.seconds(POLL_SECONDS)
+
+    def open(self, spec: RightsizeJobSpec) -> base.Backend:
+        from rightsizer.backends.local.backend import LocalBackend  # its load tools load only when used
+
+        return LocalBackend()
+
+
+POLICY = LocalPolicy()

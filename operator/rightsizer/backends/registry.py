@@ -1,0 +1,43 @@
+"""Which backends exist: spec.backend -> its policy. Adding a backend adds its package and one line here.
+
+`validate` is how every caller (the reconcile core, `rightsizer validate`, `rightsizer run`) turns a raw spec into
+values: the backend-neutral rules of `spec.parse` and the chosen backend's own, reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from rightsizer import spec as spec_module
+from rightsizer.backends import base
+from rightsizer.backends.local.policy import POLICY as LOCAL
+from rightsizer.backends.sagemaker.policy import POLICY as SAGEMAKER
+
+POLICIES: Mapping[str, base.BackendPolicy] = {policy.name: policy for policy in (SAGEMAKER, LOCAL)}
+
+
+def policy(name: str) -> base.BackendPolicy:
+    """The policy of a spec.backend value (the CRD's enum lists exactly these names)."""
+    return POLICIES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Validated:
+    spec: spec_module.RightsizeJobSpec
+    policy: base.BackendPolicy
+    warnings: tuple[str, ...]
+
+
+def validate(raw_spec: Mapping[str, Any]) -> Validated:
+    """The parsed spec, its backend's policy and its warnings; raises spec.InvalidSpec with every violation."""
+    try:
+        parsed = spec_module.parse(raw_spec)
+        errors: list[str] = []
+    except spec_module.InvalidSpec as invalid:
+        parsed, errors = spec_module.parse(raw_spec, check=False), list(invalid.errors)
+    chosen = policy(parsed.backend)
+    errors += chosen.errors(parsed)
+    if errors:
+        raise spec_module.InvalidSpec(errors)
+    return Validated(parsed, chosen, tuple(chosen.warnings(parsed)))

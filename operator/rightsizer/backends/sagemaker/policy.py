@@ -1,0 +1,159 @@
+"""The SageMaker backend's policy, pure: what Inference Recommender refuses or advises against, how a job is
+planned and named, and how often it is looked at."""
+
+from __future__ import annotations
+
+import functools
+
+from rightsizer.backends import base
+from rightsizer.backends.sagemaker import translate
+from rightsizer.model import Owner
+from rightsizer.spec import RightsizeJobSpec, configuration_count
+
+# Documented guidance for custom load tests, which SageMaker's own published example breaks: warnings.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/inference-recommender-load-test.html
+PHASE_USERS_RANGE = (1, 3)
+PHASE_SPAWN_RATE_MAX = 3
+TRAFFIC_DURATION_RANGE_SECONDS = (120, 3600)
+MAX_INVOCATIONS_DOCUMENTED = 30000
+RESOURCE_LIMIT_DOCUMENTED_MAX = 10
+# Consecutive phases may differ by at most this many users (a documented failure cause of Advanced jobs).
+PHASE_CONTINUITY_MAX_USER_JUMP = 3
+
+DOCUMENTED_CONTAINER_VALUES = {
+    "domain": ("COMPUTER_VISION", "NATURAL_LANGUAGE_PROCESSING", "MACHINE_LEARNING"),
+    "task": ("IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "TEXT_GENERATION", "IMAGE_SEGMENTATION", "FILL_MASK",
+             "CLASSIFICATION", "REGRESSION", "OTHER"),
+    "framework": ("TENSORFLOW", "PYTORCH", "XGBOOST", "SAGEMAKER-SCIKIT-LEARN"),
+    "nearestModelName": ("efficientnetb7", "unet", "xgboost", "faster-rcnn-resnet101", "nasnetlarge", "vgg16",
+                         "inception-v3", "mask-rcnn", "sagemaker-scikit-learn", "densenet201-gluon",
+                         "resnet18v2-gluon", "xception", "densenet201", "yolov4", "resnet152", "bert-base-cased",
+                         "xceptionV1-keras", "resnet50", "retinanet"),
+}
+# Inference Recommender rejects burstable ml.t2 types although the API enum lists them (its troubleshooting guide).
+REJECTED_INSTANCE_FAMILIES = ("ml.t2.",)
+
+# Jobs take 45 minutes to hours: looks start at 30 s and slow to 120 s over the first hour (AWS's own SDK polls
+# every 60-120 s).
+FIRST_POLL_SECONDS = 30.0
+MAX_POLL_SECONDS = 120.0
+POLL_RAMP_SECONDS = 3600.0
+
+
+@functools.cache
+def instance_types() -> frozenset[str]:
+    """Real-time hosting instance types, from botocore's service model (the same enum the service checks)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+class SageMakerPolicy:
+    name = "sagemaker"
+    display_name = "SageMaker"
+    capabilities = base.Capabilities(existing_endpoint=True, jobs_outlive_operator=True, parallel_tests=True,
+                                     cheap_describe=False)
+
+    def errors(self, spec: RightsizeJobSpec) -> list[str]:
+        errors: list[str] = []
+        traffic = spec.traffic_pattern
+        for index, (previous, following) in enumerate(zip(traffic.phases, traffic.phases[1:]) if traffic else (),
+                                                      start=1):
+            jump = abs(following.initial_users - previous.final_users)
+            if jump > PHASE_CONTINUITY_MAX_USER_JUMP:
+                errors.append(
+                    f"spec.trafficPattern.phases[{index}].initialNumberOfUsers is {following.initial_users} but "
+                    f"phase {index - 1} ends with {previous.final_users} users "
+                    f"({previous.initial_users} + {previous.spawn_rate_per_minute}/min x "
+                    f"{previous.duration_seconds} s); SageMaker allows a jump of at most "
+                    f"{PHASE_CONTINUITY_MAX_USER_JUMP}")
+        known = instance_types()
+        for index, candidate in enumerate(spec.candidates):
+            name = candidate.instance_type
+            if name is None:
+                continue
+            if name not in known:
+                errors.append(f"{spec.candidates_field}[{index}]: {name} is not a SageMaker real-time hosting "
+                              "instance type")
+            elif name.startswith(REJECTED_INSTANCE_FAMILIES):
+                errors.append(f"{spec.candidates_field}[{index}]: Inference Recommender rejects burstable {name}")
+        for index, name in enumerate((spec.container_config or {}).get("supportedInstanceTypes") or ()):
+            if name not in known:
+                errors.append(f"spec.containerConfig.supportedInstanceTypes[{index}]: {name} is not a SageMaker "
+                              "real-time hosting instance type")
+        return errors
+
+    def warnings(self, spec: RightsizeJobSpec) -> list[str]:
+        warnings: list[str] = []
+        traffic = spec.traffic_pattern
+        low, high = TRAFFIC_DURATION_RANGE_SECONDS
+        if traffic:
+            for index, phase in enumerate(traffic.phases):
+                if not PHASE_USERS_RANGE[0] <= phase.initial_users <= PHASE_USERS_RANGE[1]:
+                    warnings.append(f"spec.trafficPattern.phases[{index}].initialNumberOfUsers is "
+                                    f"{phase.initial_users}; SageMaker documents "
+                                    f"{PHASE_USERS_RANGE[0]}-{PHASE_USERS_RANGE[1]}")
+                if phase.spawn_rate_per_minute > PHASE_SPAWN_RATE_MAX:
+                    warnings.append(f"spec.trafficPattern.phases[{index}].spawnRate is {phase.spawn_rate_per_minute}; "
+                                    f"SageMaker documents 0-{PHASE_SPAWN_RATE_MAX} users per minute")
+                if not low <= phase.duration_seconds <= high:
+                    warnings.append(f"spec.trafficPattern.phases[{index}].durationInSeconds is "
+                                    f"{phase.duration_seconds}; SageMaker documents {low}-{high} s")
+            if traffic.stairs and not low <= traffic.stairs.duration_seconds <= high:
+                warnings.append(f"spec.trafficPattern.stairs.durationInSeconds is {traffic.stairs.duration_seconds}; "
+                                f"SageMaker documents {low}-{high} s")
+        stopping = spec.stopping_conditions
+        if stopping and stopping.max_invocations and stopping.max_invocations > MAX_INVOCATIONS_DOCUMENTED:
+            warnings.append(f"spec.stoppingConditions.maxInvocations is {stopping.max_invocations}; SageMaker "
+                            f"documents 1-{MAX_INVOCATIONS_DOCUMENTED} per minute")
+        for key, value in (spec.resource_limit or {}).items():
+            if value > RESOURCE_LIMIT_DOCUMENTED_MAX:
+                warnings.append(f"spec.resourceLimit.{key} is {value}; SageMaker documents "
+                                f"1-{RESOURCE_LIMIT_DOCUMENTED_MAX}")
+        max_tests = (spec.resource_limit or {}).get("maxNumberOfTests")
+        configurations = configuration_count(spec)
+        if max_tests and configurations > max_tests:
+            warnings.append(f"the candidates make {configurations} configurations but "
+                            f"spec.resourceLimit.maxNumberOfTests is {max_tests}: not every configuration will be "
+                            "tested")
+        for field, documented in DOCUMENTED_CONTAINER_VALUES.items():
+            value = (spec.container_config or {}).get(field)
+            if value is not None and value not in documented:
+                warnings.append(f"spec.containerConfig.{field} {value!r} is not a documented value "
+                                f"({', '.join(documented)})")
+        if spec.job_type == "Advanced" and not spec.model.endpoint_name and (traffic is None or stopping is None):
+            missing = " and ".join(name for name, value in (("trafficPattern", traffic),
+                                                            ("stoppingConditions", stopping)) if value is None)
+            warnings.append(f"an Advanced job without spec.{missing} runs with SageMaker's defaults")
+        return warnings
+
+    def describe_job(self, spec: RightsizeJobSpec) -> str:
+        if spec.model.endpoint_name:
+            return f"the SageMaker {spec.job_type} job on endpoint {spec.model.endpoint_name}"
+        if spec.job_type == "Default" and not spec.candidates:
+            return "the SageMaker Default job (Inference Recommender picks the instance types)"
+        return f"the SageMaker {spec.job_type} job of {configuration_count(spec)} configuration(s)"
+
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
+        try:
+            request = translate.build_request(spec, owner, generation, current_name=current_name)
+        except translate.RequestInvalid as invalid:
+            raise base.PlanInvalid([f"the SageMaker request would be refused: {error}"
+                                    for error in invalid.errors]) from invalid
+        return base.JobPlan(request["JobName"], spec, request)
+
+    def first_poll(self, timing: base.Timing) -> float:
+        return timing.seconds(FIRST_POLL_SECONDS)
+
+    def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
+        ramp = min(1.0, max(0.0, elapsed_seconds) / POLL_RAMP_SECONDS)
+        return timing.seconds(FIRST_POLL_SECONDS + (MAX_POLL_SECONDS - FIRST_POLL_SECONDS) * ramp)
+
+    def open(self, spec: RightsizeJobSpec) -> base.Backend:
+        from rightsizer.backends.sagemaker.client import SageMakerBackend
+
+        return SageMakerBackend(spec.sagemaker.get("region"))
+
+
+POLICY = SageMakerPolicy()

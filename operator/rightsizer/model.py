@@ -1,0 +1,113 @@
+"""The shared vocabulary: what a job is, what it measured, and the words its status uses. Below both selection and
+the backends, so that neither imports the other to speak of a recommendation.
+
+Every backend reports in these shapes (SageMaker's own, normalised), so status, selection and promotion never
+depend on which backend ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any, Mapping
+
+from rightsizer.status import parse_timestamp
+
+
+class JobStatus(enum.StrEnum):
+    """A job's status word: SageMaker's RecommendationJobStatus; every other backend uses the same words."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.IN_PROGRESS, JobStatus.STOPPING})
+# DELETING/DELETED exist in the enum but no Delete operation does: seen, they end the job like a failure.
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.DELETING,
+                               JobStatus.DELETED})
+
+# SageMaker's FailureReason of a benchmark step is at most this long; status.steps.failures keeps that bound.
+STEP_FAILURE_REASON_CHARS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """The RightsizeJob a job belongs to: named in the job's tags, hashed into its name."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    recommendation_id: str
+    instance_type: str | None
+    initial_instance_count: int | None
+    environment: Mapping[str, str]
+    metrics: Mapping[str, float | int]
+    serverless: Mapping[str, int] | None = None
+    invocation_start: datetime.datetime | None = None
+    invocation_end: datetime.datetime | None = None
+
+    @classmethod
+    def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
+        """A row of status.recommendations read back (re-selection, a resumed local job, a report)."""
+        return cls(recommendation_id=row.get("recommendationId", ""), instance_type=row.get("instanceType"),
+                   initial_instance_count=row.get("initialInstanceCount"),
+                   environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
+                   serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
+                   invocation_end=parse_timestamp(row.get("invocationEndTime")))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFailure:
+    instance_type: str | None
+    environment: Mapping[str, str]
+    failure_reason: str
+    # The local backend's "did not fit this host": a failed step for SageMaker's counts, but no measurement.
+    skipped: bool = False
+
+    @classmethod
+    def from_status_row(cls, row: Mapping[str, Any]) -> StepFailure:
+        """An entry of status.steps.failures read back."""
+        return cls(row.get("instanceType"), dict(row.get("environment") or {}),
+                   row.get("failureReason") or "failed in an earlier run", bool(row.get("skipped")))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSummary:
+    total: int
+    by_status: Mapping[str, int]
+    failures: tuple[StepFailure, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointPerformance:
+    endpoint_name: str
+    max_invocations: int
+    model_latency: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSnapshot:
+    """What the backend says about a job right now."""
+
+    job_name: str
+    status: JobStatus
+    job_arn: str | None = None
+    failure_reason: str | None = None
+    creation_time: datetime.datetime | None = None
+    completion_time: datetime.datetime | None = None
+    recommendations: tuple[Recommendation, ...] = ()
+    steps: StepSummary | None = None
+    endpoint_performances: tuple[EndpointPerformance, ...] = ()
+    # Configurations finished out of planned, and what runs now (the local backend; SageMaker reports steps).
+    progress: Mapping[str, Any] | None = None
