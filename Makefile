@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-unit controlplane docs docs-check cluster-up cluster-down clean
+.PHONY: venv demo test test-unit lint controlplane docs docs-check cluster-up cluster-down clean
 
 venv: $(BIN)/rightsizer
 
@@ -23,8 +23,13 @@ controlplane: venv
 	$(BIN)/rightsizer cluster build
 
 # The README's test command. Pytest's exit code 5 (no tests collected) is a failure here: an empty run proves nothing.
-test: venv controlplane docs-check
+test: venv controlplane docs-check lint
 	$(BIN)/pytest
+
+# The layering (import-linter contracts in pyproject.toml) and the types of the pure core (mypy --strict).
+lint: venv
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test-unit: venv
 	$(BIN)/pytest -m "not cluster"

@@ -43,8 +43,8 @@ CLIENT_METHODS = {
     "replace_namespaced_custom_object": ("", "update"),
 }
 # Modules that run inside the operator process (the CLI's cluster and install commands are admin tools).
-OPERATOR_MODULES = ["handlers.py", "reconcile.py", "selection.py", "spec.py", "status.py", "metrics.py", "schema.py",
-                    "backends", "promotion"]
+OPERATOR_MODULES = ["handlers.py", "reconcile.py", "selection.py", "spec.py", "status.py", "model.py", "naming.py",
+                    "metrics.py", "schema.py", "kube.py", "backends", "promotion"]
 
 
 def kustomize_build(path: str) -> list[dict]:

@@ -23,7 +23,7 @@ from rightsizer import reconcile as core
 from rightsizer import schema
 from rightsizer import spec as spec_module
 from rightsizer import status as st
-from rightsizer.backends import base, registry
+from rightsizer.backends import base, clients, registry
 from rightsizer.model import Owner
 from rightsizer.promotion import executor as promotion_executor
 from rightsizer.promotion import objects as promotion_objects
@@ -95,7 +95,7 @@ def _now() -> datetime.datetime:
 def _backend_for(spec: dict[str, Any]) -> base.Backend:
     # Unchecked: a job started under an older spec must still be stoppable after an edit broke a rule.
     parsed = spec_module.parse(spec, check=False)
-    return registry.policy(parsed.backend).open(parsed)
+    return clients.open_client(parsed)
 
 
 def _write_status(body: kopf.Body, patch: dict[str, Any]) -> None:

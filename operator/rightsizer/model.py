@@ -37,6 +37,11 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 STEP_FAILURE_REASON_CHARS = 1024
 
 
+def describe_environment(environment: Mapping[str, str]) -> str:
+    """`OMP_NUM_THREADS=2, SAGEMAKER_MODEL_SERVER_WORKERS=1`: an environment as messages and tables show it."""
+    return ", ".join(f"{name}={value}" for name, value in sorted(environment.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class Owner:
     """The RightsizeJob a job belongs to: named in the job's tags, hashed into its name."""

@@ -40,4 +40,6 @@ def job_name_for(definition: Mapping[str, Any], owner: Owner, generation: int, c
     """Keeps `current_name` when it already names this definition (e.g. after a selection edit bumped the
     generation), so only job-defining edits produce a new job."""
     digest = definition_hash(definition, owner)
-    return current_name if name_digest(current_name) == digest else job_name(owner, digest, generation)
+    if current_name is not None and name_digest(current_name) == digest:
+        return current_name
+    return job_name(owner, digest, generation)

@@ -71,7 +71,7 @@ SUBMIT_RESULTS = (base.Submitted, base.Adopted, base.Rejected, base.NameTaken)
 class Observation:
     generation: int
     now: datetime.datetime
-    owner: base.Owner | None = None
+    owner: model.Owner | None = None
     timing: Timing = Timing()
     deleting: bool = False
     # The RightsizeJob's annotations (approval, rollback).
@@ -149,7 +149,7 @@ class Outcome:
     status_patch: dict[str, Any]
 
     @property
-    def effect(self):
+    def effect(self) -> Any:
         """The one action that touches the backend or the cluster, if any."""
         return next((a for a in self.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob, *PROMOTION_EFFECTS))),
                     None)
@@ -208,6 +208,7 @@ class _Builder:
         for kind in EVENTFUL:
             if st.changed(before, after, kind):
                 new = st.find(after, kind)
+                assert new is not None  # changed() says it is there
                 if new["status"] == st.UNKNOWN and kind != st.READY:
                     continue
                 bad = new["status"] == st.FALSE and new["reason"] not in UNREMARKABLE_FALSE
@@ -387,11 +388,11 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
 
     if isinstance(result, (base.Submitted, base.Adopted)):
         adopted = isinstance(result, base.Adopted)
-        arn = result.snapshot.job_arn if adopted else result.job_arn
+        arn = result.snapshot.job_arn if isinstance(result, base.Adopted) else result.job_arn
         out.condition(st.JOB_SUBMITTED, st.TRUE, "JobAdopted" if adopted else "JobSubmitted",
                       f"job {name} {'was created by an earlier attempt' if adopted else 'was submitted'}")
         out.set(jobArn=arn, startTime=st.timestamp(now), submitAttempts=None)
-        if adopted:
+        if isinstance(result, base.Adopted):
             _apply_snapshot(out, parsed, result.snapshot)
         else:
             first_look = _policy(out).first_poll(observation.timing)
@@ -657,7 +658,7 @@ def _failed_steps_text(steps: model.StepSummary | None) -> str:
     if not steps or not steps.failures:
         return ""
     parts = [f"{f.instance_type or 'serverless'}"
-             f"{' (' + selection_module.describe_environment(f.environment) + ')' if f.environment else ''}"
+             f"{' (' + model.describe_environment(f.environment) + ')' if f.environment else ''}"
              f": {f.failure_reason}" for f in steps.failures[:MAX_FAILED_STEPS]]
     return "; failed benchmarks: " + "; ".join(parts)
 
@@ -670,7 +671,7 @@ def stops_on_delete(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
 
 def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
     name = out.status.get("jobName")
-    if not stops_on_delete(spec, out.status):
+    if not name or not stops_on_delete(spec, out.status):
         return Outcome((), {})
     result = out.observation.stop_result
     if out.observation.rejected is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from rightsizer.model import Recommendation
+from rightsizer.model import Recommendation, describe_environment
 from rightsizer.spec import RightsizeJobSpec
 
 # objective -> (metric, whether smaller is better, how the reason phrases it)
@@ -95,10 +95,6 @@ def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")
 
 
-def describe_environment(environment: Mapping[str, str]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in sorted(environment.items()))
-
-
 def describe_configuration(recommendation: Recommendation) -> str:
     if recommendation.instance_type:
         what = f"{recommendation.instance_type} x{recommendation.initial_instance_count or 1}"
@@ -119,10 +115,10 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
         raw = recommendation.metrics.get(metric)
         return None if raw is None else float(raw)
 
-    def rank(verdict: Verdict):
+    def rank(verdict: Verdict) -> tuple[bool, bool, float, float, str]:
         measured = value(verdict.recommendation)
         missing = measured is None
-        key = (measured if smaller_is_better else -measured) if not missing else 0.0
+        key = 0.0 if measured is None else measured if smaller_is_better else -measured
         cost = verdict.recommendation.metrics.get("costPerHour")
         # Ties go to the cheaper configuration, then to a stable order.
         return (not verdict.meets_sla, missing, key, float("inf") if cost is None else cost,

@@ -177,6 +177,3 @@ class BackendPolicy(Protocol):
 
     def poll_interval(self, timing: Timing, elapsed_seconds: float) -> float:
         """Seconds to the next look at a job that has run for `elapsed_seconds`."""
-
-    def open(self, spec: RightsizeJobSpec) -> Backend:
-        """The client that carries out this backend's calls (the shell's half; may import heavy libraries)."""

@@ -71,13 +71,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import rightsizer
-from rightsizer.model import JobStatus, Recommendation, StepFailure, StepSummary
+from rightsizer.model import JobStatus, Recommendation, StepFailure, StepSummary, describe_environment
 from rightsizer.loadtest.load_generator import (LoadProgress, LoadResult, LoadTarget, LoadTest, RunSettings,
                                              StoppingConditions as LoadStoppingConditions, StopReason)
 from rightsizer.loadtest.load_shape import LoadShape
 from rightsizer.loadtest.placement import HostFacts, Placement, PlacementError, Skipped, plan as place_candidates
 from rightsizer.loadtest.server_process import ResourceUsage, ServerFailed, ServerProcess
-from rightsizer.selection import describe_environment
 from rightsizer.spec import RightsizeJobSpec, StoppingConditions, TrafficPattern, parameter_grid
 
 log = logging.getLogger(__name__)

@@ -38,10 +38,5 @@ class LocalPolicy:
     def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
         return timing.seconds(POLL_SECONDS)
 
-    def open(self, spec: RightsizeJobSpec) -> base.Backend:
-        from rightsizer.backends.local.backend import LocalBackend  # its load tools load only when used
-
-        return LocalBackend()
-
 
 POLICY = LocalPolicy()

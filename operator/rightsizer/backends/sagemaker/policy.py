@@ -118,9 +118,9 @@ class SageMakerPolicy:
                             f"spec.resourceLimit.maxNumberOfTests is {max_tests}: not every configuration will be "
                             "tested")
         for field, documented in DOCUMENTED_CONTAINER_VALUES.items():
-            value = (spec.container_config or {}).get(field)
-            if value is not None and value not in documented:
-                warnings.append(f"spec.containerConfig.{field} {value!r} is not a documented value "
+            written = (spec.container_config or {}).get(field)
+            if written is not None and written not in documented:
+                warnings.append(f"spec.containerConfig.{field} {written!r} is not a documented value "
                                 f"({', '.join(documented)})")
         if spec.job_type == "Advanced" and not spec.model.endpoint_name and (traffic is None or stopping is None):
             missing = " and ".join(name for name, value in (("trafficPattern", traffic),
@@ -149,11 +149,6 @@ class SageMakerPolicy:
     def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
         ramp = min(1.0, max(0.0, elapsed_seconds) / POLL_RAMP_SECONDS)
         return timing.seconds(FIRST_POLL_SECONDS + (MAX_POLL_SECONDS - FIRST_POLL_SECONDS) * ramp)
-
-    def open(self, spec: RightsizeJobSpec) -> base.Backend:
-        from rightsizer.backends.sagemaker.client import SageMakerBackend
-
-        return SageMakerBackend(spec.sagemaker.get("region"))
 
 
 POLICY = SageMakerPolicy()
