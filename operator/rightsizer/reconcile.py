@@ -20,6 +20,7 @@ from rightsizer import status as st
 from rightsizer.backends import base, registry
 from rightsizer.backends.base import Timing
 from rightsizer.model import JobStatus
+from rightsizer.status import Reason
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
 
@@ -32,8 +33,8 @@ MAX_FAILURE_REASON_CHARS = 4096
 # Conditions that get an Event whenever their (status, reason) changes.
 EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROVAL, st.PROMOTED, st.READY)
 # False conditions that are a state, not a problem: their Events are Normal.
-UNREMARKABLE_FALSE = ("NotSubmitted", "DryRun", "AwaitingApproval", "NoBestConfiguration", "NotRequired", "Approved",
-                      "RolledBack")
+UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, Reason.NOT_REQUIRED, "DryRun", "AwaitingApproval", "NoBestConfiguration",
+                      "Approved", "RolledBack")
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
@@ -165,7 +166,7 @@ def job_may_be_running(status: Mapping[str, Any]) -> bool:
         return False
     succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
     # The backend no longer knows the job: nothing to poll or stop.
-    return not (succeeded and succeeded.get("reason") == "JobNotFound")
+    return not (succeeded and succeeded.get("reason") == Reason.JOB_NOT_FOUND)
 
 
 class _Builder:
@@ -203,7 +204,7 @@ class _Builder:
         validated_old, validated_new = st.find(before, st.VALIDATED), st.find(after, st.VALIDATED)
         keys = ("status", "reason", "message")
         if validated_new and (validated_old is None or any(validated_old.get(k) != validated_new.get(k) for k in keys)):
-            kind = NORMAL if validated_new["reason"] == "Valid" else WARNING
+            kind = NORMAL if validated_new["reason"] == Reason.VALID else WARNING
             events.append(EmitEvent(kind, validated_new["reason"], validated_new["message"]))
         for kind in EVENTFUL:
             if st.changed(before, after, kind):
@@ -254,33 +255,33 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         awaiting = st.find(out.status.get("conditions"), st.AWAITING_APPROVAL)
         if awaiting and awaiting["status"] == st.TRUE:
             # Nobody is asked any more: a stale True would keep Argo CD showing the job Suspended.
-            out.condition(st.AWAITING_APPROVAL, st.FALSE, "NotRequired", "spec.promotion was removed")
+            out.condition(st.AWAITING_APPROVAL, st.FALSE, Reason.NOT_REQUIRED, "spec.promotion was removed")
     return out.outcome()
 
 
 def _validated(out: _Builder, warnings: list[str]) -> None:
     if warnings:
-        out.condition(st.VALIDATED, st.TRUE, "ValidWithWarnings", f"{len(warnings)} warning(s): " + "; ".join(warnings))
+        out.condition(st.VALIDATED, st.TRUE, Reason.VALID_WITH_WARNINGS, f"{len(warnings)} warning(s): " + "; ".join(warnings))
     else:
-        out.condition(st.VALIDATED, st.TRUE, "Valid", "the spec is valid")
+        out.condition(st.VALIDATED, st.TRUE, Reason.VALID, "the spec is valid")
 
 
 def _refuse(out: _Builder, errors: list[str]) -> None:
     """A spec the operator will not run: say why, make no backend call. A job already running is left alone."""
     message = "invalid spec: " + "; ".join(errors)
-    out.condition(st.VALIDATED, st.FALSE, "InvalidSpec", message)
-    out.condition(st.READY, st.FALSE, "InvalidSpec", message)
+    out.condition(st.VALIDATED, st.FALSE, Reason.INVALID_SPEC, message)
+    out.condition(st.READY, st.FALSE, Reason.INVALID_SPEC, message)
     out.set(warnings=None)
 
 
 def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) -> None:
     suffix = f" ({why})" if why else ""
-    out.condition(st.READY, st.UNKNOWN, "JobPending",
+    out.condition(st.READY, st.UNKNOWN, Reason.JOB_PENDING,
                   f"the spec is valid; {_policy(out).describe_job(parsed)} is not submitted yet{suffix}")
-    out.condition(st.JOB_SUBMITTED, st.FALSE, "NotSubmitted",
+    out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NOT_SUBMITTED,
                   f"no job has been submitted for generation {out.observation.generation}")
-    out.condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "no job has run yet")
-    out.condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "no configuration has been benchmarked yet")
+    out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_PENDING, "no job has run yet")
+    out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "no configuration has been benchmarked yet")
 
 
 # -- promotion --------------------------------------------------------------------------------------------------
@@ -337,11 +338,11 @@ def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.J
             _retry_later(out, f"cannot stop job {current}, which the spec no longer describes", observation.rejected)
             return
         if job_may_be_running(out.status) and observation.stop_result is None and not observation.job_missing:
-            out.condition(st.READY, st.UNKNOWN, "JobReplacing",
+            out.condition(st.READY, st.UNKNOWN, Reason.JOB_REPLACING,
                           f"the spec changed: stopping job {current} before submitting {desired}")
             out.actions.append(StopJob(current))
             return
-        out.event(NORMAL, "JobReplaced", f"the spec changed: job {current} is replaced by {desired}")
+        out.event(NORMAL, Reason.JOB_REPLACED, f"the spec changed: job {current} is replaced by {desired}")
         out.set(**{field: None for field in JOB_FIELDS})
         out.set(jobName=None)
         current = None
@@ -360,7 +361,7 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     result = observation.submit_result
     if result is None:
         if observation.job is not None:  # a written-ahead job found by describe: it was created after all
-            out.condition(st.JOB_SUBMITTED, st.TRUE, "JobAdopted", f"job {name} was created by an earlier attempt")
+            out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED, f"job {name} was created by an earlier attempt")
             out.set(jobArn=observation.job.job_arn, startTime=st.timestamp(now))
             _apply_snapshot(out, parsed, observation.job)
             return
@@ -368,7 +369,7 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
             _retry_later(out, f"cannot reach {_policy(out).display_name} for job {name}", observation.rejected)
             return
         waiting_until = st.parse_timestamp(out.status.get("nextPollTime"))
-        refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != "NotSubmitted"
+        refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != Reason.NOT_SUBMITTED
         if refused and out.status.get("jobName") == name:
             if waiting_until is None or now < waiting_until:
                 return  # refused for good (until the spec changes), or waiting to retry
@@ -379,17 +380,17 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
                 out.actions.append(DescribeJob(name))
             return
         out.set(jobName=name, phase=st.PENDING)
-        out.condition(st.JOB_SUBMITTED, st.UNKNOWN, "Submitting", f"submitting job {name}")
-        out.condition(st.READY, st.UNKNOWN, "JobSubmitting", f"submitting {_policy(out).describe_job(parsed)} as {name}")
-        out.condition(st.SUCCEEDED, st.UNKNOWN, "JobPending", "the job has not run yet")
-        out.condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "no configuration has been benchmarked yet")
+        out.condition(st.JOB_SUBMITTED, st.UNKNOWN, Reason.SUBMITTING, f"submitting job {name}")
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_SUBMITTING, f"submitting {_policy(out).describe_job(parsed)} as {name}")
+        out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_PENDING, "the job has not run yet")
+        out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "no configuration has been benchmarked yet")
         out.actions.append(SubmitJob(plan))
         return
 
     if isinstance(result, (base.Submitted, base.Adopted)):
         adopted = isinstance(result, base.Adopted)
         arn = result.snapshot.job_arn if isinstance(result, base.Adopted) else result.job_arn
-        out.condition(st.JOB_SUBMITTED, st.TRUE, "JobAdopted" if adopted else "JobSubmitted",
+        out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED if adopted else Reason.JOB_SUBMITTED,
                       f"job {name} {'was created by an earlier attempt' if adopted else 'was submitted'}")
         out.set(jobArn=arn, startTime=st.timestamp(now), submitAttempts=None)
         if isinstance(result, base.Adopted):
@@ -398,12 +399,12 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
             first_look = _policy(out).first_poll(observation.timing)
             out.set(phase=st.SUBMITTED, backendStatus=JobStatus.PENDING,
                     nextPollTime=observation.timing.after(now, first_look))
-            out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {JobStatus.PENDING}")
+            out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {JobStatus.PENDING}")
         return
 
     if isinstance(result, base.NameTaken):
-        out.condition(st.JOB_SUBMITTED, st.FALSE, "NameTaken", result.message)
-        out.condition(st.READY, st.FALSE, "NameTaken", result.message)
+        out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NAME_TAKEN, result.message)
+        out.condition(st.READY, st.FALSE, Reason.NAME_TAKEN, result.message)
         out.set(nextPollTime=None)
         return
 
@@ -442,8 +443,8 @@ def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
             out.set(nextPollTime=observation.timing.after(now, _policy(out).first_poll(observation.timing)))
             return
         message = f"job {name} was submitted but {_policy(out).display_name} no longer knows it"
-        out.condition(st.SUCCEEDED, st.FALSE, "JobNotFound", message)
-        out.condition(st.READY, st.FALSE, "JobNotFound", message)
+        out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_NOT_FOUND, message)
+        out.condition(st.READY, st.FALSE, Reason.JOB_NOT_FOUND, message)
         out.set(nextPollTime=None, phase=st.FAILED)
         return
     if observation.rejected is not None:
@@ -479,7 +480,7 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         # A configuration that failed (its server crashed, the threshold broke at once) would fail again; one
         # skipped for want of room is judged afresh (the pod may have been given more).
         failed = [f for f in (out.status.get("steps") or {}).get("failures") or [] if not f.get("skipped")]
-        out.event(NORMAL, "JobResumed", f"job {name} was interrupted (the operator restarted); running the "
+        out.event(NORMAL, Reason.JOB_RESUMED, f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
                                         f"{len(failed)} failed before)")
         resume = base.ResumeState(
@@ -497,8 +498,8 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         out.set(nextPollTime=timing.after(observation.now, _policy(out).first_poll(timing)))
         return
     message = f"cannot resume job {name}: {getattr(result, 'message', result)}"
-    out.condition(st.READY, st.FALSE, "JobFailed", message)
-    out.condition(st.SUCCEEDED, st.FALSE, "JobFailed", message)
+    out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
+    out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
     out.set(nextPollTime=None, phase=st.FAILED)
 
 
@@ -532,8 +533,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         interval = _policy(out).poll_interval(timing, (now - started).total_seconds())
         out.set(phase=st.SUBMITTED if snapshot.status == JobStatus.PENDING else st.IN_PROGRESS,
                 nextPollTime=timing.after(now, interval))
-        out.condition(st.READY, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
-        out.condition(st.SUCCEEDED, st.UNKNOWN, "JobInProgress", f"job {name} is {snapshot.status}{progress}")
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
+        out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
         if snapshot.recommendations:
             _select(out, parsed, snapshot.recommendations, final=False)
         return
@@ -541,7 +542,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
     out.set(nextPollTime=None)
     if snapshot.status == JobStatus.COMPLETED:
         out.set(phase=st.COMPLETED)
-        out.condition(st.SUCCEEDED, st.TRUE, "JobCompleted", f"job {name} completed{progress}")
+        out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED, f"job {name} completed{progress}")
         if snapshot.endpoint_performances and not snapshot.recommendations:
             _judge_endpoint(out, parsed, snapshot.endpoint_performances)
         else:
@@ -552,20 +553,20 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
     if snapshot.status == JobStatus.FAILED:
         message = f"job {name} failed: {snapshot.failure_reason or _policy(out).display_name + ' gave no reason'}{failed_steps}"
         out.set(phase=st.FAILED)
-        out.condition(st.SUCCEEDED, st.FALSE, "JobFailed", message)
-        out.condition(st.READY, st.FALSE, "JobFailed", message)
+        out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
+        out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
     elif snapshot.status == JobStatus.STOPPED:
         message = (f"job {name} was stopped before it completed{progress}; its partial results are listed but "
                    f"not selected from{failed_steps}")
         out.set(phase=st.STOPPED)
-        out.condition(st.SUCCEEDED, st.FALSE, "JobStopped", message)
-        out.condition(st.READY, st.FALSE, "JobStopped", message)
+        out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_STOPPED, message)
+        out.condition(st.READY, st.FALSE, Reason.JOB_STOPPED, message)
     else:
         message = f"job {name} is {snapshot.status}, which no operation of this operator causes"
         out.set(phase=st.FAILED)
-        out.condition(st.SUCCEEDED, st.FALSE, "JobDeleted", message)
-        out.condition(st.READY, st.FALSE, "JobDeleted", message)
-    out.condition(st.SLA_SATISFIED, st.UNKNOWN, "NoResults", "the job did not complete")
+        out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_DELETED, message)
+        out.condition(st.READY, st.FALSE, Reason.JOB_DELETED, message)
+    out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "the job did not complete")
     out.set(best=None)
     if snapshot.recommendations:
         _select(out, parsed, snapshot.recommendations, final=False)
@@ -581,18 +582,18 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
         return
     if chosen.best is None:
         out.set(best=None)
-        out.condition(st.SLA_SATISFIED, st.FALSE, "NoCandidateMeetsSLA", chosen.reason)
-        out.condition(st.READY, st.FALSE, "NoCandidateMeetsSLA", chosen.reason)
+        out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason)
+        out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason)
         return
     best = chosen.best
     previous = (out.before.get("best") or {}).get("recommendationId")
     if previous and previous != best.recommendation_id:
-        out.event(NORMAL, "BestChanged", f"the selection now prefers {chosen.reason}")
+        out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
     out.set(best={"recommendationId": best.recommendation_id, "instanceType": best.instance_type,
                   "initialInstanceCount": best.initial_instance_count, "environment": dict(best.environment),
                   "metrics": _metrics_row(best.metrics), "reason": chosen.reason[:1024]})
-    out.condition(st.SLA_SATISFIED, st.TRUE, "CandidateMeetsSLA", chosen.reason)
-    out.condition(st.READY, st.TRUE, "BestSelected", chosen.reason)
+    out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason)
+    out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED, chosen.reason)
 
 
 def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,
@@ -607,11 +608,11 @@ def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,
     message = (f"endpoint {performance.endpoint_name} sustains {performance.max_invocations} invocations/min at "
                f"{performance.model_latency} ms")
     if verdict.best is None:
-        out.condition(st.SLA_SATISFIED, st.FALSE, "NoCandidateMeetsSLA", f"{message}: {verdict.reason}")
-        out.condition(st.READY, st.FALSE, "NoCandidateMeetsSLA", f"{message}: {verdict.reason}")
+        out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, f"{message}: {verdict.reason}")
+        out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, f"{message}: {verdict.reason}")
     else:
-        out.condition(st.SLA_SATISFIED, st.TRUE, "EndpointMeetsSLA", f"{message}, meeting {constraints.describe()}")
-        out.condition(st.READY, st.TRUE, "EndpointBenchmarked", f"{message}, meeting {constraints.describe()}")
+        out.condition(st.SLA_SATISFIED, st.TRUE, Reason.ENDPOINT_MEETS_SLA, f"{message}, meeting {constraints.describe()}")
+        out.condition(st.READY, st.TRUE, Reason.ENDPOINT_BENCHMARKED, f"{message}, meeting {constraints.describe()}")
 
 
 def _metrics_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -678,7 +679,7 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
         # Keep the finalizer: releasing it would leave a job running and billing that nobody can see any more.
         message = (f"cannot stop job {name} before deletion: {out.observation.rejected.message}; set "
                    f"spec.deletionPolicy to Retain to delete without stopping it")
-        return Outcome((EmitEvent(WARNING, "JobStopFailed", message),
+        return Outcome((EmitEvent(WARNING, Reason.JOB_STOP_FAILED, message),
                         RetryLater(out.observation.timing.retry_first, message)), {})
     if result is None:
         return Outcome((StopJob(name),), {})
@@ -686,6 +687,6 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
     detail = "it had already finished" if result.already_finished else \
         f"{backend} did not know it" if result.not_found else "stop requested"
     # Recorded so that the delete handler's filter stops matching and the finalizer is released.
-    return Outcome((EmitEvent(NORMAL, "JobStopped", f"the RightsizeJob is being deleted: job {name}: {detail}"),),
+    return Outcome((EmitEvent(NORMAL, Reason.JOB_STOPPED, f"the RightsizeJob is being deleted: job {name}: {detail}"),),
                    {"backendStatus": JobStatus.STOPPING if not (result.already_finished or result.not_found)
                     else JobStatus.STOPPED})

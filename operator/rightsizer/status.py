@@ -4,28 +4,80 @@ that follows Kubernetes conventions (metav1.Condition: lastTransitionTime moves 
 from __future__ import annotations
 
 import datetime
+import enum
 from typing import Any, Iterable
 
-# Condition types. Ready is the summary; the others say which stage got where.
-READY = "Ready"
-VALIDATED = "Validated"
-JOB_SUBMITTED = "JobSubmitted"
-SUCCEEDED = "Succeeded"
-SLA_SATISFIED = "SLASatisfied"
-AWAITING_APPROVAL = "AwaitingApproval"
-PROMOTED = "Promoted"
-CONDITION_ORDER = (READY, VALIDATED, JOB_SUBMITTED, SUCCEEDED, SLA_SATISFIED, AWAITING_APPROVAL, PROMOTED)
+class Condition(enum.StrEnum):
+    """Condition types. Ready is the summary; the others say which stage got where."""
 
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+    READY = "Ready"
+    VALIDATED = "Validated"
+    JOB_SUBMITTED = "JobSubmitted"
+    SUCCEEDED = "Succeeded"
+    SLA_SATISFIED = "SLASatisfied"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    PROMOTED = "Promoted"
 
-# Phases: informational only (conditions are the contract), kept because `kubectl get` users read them.
-PENDING = "Pending"
-SUBMITTED = "Submitted"
-IN_PROGRESS = "InProgress"
-COMPLETED = "Completed"
-FAILED = "Failed"
-STOPPED = "Stopped"
-PROMOTED_PHASE = "Promoted"
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Phase(enum.StrEnum):
+    """Informational only (conditions are the contract), kept because `kubectl get` users read them."""
+
+    PENDING = "Pending"
+    SUBMITTED = "Submitted"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    PROMOTED = "Promoted"
+
+
+class Reason(enum.StrEnum):
+    """Condition reasons and Event reasons of the job's life (promotion's own are in rightsizer.promotion)."""
+
+    VALID = "Valid"
+    VALID_WITH_WARNINGS = "ValidWithWarnings"
+    INVALID_SPEC = "InvalidSpec"
+    JOB_PENDING = "JobPending"
+    NOT_SUBMITTED = "NotSubmitted"
+    SUBMITTING = "Submitting"
+    JOB_SUBMITTING = "JobSubmitting"
+    JOB_SUBMITTED = "JobSubmitted"
+    JOB_ADOPTED = "JobAdopted"
+    JOB_IN_PROGRESS = "JobInProgress"
+    JOB_REPLACING = "JobReplacing"
+    JOB_REPLACED = "JobReplaced"
+    JOB_RESUMED = "JobResumed"
+    JOB_COMPLETED = "JobCompleted"
+    JOB_FAILED = "JobFailed"
+    JOB_STOPPED = "JobStopped"
+    JOB_STOP_FAILED = "JobStopFailed"
+    JOB_DELETED = "JobDeleted"
+    JOB_NOT_FOUND = "JobNotFound"
+    NAME_TAKEN = "NameTaken"
+    NO_RESULTS = "NoResults"
+    NO_CANDIDATE_MEETS_SLA = "NoCandidateMeetsSLA"
+    CANDIDATE_MEETS_SLA = "CandidateMeetsSLA"
+    ENDPOINT_MEETS_SLA = "EndpointMeetsSLA"
+    ENDPOINT_BENCHMARKED = "EndpointBenchmarked"
+    BEST_SELECTED = "BestSelected"
+    BEST_CHANGED = "BestChanged"
+    NOT_REQUIRED = "NotRequired"
+
+
+# Short names for the words every module uses.
+READY, VALIDATED, JOB_SUBMITTED, SUCCEEDED = Condition.READY, Condition.VALIDATED, Condition.JOB_SUBMITTED, \
+    Condition.SUCCEEDED
+SLA_SATISFIED, AWAITING_APPROVAL, PROMOTED = Condition.SLA_SATISFIED, Condition.AWAITING_APPROVAL, Condition.PROMOTED
+CONDITION_ORDER = tuple(Condition)
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+PENDING, SUBMITTED, IN_PROGRESS, COMPLETED = Phase.PENDING, Phase.SUBMITTED, Phase.IN_PROGRESS, Phase.COMPLETED
+FAILED, STOPPED, PROMOTED_PHASE = Phase.FAILED, Phase.STOPPED, Phase.PROMOTED
 
 MAX_MESSAGE_CHARS = 32768
 MAX_WARNINGS = 20
