@@ -21,6 +21,7 @@ from rightsizer.backends.local import request as local_request
 from rightsizer.backends.sagemaker import translate
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
+from rightsizer.promotion.memory import PromotionMemory
 
 NORMAL, WARNING = "Normal", "Warning"
 BACKEND_NAMES = {"sagemaker": "SageMaker", "local": "the local backend"}
@@ -275,9 +276,9 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
         promotion=parsed.promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
         generation=observation.generation, best=status.get("best") if job_done else None,
         sla_satisfied=sla.get("status") if sla else None, annotations=observation.annotations,
-        memory=status.get("promotion") or {}, now=observation.now, world=observation.world,
+        memory=PromotionMemory.from_storage(status.get("promotion")), now=observation.now, world=observation.world,
         applied=observation.applied, deleted=observation.deleted))
-    out.set(promotion=step.memory)
+    out.set(promotion=step.memory.for_storage())
     for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):
         if value is not None:
             out.condition(kind, *value)
