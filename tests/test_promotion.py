@@ -5,6 +5,7 @@ through the operator against the real API server."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 
 import pytest
@@ -13,7 +14,7 @@ import regex
 from rightsizer import schema, spec
 from rightsizer import status as st
 from rightsizer.promotion import flow, paths, targets
-from rightsizer.promotion.memory import PromotionMemory
+from rightsizer.promotion.memory import PromotionMemory, State
 from rightsizer.promotion.objects import (ApplyObjects, ApplyResult, DeleteObjects, DeleteResult, KindRef, ObjectRef,
                                           ReadWorld, World)
 from rightsizer.promotion.paths import MISSING, Keyed
@@ -919,3 +920,79 @@ def test_a_refused_ack_read_or_probe_says_read_or_patch_and_what_the_cluster_rol
     assert step.promoted[2].startswith("the operator may not read ModelDeployment/fraud: modeldeployments is "
                                        "forbidden; grant its ServiceAccount get (and patch) on ModelDeployment")
 
+
+# -- status.promotion as stored ------------------------------------------------------------------------------------
+
+def stored_after(first: flow.Context, *then: flow.Context) -> dict:
+    """status.promotion as the flow writes it after these visits (each visit's memory feeds the next)."""
+    memory = flow.advance(first).memory
+    for ctx in then:
+        memory = flow.advance(dataclasses.replace(ctx, memory=memory)).memory
+    return memory.for_storage()
+
+
+def generic_promoted() -> dict:
+    step = generic_attempt()
+    return flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult(step.effect.refs()))).memory.for_storage()
+
+
+def all_collected() -> dict:
+    memory = {**promoted_memory(), "createdObjects": ["Model/old-1"],
+              "current": {**promoted_memory()["current"], "endpointConfigName": "c", "modelName": "m"},
+              "previous": {**promoted_memory()["previous"], "endpointConfigName": "c", "modelName": "m"}}
+    deleted = DeleteResult((ObjectRef(ACK, "Model", NS, "old-1"),))
+    return stored_after(context(memory, deleted=deleted))
+
+
+STORED_SHAPES = {
+    # Written by hand in the tests above, in the shape older versions wrote.
+    "pending": pending_memory,
+    "waiting with a start time": lambda: {**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+    "promoted": promoted_memory,
+    "no attempt counted": lambda: {"state": "Succeeded", "attempt": 0, "current": {
+        "recommendationId": "job/00000000", "instanceType": "ml.m5.large", "instanceCount": 1, "environment": {},
+        "endpointConfigName": "fraud-config", "modelName": "fraud-model", "variantName": "AllTraffic"}},
+    # Written by the flow.
+    "awaiting approval": lambda: stored_after(context(mode="Manual")),
+    "ack dry run": lambda: stored_after(context(mode="DryRun", world=ack_world(endpoint("fraud-config")))),
+    "ack dry run with nothing to apply": lambda: stored_after(context(
+        mode="DryRun", world=ack_world(endpoint("fraud-config", sent="fraud-config"),
+                                       [endpoint_config("fraud-config", "fraud-model", "ml.m5.2xlarge", 2)],
+                                       [model("fraud-model", {"OMP_NUM_THREADS": "4"})]))),
+    "ack creating": lambda: stored_after(context(world=ack_world(endpoint("fraud-config")))),
+    "ack waiting for the target": lambda: stored_after(
+        context(pending_memory(), world=synced_world(endpoint("fraud-config"))),
+        context(applied=ApplyResult((ENDPOINT_REF,)))),
+    "ack promoted": lambda: stored_after(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+                                                 world=synced_world(endpoint(name(1), sent=name(1))))),
+    "ack update failed": lambda: failed_update_memory().for_storage(),
+    "ack rollback failed": lambda: failed_rollback_memory(endpoint("other-config")).for_storage(),
+    "ack rolled back": lambda: stored_after(
+        context(promoted_memory(), annotations={"rightsizer.io/rollback": "true"},
+                world=synced_world(endpoint(name(1), sent=name(1)))),
+        context(annotations={"rightsizer.io/rollback": "true"}, applied=ApplyResult((ENDPOINT_REF,))),
+        context(annotations={"rightsizer.io/rollback": "true"},
+                world=synced_world(endpoint("fraud-config", sent="fraud-config")))),
+    "every created object collected": all_collected,
+    "generic attempt": lambda: generic_attempt().memory.for_storage(),
+    "generic promoted": generic_promoted,
+    "generic dry run": lambda: stored_after(context(mode="DryRun", target=GENERIC, fieldPaths=FIELD_PATHS,
+                                                    world=World({GENERIC_REF: {"spec": {"fleets": [{}]}}}))),
+}
+
+
+@pytest.mark.parametrize("shape", STORED_SHAPES.values(), ids=STORED_SHAPES.keys())
+def test_the_memory_reads_and_writes_status_promotion_unchanged(shape):
+    from test_reconcile import assert_admissible
+    stored = shape()
+    assert PromotionMemory.from_storage(stored).for_storage() == stored
+    assert_admissible({"promotion": stored})
+
+
+def test_the_shapes_cover_every_state_and_field_the_flow_writes():
+    shapes = [shape() for shape in STORED_SHAPES.values()]
+    assert {shape.get("state") for shape in shapes} == set(State)
+    fields = set(schema.openapi_schema()["properties"]["status"]["properties"]["promotion"]["properties"])
+    assert set().union(*shapes) == fields
+    assert [] in [shape.get("createdObjects") for shape in shapes]  # kept, not dropped, once every object is gone
