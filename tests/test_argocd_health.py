@@ -17,7 +17,9 @@ import lupa.lua55
 import pytest
 import yaml
 
+from rightsizer import status as st
 from rightsizer.promotion import flow
+from rightsizer.promotion.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[1]
 ARGOCD = REPO / "manifests" / "argocd"
@@ -259,13 +261,14 @@ def test_the_terminal_reasons_match_the_operator():
     assert _lua_terminal_reasons() == set(TERMINAL)
     # Every reason reconcile.py writes literally into Ready=False is final or waits for an edit.
     reconcile = (REPO / "operator" / "rightsizer" / "reconcile.py").read_text()
-    literal = set(re.findall(r"condition\(st\.READY, st\.FALSE, \"(\w+)\"", reconcile))
+    literal = {st.Reason[m] for m in re.findall(r"condition\(st\.READY, st\.FALSE, Reason\.(\w+)", reconcile)}
     assert literal and literal <= set(TERMINAL), literal - set(TERMINAL)
     # Promotion: what it fails for good (and does not retry) is terminal; its retried problems are not.
     promotion = "".join((REPO / "operator" / "rightsizer" / "promotion" / f).read_text() for f in ("flow.py", "targets.py"))
-    failed = set(re.findall(r"_fail\(ctx, step, \"(\w+)\"", promotion))
-    final = set(re.findall(r"TargetProblem\(\"(\w+)\",[^()]*(?:\([^()]*\)[^()]*)*retry=False", promotion))
-    retried = set(re.findall(r"TargetProblem\(\"(\w+)\"", promotion)) - final
+    failed = {Reason[m] for m in re.findall(r"_fail\(step, Reason\.(\w+)", promotion)}
+    final = {Reason[m] for m in re.findall(r"TargetProblem\(Reason\.(\w+),[^()]*(?:\([^()]*\)[^()]*)*retry=False",
+                                           promotion)}
+    retried = {Reason[m] for m in re.findall(r"TargetProblem\(Reason\.(\w+)", promotion)} - final
     assert failed and final and retried
     assert failed | final | {"UnsupportedConfiguration"} == set(flow.FINAL_REASONS) <= set(TERMINAL)
     assert not retried & set(TERMINAL), retried & set(TERMINAL)

@@ -5,13 +5,16 @@ through the operator against the real API server."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 
 import pytest
 import regex
 
+from rightsizer import schema, spec
 from rightsizer import status as st
 from rightsizer.promotion import flow, paths, targets
+from rightsizer.promotion.memory import PromotionMemory, State
 from rightsizer.promotion.objects import (ApplyObjects, ApplyResult, DeleteObjects, DeleteResult, KindRef, ObjectRef,
                                           ReadWorld, World)
 from rightsizer.promotion.paths import MISSING, Keyed
@@ -78,11 +81,15 @@ def ack_world(the_endpoint: dict, configs=(ORIGINAL_CONFIG,), models=(ORIGINAL_M
 
 def context(memory=None, *, mode="Automatic", best=BEST, annotations=None, world=None, applied=None, deleted=None,
             target=None, generation=1, sla=st.TRUE, now=NOW, **promotion) -> flow.Context:
-    spec = {"target": target or {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint"}, "mode": mode,
-            "forceConflicts": False, **promotion}
-    return flow.Context(promotion=spec, namespace=NS, job_name="fraud", owner_uid=UID, generation=generation,
-                        best=best, sla_satisfied=sla, annotations=annotations or {}, memory=memory or {}, now=now,
-                        world=world, applied=applied, deleted=deleted)
+    """`memory`: a step's, or status.promotion as stored; `promotion`: more of spec.promotion (CRD defaults apply)."""
+    raw = {"target": target or {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint"}, "mode": mode,
+           "forceConflicts": False, **promotion}
+    if not isinstance(memory, PromotionMemory):
+        memory = PromotionMemory.from_storage(memory)
+    return flow.Context(promotion=spec.Promotion.from_spec(schema.with_defaults({"promotion": raw})["promotion"]),
+                        namespace=NS, job_name="fraud", owner_uid=UID, generation=generation, best=best,
+                        sla_satisfied=sla, annotations=annotations or {}, memory=memory, now=now, world=world,
+                        applied=applied, deleted=deleted)
 
 
 def name(attempt: int) -> str:
@@ -156,8 +163,9 @@ def test_kserve_without_a_container_is_unsupported():
 
 
 def test_generic_field_paths_expand_the_environment_per_variable():
-    assignments = targets.generic_assignments({"instanceType": "spec.fleets[0].machineType",
-                                               "environment": "spec.fleets[0].env"}, Configuration.from_row(BEST))
+    assignments = targets.generic_assignments(spec.FieldPaths(instance_type="spec.fleets[0].machineType",
+                                                              environment="spec.fleets[0].env"),
+                                              Configuration.from_row(BEST))
     assert assignments == [(("spec", "fleets", 0, "machineType"), "ml.m5.2xlarge"),
                            (("spec", "fleets", 0, "env", "OMP_NUM_THREADS"), "4")]
 
@@ -166,7 +174,7 @@ def test_generic_field_paths_expand_the_environment_per_variable():
 
 def test_manual_waits_for_approval_and_touches_nothing():
     step = flow.advance(context(mode="Manual"))
-    assert step.effect is None and step.memory["state"] == "AwaitingApproval"
+    assert step.effect is None and step.memory.state == "AwaitingApproval"
     assert step.awaiting[:2] == (st.TRUE, "ApprovalRequired")
     assert "rightsizer.io/approve=job/00000001" in step.awaiting[2]
 
@@ -201,14 +209,15 @@ def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_s
 
     step = flow.advance(context(world=ack_world(endpoint("fraud-config"))))
     new = name(1)
-    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 1
-    assert step.memory["pending"] == {**Configuration.from_row(BEST).as_status(), "endpointConfigName": new,
-                                      "modelName": new, "variantName": "AllTraffic-c2"}
-    assert step.memory["previous"] == {"instanceType": "ml.m5.large", "instanceCount": 1,
-                                       "environment": {"SAGEMAKER_PROGRAM": "serve", "OMP_NUM_THREADS": "1"},
-                                       "endpointConfigName": "fraud-config", "modelName": "fraud-model",
-                                       "variantName": "AllTraffic"}
-    assert step.memory["createdObjects"] == [f"Model/{new}", f"EndpointConfig/{new}"]
+    assert step.memory.state == "CreatingResources" and step.memory.attempt == 1
+    assert step.memory.pending.for_storage() == {**Configuration.from_row(BEST).as_status(),
+                                                 "endpointConfigName": new, "modelName": new,
+                                                 "variantName": "AllTraffic-c2"}
+    assert step.memory.previous.for_storage() == {"instanceType": "ml.m5.large", "instanceCount": 1,
+                                                  "environment": {"SAGEMAKER_PROGRAM": "serve", "OMP_NUM_THREADS": "1"},
+                                                  "endpointConfigName": "fraud-config", "modelName": "fraud-model",
+                                                  "variantName": "AllTraffic"}
+    assert step.memory.created_objects == (f"Model/{new}", f"EndpointConfig/{new}")
     new_model, new_config = step.effect.bodies
     assert new_model["spec"]["modelName"] == new
     assert new_model["spec"]["primaryContainer"] == {"image": "xgboost:1.5-1", "modelDataURL": "s3://b/model.tar.gz",
@@ -237,7 +246,7 @@ def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_s
     assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, new),), force_conflicts=False)
     memory = step.memory
     step = flow.advance(context(memory, applied=ApplyResult(step.effect.refs())))
-    assert step.memory["state"] == "WaitingForTarget" and step.poll_after == "poll"
+    assert step.memory.state == "WaitingForTarget" and step.poll_after == "poll"
     memory = step.memory
 
     # Pointed at the new config, but still reporting the old InService: not done until ACK has sent the update.
@@ -251,9 +260,9 @@ def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_s
     assert step.promoted == (st.TRUE, "Promoted",
                              "ml.m5.2xlarge x2 (OMP_NUM_THREADS=4) is promoted to Endpoint/fraud-endpoint")
     assert step.ready == step.promoted and step.phase == "Promoted"
-    assert step.memory["state"] == "Succeeded" and step.memory["appliedRecommendationId"] == "job/00000001"
-    assert step.memory["current"]["endpointConfigName"] == new and "pending" not in step.memory
-    assert step.memory["previous"]["endpointConfigName"] == "fraud-config"
+    assert step.memory.state == "Succeeded" and step.memory.applied_recommendation_id == "job/00000001"
+    assert step.memory.current.endpoint_config_name == new and step.memory.pending is None
+    assert step.memory.previous.endpoint_config_name == "fraud-config"
     assert step.effect is None  # the user's own objects are never collected; ours are still in use
     assert ("Normal", "Promoted") in [e[:2] for e in step.events]
 
@@ -267,7 +276,7 @@ def test_a_conflict_stops_the_attempt_before_anything_is_created():
     step = flow.advance(context(world=world))
     assert step.effect is None and step.promoted[:2] == (st.FALSE, "FieldConflict")
     assert "argocd-controller" in step.promoted[2] and "spec.promotion.forceConflicts" in step.promoted[2]
-    assert step.poll_after == "retry" and "pending" not in step.memory
+    assert step.poll_after == "retry" and step.memory.pending is None
 
 
 def pending_memory(state="CreatingResources") -> dict:
@@ -284,7 +293,7 @@ def pending_memory(state="CreatingResources") -> dict:
 def test_a_restart_between_recording_and_creating_creates_the_recorded_names():
     step = flow.advance(context(pending_memory(), world=ack_world(endpoint("fraud-config"))))
     assert [b["metadata"]["name"] for b in step.effect.bodies] == [name(1), name(1)]
-    assert step.memory["attempt"] == 1 and "after a restart" in step.promoted[2]
+    assert step.memory.attempt == 1 and "after a restart" in step.promoted[2]
 
 
 def test_a_rejected_object_fails_the_attempt_and_only_a_spec_edit_starts_another():
@@ -293,12 +302,12 @@ def test_a_rejected_object_fails_the_attempt_and_only_a_spec_edit_starts_another
     world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected],
                       [ORIGINAL_MODEL, model(new, {"OMP_NUM_THREADS": "4"})])
     step = flow.advance(context(pending_memory(), world=world))
-    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+    assert step.memory.state == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
     assert "InvalidParameterValue" in step.promoted[2] and step.poll_after is None
     failed = step.memory
     assert flow.advance(context(failed)).effect is None  # not retried for the same generation
     step = flow.advance(context(failed, generation=2, world=world))
-    assert step.memory["attempt"] == 2 and step.memory["pending"]["endpointConfigName"] == name(2)
+    assert step.memory.attempt == 2 and step.memory.pending.endpoint_config_name == name(2)
     assert [b["metadata"]["name"] for b in step.effect.bodies] == [name(2), name(2)]
 
 
@@ -316,7 +325,7 @@ def synced_world(the_endpoint: dict) -> World:
 def test_a_failed_endpoint_update_is_reported_with_ack_and_sagemaker_words(the_endpoint, detail):
     step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(the_endpoint)))
     assert step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed") and detail in step.promoted[2]
-    assert step.ready[:2] == (st.FALSE, "EndpointUpdateFailed") and step.memory["state"] == "Failed"
+    assert step.ready[:2] == (st.FALSE, "EndpointUpdateFailed") and step.memory.state == "Failed"
     assert "rightsizer.io/rollback=true" in step.promoted[2]
 
 
@@ -327,11 +336,11 @@ def test_someone_else_repointing_the_endpoint_mid_promotion_fails_it():
 
 def test_dry_run_plans_the_objects_and_changes_nothing():
     step = flow.advance(context(mode="DryRun", world=ack_world(endpoint("fraud-config"))))
-    assert step.effect is None and step.memory["state"] == "Planned"
-    assert [(o["kind"], o["metadata"]["name"]) for o in step.memory["plannedPatch"]["objects"]] == [
+    assert step.effect is None and step.memory.state == "Planned"
+    assert [(o["kind"], o["metadata"]["name"]) for o in step.memory.planned_objects] == [
         ("Model", name(1)), ("EndpointConfig", name(1)), ("Endpoint", "fraud-endpoint")]
     assert step.promoted[:2] == (st.FALSE, "DryRun") and "nothing was changed" in step.promoted[2]
-    assert "pending" not in step.memory and "attempt" not in step.memory
+    assert step.memory.pending is None and step.memory.attempt is None
 
 
 def promoted_memory() -> dict:
@@ -348,13 +357,13 @@ def test_rollback_points_the_endpoint_back_and_then_holds():
     rollback = {"rightsizer.io/rollback": "true"}
     step = flow.advance(context(promoted_memory(), annotations=rollback, world=synced_world(endpoint(name(1), sent=name(1)))))
     assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),))
-    assert step.memory["rollback"] is True and step.memory["pending"]["endpointConfigName"] == "fraud-config"
-    assert step.memory["previous"]["endpointConfigName"] == name(1)
+    assert step.memory.rollback is True and step.memory.pending.endpoint_config_name == "fraud-config"
+    assert step.memory.previous.endpoint_config_name == name(1)
     memory = flow.advance(context(step.memory, annotations=rollback, applied=ApplyResult(step.effect.refs()))).memory
     step = flow.advance(context(memory, annotations=rollback,
                                 world=synced_world(endpoint("fraud-config", sent="fraud-config"))))
-    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory["state"] == "RolledBack"
-    assert step.memory["current"]["endpointConfigName"] == "fraud-config"
+    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory.state == "RolledBack"
+    assert step.memory.current.endpoint_config_name == "fraud-config"
     assert step.effect is None  # what we rolled back from is kept: it is now `previous`
     held = flow.advance(context(step.memory, annotations=rollback))
     assert held.effect is None and held.promoted[:2] == (st.TRUE, "RolledBack")
@@ -374,7 +383,7 @@ def test_objects_no_configuration_uses_are_collected_after_a_later_promotion():
     step = flow.advance(context(memory))
     assert step.effect == DeleteObjects((ObjectRef(ACK, "Model", NS, "old-1"), ObjectRef(ACK, "EndpointConfig", NS, "old-1")))
     step = flow.advance(context(step.memory, deleted=DeleteResult(step.effect.refs)))
-    assert step.memory["createdObjects"] == promoted_memory()["createdObjects"]
+    assert step.memory.created_objects == tuple(promoted_memory()["createdObjects"])
     assert step.events[0][:2] == ("Normal", "PromotionCleanedUp")
 
 
@@ -382,7 +391,7 @@ def test_a_failed_cleanup_is_retried_later():
     memory = promoted_memory()
     memory["createdObjects"] = ["Model/old-1", *memory["createdObjects"]]
     step = flow.advance(context(memory, deleted=DeleteResult((), error="Model/old-1: forbidden")))
-    assert step.memory["createdObjects"][0] == "Model/old-1" and step.poll_after == "retry"
+    assert step.memory.created_objects[0] == "Model/old-1" and step.poll_after == "retry"
     assert step.events[0][:2] == ("Warning", "PromotionCleanupFailed")
 
 
@@ -403,11 +412,11 @@ def test_a_generic_target_is_applied_once_and_remembers_how_to_restore_it():
     assert document["spec"]["fleets"] == [{"machineType": "ml.m5.2xlarge", "replicas": 2,
                                            "env": {"KEEP": "1", "OMP_NUM_THREADS": "4"}},
                                           {"machineType": "ml.c5.large", "replicas": 3}]
-    assert step.memory["previous"]["patch"]["spec"]["fleets"][0] == {"machineType": "ml.m5.large", "replicas": 1,
+    assert step.memory.previous.patch["spec"]["fleets"][0] == {"machineType": "ml.m5.large", "replicas": 1,
                                                                      "env": {"KEEP": "1"}}
     step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
                                 applied=ApplyResult(step.effect.refs())))
-    assert step.promoted[:2] == (st.TRUE, "Promoted") and step.memory["state"] == "Succeeded"
+    assert step.promoted[:2] == (st.TRUE, "Promoted") and step.memory.state == "Succeeded"
 
 
 @pytest.mark.parametrize("world,reason", [
@@ -441,7 +450,7 @@ def test_a_terminal_condition_left_from_the_previous_update_is_shown_not_judged(
                      failure="the older update failed")
     step = flow.advance(context(pending_memory("WaitingForTarget"), world=synced_world(stale)))
     assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and "ACK reports: EndpointUpdateError: older" in step.promoted[2]
-    assert step.memory["state"] == "WaitingForTarget"
+    assert step.memory.state == "WaitingForTarget"
 
 
 def test_a_generic_rollback_applies_the_recorded_restoring_patch_and_keeps_the_promotion_as_previous():
@@ -454,22 +463,22 @@ def test_a_generic_rollback_applies_the_recorded_restoring_patch_and_keeps_the_p
     step = flow.advance(context(promoted, target=GENERIC, fieldPaths=FIELD_PATHS, annotations=rollback,
                                 world=World({GENERIC_REF: after})))
     assert step.effect.bodies[0]["spec"] == {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}
-    assert step.memory["previous"]["recommendationId"] == "job/00000001"  # the promotion, to re-apply later
+    assert step.memory.previous.recommendation_id == "job/00000001"  # the promotion, to re-apply later
     step = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS, annotations=rollback,
                                 applied=ApplyResult(step.effect.refs())))
     assert step.promoted == (st.TRUE, "RolledBack", "rolled back to the configuration it had before on "
                                                     "ModelDeployment/fraud")
-    assert step.memory["state"] == "RolledBack" and "appliedRecommendationId" not in step.memory
+    assert step.memory.state == "RolledBack" and step.memory.applied_recommendation_id is None
 
 
 # -- progress deadline ------------------------------------------------------------------------------------------
 
 def test_an_attempt_records_when_it_started_and_forgets_it_on_success():
     step = flow.advance(context(world=ack_world(endpoint("fraud-config"))))
-    assert step.memory["startedAt"] == st.timestamp(NOW)
+    assert step.memory.for_storage()["startedAt"] == st.timestamp(NOW)
     done = flow.advance(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
                                 world=synced_world(endpoint(name(1), sent=name(1)))))
-    assert done.promoted[:2] == (st.TRUE, "Promoted") and "startedAt" not in done.memory
+    assert done.promoted[:2] == (st.TRUE, "Promoted") and done.memory.started_at is None
 
 
 @pytest.mark.parametrize("state,the_endpoint,unsynced", [
@@ -489,7 +498,7 @@ def test_a_controller_that_stalls_past_the_deadline_is_reported_and_still_watche
     assert step.promoted[:2] == step.ready[:2] == (st.FALSE, "ProgressDeadlineExceeded")
     assert "no outcome 1 h 1 min after the attempt started (spec.promotion.progressDeadlineSeconds is 3600); " \
            "still watching: waiting for" in step.promoted[2]
-    assert step.poll_after == "retry" and step.memory["state"] == state  # not given up: the attempt goes on
+    assert step.poll_after == "retry" and step.memory.state == state  # not given up: the attempt goes on
 
     served = flow.advance(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
                                   world=synced_world(endpoint(new, sent=new)), now=late + datetime.timedelta(hours=2)))
@@ -513,9 +522,9 @@ def test_a_kserve_service_that_never_gets_ready_passes_the_deadline():
     live = {"metadata": {"name": "fraud", "generation": 1},
             "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}}}
     step = flow.advance(context(target=target, world=World({ref: live})))
-    assert step.memory["startedAt"] == st.timestamp(NOW)
+    assert step.memory.for_storage()["startedAt"] == st.timestamp(NOW)
     step = flow.advance(context(step.memory, target=target, applied=ApplyResult(step.effect.refs())))
-    assert step.memory["state"] == "WaitingForTarget"
+    assert step.memory.state == "WaitingForTarget"
     pending_pod = {**live, "metadata": {"name": "fraud", "generation": 2},
                    "status": {"observedGeneration": 2, "conditions": [
                        {"type": "Ready", "status": "False", "message": "0/3 nodes are available: Insufficient cpu"}]}}
@@ -532,11 +541,11 @@ BEST_2 = {"recommendationId": "job/00000002", "instanceType": "ml.c5.xlarge", "i
 REFUSED = "Instance type ml.m5.2xlarge is not available"
 
 
-def failed_update_memory() -> dict:
+def failed_update_memory() -> PromotionMemory:
     """SageMaker refused attempt 1's copy: the Endpoint's spec names it, SageMaker serves fraud-config."""
     step = flow.advance(context(pending_memory("WaitingForTarget"),
                                 world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
-    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
+    assert step.memory.state == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
     return step.memory
 
 
@@ -547,14 +556,14 @@ def test_a_spec_edit_after_a_failed_update_tries_again_under_a_new_name():
     # The endpoint's spec names a copy with the desired values, but SageMaker does not serve it: not a success.
     step = flow.advance(context(failed, generation=2,
                                 world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
-    assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and "appliedRecommendationId" not in step.memory
-    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 2
-    assert step.memory["pendingGeneration"] == 2 and step.memory["pending"]["endpointConfigName"] == name(2)
+    assert step.promoted[:2] == (st.UNKNOWN, "Promoting") and step.memory.applied_recommendation_id is None
+    assert step.memory.state == "CreatingResources" and step.memory.attempt == 2
+    assert step.memory.pending_generation == 2 and step.memory.pending.endpoint_config_name == name(2)
     assert [(b["kind"], b["metadata"]["name"]) for b in step.effect.bodies] == [("EndpointConfig", name(2))]
     assert step.effect.bodies[0]["spec"]["productionVariants"][0] == {
         "variantName": "AllTraffic-c2", "modelName": name(1), "instanceType": "ml.m5.2xlarge",
         "initialInstanceCount": 2, "initialVariantWeight": 1}
-    assert step.memory["previous"]["endpointConfigName"] == "fraud-config"  # what SageMaker still serves
+    assert step.memory.previous.endpoint_config_name == "fraud-config"  # what SageMaker still serves
 
 
 def test_a_failed_update_that_sagemaker_serves_after_all_is_a_success():
@@ -562,17 +571,17 @@ def test_a_failed_update_that_sagemaker_serves_after_all_is_a_success():
     step = flow.advance(context(failed_update_memory(), generation=2,
                                 world=synced_world(endpoint(name(1), sent=name(1)))))
     assert step.promoted[:2] == (st.TRUE, "Promoted") and step.effect is None
-    assert step.memory["state"] == "Succeeded" and step.memory["current"]["endpointConfigName"] == name(1)
-    assert step.memory["previous"]["endpointConfigName"] == "fraud-config" and "pending" not in step.memory
+    assert step.memory.state == "Succeeded" and step.memory.current.endpoint_config_name == name(1)
+    assert step.memory.previous.endpoint_config_name == "fraud-config" and step.memory.pending is None
 
 
-def failed_rollback_memory(the_endpoint: dict) -> dict:
+def failed_rollback_memory(the_endpoint: dict) -> PromotionMemory:
     rollback = {"rightsizer.io/rollback": "true"}
     step = flow.advance(context(promoted_memory(), annotations=rollback,
                                 world=synced_world(endpoint(name(1), sent=name(1)))))
     memory = flow.advance(context(step.memory, annotations=rollback, applied=ApplyResult(step.effect.refs()))).memory
     step = flow.advance(context(memory, annotations=rollback, world=synced_world(the_endpoint)))
-    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
+    assert step.memory.state == "Failed" and step.promoted[:2] == (st.FALSE, "EndpointUpdateFailed")
     return step.memory
 
 
@@ -582,9 +591,9 @@ def test_retrying_a_failed_rollback_points_the_endpoint_at_the_rollback_target()
     step = flow.advance(context(failed, annotations={"rightsizer.io/rollback": "true"}, generation=2,
                                 world=synced_world(endpoint("other-config"))))
     assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),))
-    assert step.memory["rollback"] is True and step.memory["state"] == "UpdatingTarget"
-    assert step.memory["pending"]["endpointConfigName"] == "fraud-config"
-    assert step.memory["previous"]["endpointConfigName"] == name(1)  # the promotion, to re-apply later
+    assert step.memory.rollback is True and step.memory.state == "UpdatingTarget"
+    assert step.memory.pending.endpoint_config_name == "fraud-config"
+    assert step.memory.previous.endpoint_config_name == name(1)  # the promotion, to re-apply later
 
 
 def test_retrying_a_rollback_sagemaker_refused_copies_the_rollback_target_under_a_new_name():
@@ -598,8 +607,8 @@ def test_retrying_a_rollback_sagemaker_refused_copies_the_rollback_target_under_
         "variantName": "AllTraffic", "modelName": "fraud-model", "instanceType": "ml.m5.large",
         "initialInstanceCount": 1, "initialVariantWeight": 1}
     memory = step.memory
-    assert memory["rollback"] is True and memory["attempt"] == 2 and memory["state"] == "CreatingResources"
-    assert memory["pending"]["endpointConfigName"] == name(2) and memory["previous"]["endpointConfigName"] == name(1)
+    assert memory.rollback is True and memory.attempt == 2 and memory.state == "CreatingResources"
+    assert memory.pending.endpoint_config_name == name(2) and memory.previous.endpoint_config_name == name(1)
 
     restored_copy = endpoint_config(name(2), "fraud-model")
     world = ack_world(endpoint("fraud-config", sent="fraud-config", failure="capacity"),
@@ -612,7 +621,7 @@ def test_retrying_a_rollback_sagemaker_refused_copies_the_rollback_target_under_
                                   applied=ApplyResult(step.effect.refs()))).memory
     served = ack_world(endpoint(name(2), sent=name(2)), world.listings[CONFIGS], world.listings[MODELS])
     step = flow.advance(context(memory, annotations=rollback, generation=2, world=served))
-    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory["current"]["endpointConfigName"] == name(2)
+    assert step.promoted[:2] == (st.TRUE, "RolledBack") and step.memory.current.endpoint_config_name == name(2)
 
 
 @pytest.mark.parametrize("best,annotations", [
@@ -623,16 +632,16 @@ def test_an_attempt_under_way_is_carried_to_its_end_when_the_approval_lapses(bes
     manual = dict(mode="Manual", best=best, annotations=annotations)
     step = flow.advance(context(pending_memory(), **manual))
     assert step.effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS))  # the same attempt: no conflict probe
-    assert step.memory["state"] == "CreatingResources" and step.memory["pending"] == pending_memory()["pending"]
+    assert step.memory.state == "CreatingResources" and step.memory.pending.for_storage() == pending_memory()["pending"]
     rejected = endpoint_config(name(1), name(1), synced=False, terminal="InvalidParameterValue")
     world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected], [ORIGINAL_MODEL, model(name(1), {})])
     step = flow.advance(context(pending_memory(), world=world, **manual))
-    assert step.memory["state"] == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+    assert step.memory.state == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
     # Between attempts the gate applies again; the failed attempt stays failed (not resumed by a new approval).
     waiting = flow.advance(context(step.memory, **manual))
-    assert waiting.effect is None and waiting.awaiting[0] == st.TRUE and waiting.memory["state"] == "Failed"
+    assert waiting.effect is None and waiting.awaiting[0] == st.TRUE and waiting.memory.state == "Failed"
     approved = flow.advance(context(waiting.memory, mode="Manual", annotations={"rightsizer.io/approve": "best"}))
-    assert approved.effect is None and approved.memory["state"] == "Failed"
+    assert approved.effect is None and approved.memory.state == "Failed"
 
 
 def test_an_attempt_whose_state_an_older_version_overwrote_is_checked_from_the_start():
@@ -651,8 +660,8 @@ def test_a_rollback_over_an_attempt_under_way_probes_for_conflicts_first():
 def test_an_attempt_after_a_failed_one_keeps_the_last_known_good_configuration_as_previous():
     step = flow.advance(context(failed_update_memory(), best=BEST_2,
                                 world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
-    assert step.memory["state"] == "CreatingResources" and step.memory["pending"]["instanceType"] == "ml.c5.xlarge"
-    assert step.memory["previous"] == pending_memory()["previous"]  # not the refused copy the endpoint names
+    assert step.memory.state == "CreatingResources" and step.memory.pending.instance_type == "ml.c5.xlarge"
+    assert step.memory.previous.for_storage() == pending_memory()["previous"]  # not the refused copy the endpoint names
     # So a rollback restores what SageMaker served before the failure.
     step = flow.advance(context(step.memory, annotations={"rightsizer.io/rollback": "true"},
                                 world=synced_world(endpoint(name(1), sent=name(1), failure=REFUSED))))
@@ -675,13 +684,13 @@ def test_a_full_object_list_is_collected_before_a_new_attempt_not_truncated():
                       [ORIGINAL_MODEL, model(name(1), {"OMP_NUM_THREADS": "4"}), *models])
     step = flow.advance(context(memory, best=BEST_2, world=world))
     assert step.effect == DeleteObjects(tuple(ObjectRef(ACK, e.split("/")[0], NS, e.split("/")[1]) for e in entries))
-    assert "pending" not in step.memory and step.memory["attempt"] == 1  # nothing started before there is room
+    assert step.memory.pending is None and step.memory.attempt == 1  # nothing started before there is room
     step = flow.advance(context(step.memory, best=BEST_2, deleted=DeleteResult(step.effect.refs)))
-    assert step.memory["createdObjects"] == promoted_memory()["createdObjects"]
+    assert step.memory.created_objects == tuple(promoted_memory()["createdObjects"])
     assert step.events[0][:2] == ("Normal", "PromotionCleanedUp") and isinstance(step.effect, ReadWorld)
     step = flow.advance(context(step.memory, best=BEST_2, world=world))
-    assert step.memory["state"] == "CreatingResources" and step.memory["attempt"] == 2
-    assert step.memory["createdObjects"] == [*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}"]
+    assert step.memory.state == "CreatingResources" and step.memory.attempt == 2
+    assert step.memory.created_objects == (*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}")
 
 
 def test_a_full_object_list_that_is_all_in_use_stops_the_attempt_and_says_what_to_delete(monkeypatch):
@@ -696,14 +705,14 @@ def test_a_full_object_list_that_is_all_in_use_stops_the_attempt_and_says_what_t
     step = flow.advance(context(memory, best=BEST_2, world=world))
     assert step.effect is None and step.promoted[:2] == step.ready[:2] == (st.FALSE, "TooManyObjects")
     assert all(entry in step.promoted[2] for entry in memory["createdObjects"]) and step.poll_after == "retry"
-    assert step.memory["createdObjects"] == memory["createdObjects"] and "pending" not in step.memory
+    assert step.memory.created_objects == tuple(memory["createdObjects"]) and step.memory.pending is None
     # Objects deleted by hand are forgotten, which makes the room.
     gone = ack_world(endpoint(name(1), sent=name(1)), [endpoint_config(name(1), name(1), "ml.m5.2xlarge", 2,
                                                                        "AllTraffic-c2")],
                      [model(name(1), {"OMP_NUM_THREADS": "4"})])
     step = flow.advance(context(memory, best=BEST_2, world=gone))
-    assert step.memory["state"] == "CreatingResources"
-    assert step.memory["createdObjects"] == [*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}"]
+    assert step.memory.state == "CreatingResources"
+    assert step.memory.created_objects == (*promoted_memory()["createdObjects"], f"EndpointConfig/{name(2)}")
 
 
 def test_the_specs_variant_name_wins_over_the_one_promoted_last():
@@ -716,7 +725,7 @@ def test_the_specs_variant_name_wins_over_the_one_promoted_last():
     target = {"apiVersion": ACK, "kind": "Endpoint", "name": "fraud-endpoint", "variantName": "Canary"}
     step = flow.advance(context(memory, target=target,
                                 world=ack_world(endpoint("fraud-config", sent="fraud-config"), [two_variants])))
-    assert step.memory["pending"]["variantName"] == "Canary-c2"
+    assert step.memory.pending.variant_name == "Canary-c2"
     variants = step.effect.bodies[1]["spec"]["productionVariants"]
     assert [(v["variantName"], v["instanceType"], v["initialInstanceCount"]) for v in variants] == [
         ("AllTraffic", "ml.m5.large", 1), ("Canary-c2", "ml.m5.2xlarge", 2)]
@@ -734,11 +743,11 @@ def test_an_endpoint_that_already_serves_the_best_is_promoted_without_a_copy():
     # Created with that config and never updated by ACK (no last-update annotation), in service.
     step = flow.advance(context(memory, world=ack_world(endpoint("fraud-config"), [config], [serving])))
     assert step.effect is None and step.promoted[:2] == (st.TRUE, "Promoted")
-    assert step.memory["current"]["endpointConfigName"] == "fraud-config" and not step.memory.get("createdObjects")
+    assert step.memory.current.endpoint_config_name == "fraud-config" and not step.memory.created_objects
     # The same values on an endpoint whose last update failed are not served: a copy retries them.
     failed = endpoint("fraud-config", sent="fraud-config", failure="capacity")
     step = flow.advance(context(memory, world=ack_world(failed, [config], [serving])))
-    assert step.memory["state"] == "CreatingResources" and step.memory["pending"]["endpointConfigName"] == name(1)
+    assert step.memory.state == "CreatingResources" and step.memory.pending.endpoint_config_name == name(1)
 
 
 def test_a_team_model_with_sagemakers_maximum_environment_fits_in_status():
@@ -746,8 +755,9 @@ def test_a_team_model_with_sagemakers_maximum_environment_fits_in_status():
     environment = {f"VARIABLE_{i}": "v" * 1024 for i in range(99)} | {"OMP_NUM_THREADS": "1"}
     world = ack_world(endpoint("fraud-config"), models=(model("fraud-model", environment),))
     step = flow.advance(context(world=world))
-    assert len(step.memory["previous"]["environment"]) == 100 and len(step.memory["pending"]["environment"]) == 1
-    assert_admissible({"promotion": step.memory})  # the status schema holds what the team's Model may hold
+    assert len(step.memory.previous.environment) == 100 and len(step.memory.pending.environment) == 1
+    # The status schema holds what the team's Model may hold.
+    assert_admissible({"promotion": step.memory.for_storage()})
 
 
 # -- what the user sees when promotion cannot go on (README: Promotion, the table) ---------------------------------
@@ -769,7 +779,7 @@ def test_an_endpoint_config_that_cannot_be_copied_is_source_not_found_and_retrie
     step = flow.advance(context(world=world))
     assert step.promoted[:2] == step.ready[:2] == (st.FALSE, "SourceNotFound") and detail in step.promoted[2]
     assert step.effect is None and step.poll_after == "retry"
-    assert not {"pending", "attempt", "previous", "createdObjects", "startedAt"} & set(step.memory)
+    assert not {"pending", "attempt", "previous", "createdObjects", "startedAt"} & set(step.memory.for_storage())
     # Nothing was started: the next look is a fresh attempt, with its conflict probe, under the first name.
     again = flow.advance(context(step.memory))
     assert again.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),)
@@ -788,13 +798,13 @@ def test_a_read_that_fails_for_another_reason_is_a_target_error_and_retried(targ
     step = flow.advance(context(target=target, fieldPaths=FIELD_PATHS, world=world))
     assert step.promoted == (st.FALSE, "TargetError", message) and step.ready == step.promoted
     assert step.effect is None and step.poll_after == "retry"
-    assert "pending" not in step.memory and "attempt" not in step.memory
+    assert step.memory.pending is None and step.memory.attempt is None
 
 
 def generic_attempt() -> flow.Step:
     live = {"spec": {"fleets": [{"machineType": "ml.m5.large", "replicas": 1}]}}
     step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS, world=World({GENERIC_REF: live})))
-    assert step.memory["state"] == "UpdatingTarget" and isinstance(step.effect, ApplyObjects)
+    assert step.memory.state == "UpdatingTarget" and isinstance(step.effect, ApplyObjects)
     return step
 
 
@@ -806,14 +816,14 @@ def test_an_apply_that_fails_is_a_target_error_and_the_attempt_is_applied_again(
     assert step.promoted == step.ready == (st.FALSE, "TargetError", 'server-side apply to ModelDeployment/fraud '
                                                                      'failed: admission webhook "fleets.example.com" denied')
     assert step.effect is None and step.poll_after == "retry"
-    assert step.memory["state"] == "UpdatingTarget" and step.memory["pending"] == memory["pending"]
-    assert step.memory["attempt"] == 1 and "current" not in step.memory
+    assert step.memory.state == "UpdatingTarget" and step.memory.pending == memory.pending
+    assert step.memory.attempt == 1 and step.memory.current is None
     # The attempt is under way: the next visit reads the target (no probe) and applies the same document again.
     assert flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS)).effect == ReadWorld((GENERIC_REF,))
     again = flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
                                  world=World({GENERIC_REF: {"spec": {"fleets": [{"machineType": "ml.m5.large",
                                                                                  "replicas": 1}]}}})))
-    assert again.effect.bodies == generic_attempt().effect.bodies and again.memory["attempt"] == 1
+    assert again.effect.bodies == generic_attempt().effect.bodies and again.memory.attempt == 1
 
 
 def test_an_ack_apply_that_fails_names_the_object_that_failed_not_the_ones_before_it():
@@ -824,7 +834,7 @@ def test_an_ack_apply_that_fails_names_the_object_that_failed_not_the_ones_befor
     assert step.promoted[:2] == (st.FALSE, "TargetError") and step.poll_after == "retry"
     assert step.promoted[2] == (f"server-side apply of EndpointConfig/{new} (after Model/{new}) failed: the server "
                                 f"is currently unable to handle the request")
-    assert step.memory["state"] == "CreatingResources" and step.memory["pending"] == pending_memory()["pending"]
+    assert step.memory.state == "CreatingResources" and step.memory.pending.for_storage() == pending_memory()["pending"]
     # Refused outright: the hint names what a server-side apply that creates an object needs.
     step = flow.advance(context(pending_memory(), applied=ApplyResult((), error="models is forbidden",
                                                                       forbidden=True)))
@@ -843,7 +853,7 @@ def test_a_refused_apply_to_a_generic_target_says_patch_was_refused_and_what_to_
         st.FALSE, "Forbidden", f"server-side apply to ModelDeployment/fraud was refused: {refusal}; grant the "
                                f"operator's ServiceAccount patch on ModelDeployment in serving.example.com/v1")
     assert step.effect is None and step.poll_after == "retry"
-    assert step.memory["state"] == "UpdatingTarget" and "current" not in step.memory  # nothing counts as promoted
+    assert step.memory.state == "UpdatingTarget" and step.memory.current is None  # nothing counts as promoted
 
 
 def test_rollback_to_an_endpoint_config_deleted_since_is_nothing_to_roll_back_and_not_retried():
@@ -859,8 +869,9 @@ def test_rollback_to_an_endpoint_config_deleted_since_is_nothing_to_roll_back_an
                                        "longer exists in namespace ml")
     assert "NothingToRollBack" in flow.FINAL_REASONS
     assert step.effect is None and step.poll_after is None  # waits for a person: nothing applied, no retry
-    assert step.memory["state"] == "Succeeded" and "pending" not in step.memory and "rollback" not in step.memory
-    assert step.memory["current"] == promoted_memory()["current"] and step.memory["attempt"] == 1
+    assert step.memory.state == "Succeeded" and step.memory.pending is None
+    assert "rollback" not in step.memory.for_storage()
+    assert step.memory.current.for_storage() == promoted_memory()["current"] and step.memory.attempt == 1
 
 
 def test_force_conflicts_forces_the_probe_and_every_write_to_the_endpoint_but_not_the_copies():
@@ -869,7 +880,7 @@ def test_force_conflicts_forces_the_probe_and_every_write_to_the_endpoint_but_no
     # Forced, the dry run takes the field over instead of reporting a conflict, as the real patch will.
     assert step.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),) and step.effect.force_conflicts
     step = flow.advance(context(world=ack_world(endpoint("fraud-config")), **force))
-    assert step.memory["state"] == "CreatingResources"
+    assert step.memory.state == "CreatingResources"
     # The copies are new objects under names no other manager has used: there is nothing to take over.
     assert step.effect.force_conflicts is False
     step = flow.advance(context(pending_memory(), world=synced_world(endpoint("fraud-config")), **force))
@@ -902,9 +913,86 @@ def test_a_refused_ack_read_or_probe_says_read_or_patch_and_what_the_cluster_rol
         st.FALSE, "Forbidden", f"the operator may not read or patch Endpoint/fraud-endpoint: {refusal}; its "
                                f"ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
                                f"delete on EndpointConfigs and Models, in {ACK}")
-    assert step.effect is None and step.poll_after == "retry" and "pending" not in step.memory
+    assert step.effect is None and step.poll_after == "retry" and step.memory.pending is None
     # A generic target's read is a get and nothing else: there it says read.
     step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS,
                                 world=World({}, error="modeldeployments is forbidden", forbidden=True)))
     assert step.promoted[2].startswith("the operator may not read ModelDeployment/fraud: modeldeployments is "
                                        "forbidden; grant its ServiceAccount get (and patch) on ModelDeployment")
+
+
+# -- status.promotion as stored ------------------------------------------------------------------------------------
+
+def stored_after(first: flow.Context, *then: flow.Context) -> dict:
+    """status.promotion as the flow writes it after these visits (each visit's memory feeds the next)."""
+    memory = flow.advance(first).memory
+    for ctx in then:
+        memory = flow.advance(dataclasses.replace(ctx, memory=memory)).memory
+    return memory.for_storage()
+
+
+def generic_promoted() -> dict:
+    step = generic_attempt()
+    return flow.advance(context(step.memory, target=GENERIC, fieldPaths=FIELD_PATHS,
+                                applied=ApplyResult(step.effect.refs()))).memory.for_storage()
+
+
+def all_collected() -> dict:
+    memory = {**promoted_memory(), "createdObjects": ["Model/old-1"],
+              "current": {**promoted_memory()["current"], "endpointConfigName": "c", "modelName": "m"},
+              "previous": {**promoted_memory()["previous"], "endpointConfigName": "c", "modelName": "m"}}
+    deleted = DeleteResult((ObjectRef(ACK, "Model", NS, "old-1"),))
+    return stored_after(context(memory, deleted=deleted))
+
+
+STORED_SHAPES = {
+    # Written by hand in the tests above, in the shape older versions wrote.
+    "pending": pending_memory,
+    "waiting with a start time": lambda: {**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+    "promoted": promoted_memory,
+    "no attempt counted": lambda: {"state": "Succeeded", "attempt": 0, "current": {
+        "recommendationId": "job/00000000", "instanceType": "ml.m5.large", "instanceCount": 1, "environment": {},
+        "endpointConfigName": "fraud-config", "modelName": "fraud-model", "variantName": "AllTraffic"}},
+    # Written by the flow.
+    "awaiting approval": lambda: stored_after(context(mode="Manual")),
+    "ack dry run": lambda: stored_after(context(mode="DryRun", world=ack_world(endpoint("fraud-config")))),
+    "ack dry run with nothing to apply": lambda: stored_after(context(
+        mode="DryRun", world=ack_world(endpoint("fraud-config", sent="fraud-config"),
+                                       [endpoint_config("fraud-config", "fraud-model", "ml.m5.2xlarge", 2)],
+                                       [model("fraud-model", {"OMP_NUM_THREADS": "4"})]))),
+    "ack creating": lambda: stored_after(context(world=ack_world(endpoint("fraud-config")))),
+    "ack waiting for the target": lambda: stored_after(
+        context(pending_memory(), world=synced_world(endpoint("fraud-config"))),
+        context(applied=ApplyResult((ENDPOINT_REF,)))),
+    "ack promoted": lambda: stored_after(context({**pending_memory("WaitingForTarget"), "startedAt": st.timestamp(NOW)},
+                                                 world=synced_world(endpoint(name(1), sent=name(1))))),
+    "ack update failed": lambda: failed_update_memory().for_storage(),
+    "ack rollback failed": lambda: failed_rollback_memory(endpoint("other-config")).for_storage(),
+    "ack rolled back": lambda: stored_after(
+        context(promoted_memory(), annotations={"rightsizer.io/rollback": "true"},
+                world=synced_world(endpoint(name(1), sent=name(1)))),
+        context(annotations={"rightsizer.io/rollback": "true"}, applied=ApplyResult((ENDPOINT_REF,))),
+        context(annotations={"rightsizer.io/rollback": "true"},
+                world=synced_world(endpoint("fraud-config", sent="fraud-config")))),
+    "every created object collected": all_collected,
+    "generic attempt": lambda: generic_attempt().memory.for_storage(),
+    "generic promoted": generic_promoted,
+    "generic dry run": lambda: stored_after(context(mode="DryRun", target=GENERIC, fieldPaths=FIELD_PATHS,
+                                                    world=World({GENERIC_REF: {"spec": {"fleets": [{}]}}}))),
+}
+
+
+@pytest.mark.parametrize("shape", STORED_SHAPES.values(), ids=STORED_SHAPES.keys())
+def test_the_memory_reads_and_writes_status_promotion_unchanged(shape):
+    from test_reconcile import assert_admissible
+    stored = shape()
+    assert PromotionMemory.from_storage(stored).for_storage() == stored
+    assert_admissible({"promotion": stored})
+
+
+def test_the_shapes_cover_every_state_and_field_the_flow_writes():
+    shapes = [shape() for shape in STORED_SHAPES.values()]
+    assert {shape.get("state") for shape in shapes} == set(State)
+    fields = set(schema.openapi_schema()["properties"]["status"]["properties"]["promotion"]["properties"])
+    assert set().union(*shapes) == fields
+    assert [] in [shape.get("createdObjects") for shape in shapes]  # kept, not dropped, once every object is gone

@@ -473,7 +473,21 @@ def test_parse_reads_selection_and_stopping_conditions():
     assert parsed.selection == spec_module.Selection("CostPerHour", 50, 100, 1.5)
     assert parsed.stopping_conditions == spec_module.StoppingConditions(
         1000, spec_module.LatencyThreshold("P95", 100), "Continue")
-    assert parsed.promotion["mode"] == "Manual"
+    assert parsed.promotion.mode == "Manual"
+
+
+def test_parse_reads_the_promotion_with_the_crds_defaults():
+    target = {"apiVersion": "serving.example.com/v1", "kind": "ModelDeployment", "name": "fraud"}
+    parsed = parse(advanced(promotion={"target": {**target, "variantName": "Canary"},
+                                       "fieldPaths": {"instanceCount": "spec.replicas"}}))
+    assert parsed.promotion == spec_module.Promotion(
+        target=spec_module.TargetRef("serving.example.com/v1", "ModelDeployment", "fraud"),
+        mode=spec_module.PromotionMode.MANUAL, force_conflicts=False, progress_deadline_seconds=3600,
+        field_paths=spec_module.FieldPaths(instance_count="spec.replicas"), variant_name="Canary")
+    parsed = parse(advanced(promotion={"target": target, "mode": "DryRun", "forceConflicts": True,
+                                       "progressDeadlineSeconds": 600}))
+    assert (parsed.promotion.mode, parsed.promotion.force_conflicts, parsed.promotion.progress_deadline_seconds,
+            parsed.promotion.field_paths) == (spec_module.PromotionMode.DRY_RUN, True, 600, None)
 
 
 # --- Candidates and grids ----------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from rightsizer.model import JobStatus
 from rightsizer.status import Reason
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
+from rightsizer.promotion.memory import PromotionMemory
+from rightsizer.promotion.reasons import Reason as PromotionReason
 
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
@@ -33,8 +35,9 @@ MAX_FAILURE_REASON_CHARS = 4096
 # Conditions that get an Event whenever their (status, reason) changes.
 EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROVAL, st.PROMOTED, st.READY)
 # False conditions that are a state, not a problem: their Events are Normal.
-UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, Reason.NOT_REQUIRED, "DryRun", "AwaitingApproval", "NoBestConfiguration",
-                      "Approved", "RolledBack")
+UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, PromotionReason.NOT_REQUIRED, PromotionReason.DRY_RUN,
+                      PromotionReason.AWAITING_APPROVAL, PromotionReason.NO_BEST_CONFIGURATION,
+                      PromotionReason.APPROVED, PromotionReason.ROLLED_BACK)
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 # Status fields that describe one job; a job-defining edit clears them along with the job.
 JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
@@ -250,12 +253,12 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
     _validated(out, warnings)
     _drive_job(out, parsed, plan)
     if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
-        _promote(out, parsed)
+        _promote(out, parsed.promotion)
     elif not parsed.promotion:
         awaiting = st.find(out.status.get("conditions"), st.AWAITING_APPROVAL)
         if awaiting and awaiting["status"] == st.TRUE:
             # Nobody is asked any more: a stale True would keep Argo CD showing the job Suspended.
-            out.condition(st.AWAITING_APPROVAL, st.FALSE, Reason.NOT_REQUIRED, "spec.promotion was removed")
+            out.condition(st.AWAITING_APPROVAL, st.FALSE, PromotionReason.NOT_REQUIRED, "spec.promotion was removed")
     return out.outcome()
 
 
@@ -286,21 +289,22 @@ def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) 
 
 # -- promotion --------------------------------------------------------------------------------------------------
 
-def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
+def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
     observation, status = out.observation, out.status
+    owner = observation.owner
+    assert owner is not None, "a job is driven only with its owner known"
     succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
     job_done = bool(succeeded and succeeded["status"] == st.TRUE)
     if not job_done and not status.get("promotion"):
         return  # nothing was promoted and nothing can be yet
     sla = st.find(status.get("conditions"), st.SLA_SATISFIED)
-    owner = observation.owner
     step = promotion_flow.advance(promotion_flow.Context(
-        promotion=parsed.promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
+        promotion=promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
         generation=observation.generation, best=status.get("best") if job_done else None,
         sla_satisfied=sla.get("status") if sla else None, annotations=observation.annotations,
-        memory=status.get("promotion") or {}, now=observation.now, world=observation.world,
+        memory=PromotionMemory.from_storage(status.get("promotion")), now=observation.now, world=observation.world,
         applied=observation.applied, deleted=observation.deleted))
-    out.set(promotion=step.memory)
+    out.set(promotion=step.memory.for_storage())
     for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):
         if value is not None:
             out.condition(kind, *value)

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import types
+from enum import StrEnum
 from typing import Any, Mapping
 
 from rightsizer import schema
@@ -100,6 +101,49 @@ class Selection:
     max_cost_per_hour: float | None = None
 
 
+class PromotionMode(StrEnum):
+    MANUAL = "Manual"  # waits for the annotation rightsizer.io/approve
+    AUTOMATIC = "Automatic"  # promotes when SLASatisfied is True
+    DRY_RUN = "DryRun"  # only plans
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldPaths:
+    """Where a generic target keeps each part of the configuration (dotted paths)."""
+
+    instance_type: str | None = None
+    instance_count: str | None = None
+    environment: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    target: TargetRef
+    mode: PromotionMode
+    force_conflicts: bool
+    progress_deadline_seconds: int
+    field_paths: FieldPaths | None = None
+    variant_name: str | None = None  # spec.promotion.target.variantName: ACK only, the production variant to change
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any]) -> "Promotion":
+        """From spec.promotion with the CRD's defaults applied (schema.with_defaults)."""
+        target, field_paths = raw["target"], raw.get("fieldPaths")
+        return cls(target=TargetRef(target["apiVersion"], target["kind"], target["name"]),
+                   mode=PromotionMode(raw["mode"]), force_conflicts=raw["forceConflicts"],
+                   progress_deadline_seconds=raw["progressDeadlineSeconds"],
+                   field_paths=FieldPaths(field_paths.get("instanceType"), field_paths.get("instanceCount"),
+                                          field_paths.get("environment")) if field_paths else None,
+                   variant_name=target.get("variantName"))
+
+
 @dataclasses.dataclass(frozen=True)
 class RightsizeJobSpec:
     backend: str
@@ -114,7 +158,7 @@ class RightsizeJobSpec:
     container_config: Mapping[str, Any] | None
     sagemaker: Mapping[str, Any]
     selection: Selection
-    promotion: Mapping[str, Any] | None
+    promotion: Promotion | None
     deletion_policy: str
     local: Mapping[str, Any]
     job_description: str | None = None
@@ -203,7 +247,7 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
             min_invocations_per_minute=constraints.get("minInvocationsPerMinute"),
             max_cost_per_hour=constraints.get("maxCostPerHour"),
         ),
-        promotion=raw.get("promotion"),
+        promotion=Promotion.from_spec(raw["promotion"]) if raw.get("promotion") else None,
         deletion_policy=raw.get("deletionPolicy", "Stop"),
         local=raw.get("local") or {},
         job_description=raw.get("jobDescription"),

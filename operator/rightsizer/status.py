@@ -67,7 +67,6 @@ class Reason(enum.StrEnum):
     ENDPOINT_BENCHMARKED = "EndpointBenchmarked"
     BEST_SELECTED = "BestSelected"
     BEST_CHANGED = "BestChanged"
-    NOT_REQUIRED = "NotRequired"
 
 
 # Short names for the words every module uses.

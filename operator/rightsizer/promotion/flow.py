@@ -9,43 +9,44 @@ SageMaker refused is never tried again. An attempt under way is carried to its e
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
-from typing import Any, Mapping
+from dataclasses import replace
+from enum import StrEnum
+from typing import Any, Mapping, Sequence
 
 from rightsizer import status as st
 from rightsizer.promotion import paths, targets
+from rightsizer.promotion.memory import PromotionMemory, RecordedConfiguration, State
 from rightsizer.promotion.objects import (ApplyObjects, ApplyResult, DeleteObjects, DeleteResult, KindRef, ObjectRef,
                                           ReadWorld, World, condition, condition_is)
+from rightsizer.promotion.paths import Path
+from rightsizer.promotion.reasons import Reason
 from rightsizer.promotion.targets import Configuration, TargetProblem
+from rightsizer.spec import FieldPaths, Promotion, PromotionMode
 
 APPROVE_ANNOTATION = "rightsizer.io/approve"
 ROLLBACK_ANNOTATION = "rightsizer.io/rollback"
 MAX_CREATED_OBJECTS = 10
 
-# status.promotion.state values
-AWAITING_APPROVAL = "AwaitingApproval"
-PLANNED = "Planned"
-CREATING_RESOURCES = "CreatingResources"
-UPDATING_TARGET = "UpdatingTarget"
-WAITING_FOR_TARGET = "WaitingForTarget"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-ROLLED_BACK = "RolledBack"
 # The states of an attempt under way (pending recorded, outcome not known yet).
-ATTEMPT_STATES = (CREATING_RESOURCES, UPDATING_TARGET, WAITING_FOR_TARGET)
+ATTEMPT_STATES = (State.CREATING_RESOURCES, State.UPDATING_TARGET, State.WAITING_FOR_TARGET)
 
 # Promoted=False reasons that wait for a person (a spec edit, a new approval) rather than for time.
-FINAL_REASONS = ("EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget", "UnsupportedConfiguration",
-                 "NothingToRollBack")
-PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
-DEFAULT_PROGRESS_DEADLINE_S = 3600
+FINAL_REASONS = (Reason.ENDPOINT_UPDATE_FAILED, Reason.RESOURCE_REJECTED, Reason.UNSUPPORTED_TARGET,
+                 Reason.UNSUPPORTED_CONFIGURATION, Reason.NOTHING_TO_ROLL_BACK)
+
+Condition = tuple[str, Reason, str]  # (status, reason, message)
+
+
+class PollAfter(StrEnum):
+    POLL = "poll"  # a look soon
+    RETRY = "retry"  # after a refusal worth retrying
 
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    promotion: Mapping[str, Any]  # spec.promotion, defaults applied
+    promotion: Promotion
     namespace: str
     job_name: str
     owner_uid: str
@@ -53,7 +54,7 @@ class Context:
     best: Mapping[str, Any] | None
     sla_satisfied: str | None  # the SLASatisfied condition's status
     annotations: Mapping[str, str]
-    memory: Mapping[str, Any]  # status.promotion
+    memory: PromotionMemory
     now: datetime.datetime
     world: World | None = None
     applied: ApplyResult | None = None
@@ -62,44 +63,40 @@ class Context:
 
 @dataclasses.dataclass
 class Step:
-    memory: dict[str, Any]
-    promoted: tuple[str, str, str] | None = None  # (status, reason, message) of the Promoted condition
-    awaiting: tuple[str, str, str] | None = None  # ... of AwaitingApproval
-    ready: tuple[str, str, str] | None = None  # overrides the job's Ready when the promotion decides it
+    memory: PromotionMemory
+    promoted: Condition | None = None  # the Promoted condition
+    awaiting: Condition | None = None  # ... AwaitingApproval
+    ready: Condition | None = None  # overrides the job's Ready when the promotion decides it
     effect: ReadWorld | ApplyObjects | DeleteObjects | None = None
-    poll_after: str | None = None  # "poll" (a look soon) or "retry" (after a refusal worth retrying)
+    poll_after: PollAfter | None = None
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     phase: str | None = None
 
 
 def target_ref(ctx: Context) -> ObjectRef:
-    target = ctx.promotion["target"]
-    return ObjectRef(target["apiVersion"], target["kind"], ctx.namespace, target["name"])
+    target = ctx.promotion.target
+    return ObjectRef(target.api_version, target.kind, ctx.namespace, target.name)
 
 
 def advance(ctx: Context) -> Step:
-    memory = copy.deepcopy(dict(ctx.memory))
-    target = ctx.promotion["target"]
-    memory["target"] = {k: target[k] for k in ("apiVersion", "kind", "name")}
-    memory["mode"] = ctx.promotion.get("mode", "Manual")
-    step = Step(memory)
+    step = Step(replace(ctx.memory, target=ctx.promotion.target, mode=ctx.promotion.mode))
     if ctx.deleted is not None:
-        _collected(ctx, step)
+        _collected(step, ctx.deleted)
         if ctx.deleted.error:
             return step
         # A deletion may have made room for an attempt: carry on in the same visit rather than at the next poll.
-        ctx = dataclasses.replace(ctx, deleted=None)
+        ctx = replace(ctx, deleted=None)
 
-    rollback = ctx.annotations.get(ROLLBACK_ANNOTATION) == "true"
-    if rollback:
+    if ctx.annotations.get(ROLLBACK_ANNOTATION) == "true":
         return _rollback(ctx, step)
-    if _in_flight(memory):
-        return _carry_on(ctx, step)
+    under_way = _under_way(step.memory)
+    if under_way is not None:
+        return _carry_on(ctx, step, under_way)
     desired = _gate(ctx, step)
     if desired is None:
         return step
-    dry_run = memory["mode"] == "DryRun"
-    if not dry_run and _converged(memory, desired):
+    dry_run = ctx.promotion.mode == PromotionMode.DRY_RUN
+    if not dry_run and _converged(step.memory, desired):
         return _stay_promoted(ctx, step)
     return _attempt(ctx, step, desired, rollback=False, dry_run=dry_run)
 
@@ -107,23 +104,24 @@ def advance(ctx: Context) -> Step:
 # -- gate -------------------------------------------------------------------------------------------------------
 
 def _gate(ctx: Context, step: Step) -> Configuration | None:
-    mode, best = step.memory["mode"], ctx.best
-    target, what = targets.kind_of(ctx.promotion["target"]), _what(ctx)
+    mode, best = ctx.promotion.mode, ctx.best
+    target, what = targets.kind_of(ctx.promotion.target), _what(ctx)
     if best is None:
-        if mode == "Automatic" and ctx.sla_satisfied == st.FALSE:
-            step.promoted = (st.FALSE, "SLANotMet", f"nothing is promoted to {what}: no configuration meets the SLA")
-        elif not step.memory.get("current"):
-            step.promoted = (st.UNKNOWN, "NoBestConfiguration",
+        if mode == PromotionMode.AUTOMATIC and ctx.sla_satisfied == st.FALSE:
+            step.promoted = (st.FALSE, Reason.SLA_NOT_MET,
+                             f"nothing is promoted to {what}: no configuration meets the SLA")
+        elif step.memory.current is None:
+            step.promoted = (st.UNKNOWN, Reason.NO_BEST_CONFIGURATION,
                              f"waiting for the job to select a configuration to promote to {what}")
-        step.awaiting = (st.FALSE, "NoBestConfiguration", "there is no configuration to approve yet")
+        step.awaiting = (st.FALSE, Reason.NO_BEST_CONFIGURATION, "there is no configuration to approve yet")
         return None
     configuration = Configuration.from_row(best)
     if target == "ack" and not (configuration.instance_type or "").startswith("ml."):
-        step.promoted = (st.FALSE, "UnsupportedConfiguration",
+        step.promoted = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION,
                          f"{configuration.describe()} is a local profile; an ACK SageMaker Endpoint needs an ml.* type")
-        step.ready = (st.FALSE, "UnsupportedConfiguration", step.promoted[2])
+        step.ready = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, step.promoted[2])
         return None
-    if mode == "Manual":
+    if mode == PromotionMode.MANUAL:
         approval = ctx.annotations.get(APPROVE_ANNOTATION)
         if approval not in ("best", best.get("recommendationId")):
             hint = (f"annotate the RightsizeJob with {APPROVE_ANNOTATION}={best.get('recommendationId')} "
@@ -131,234 +129,240 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
             if _converged(step.memory, configuration):
                 return configuration  # what is approved is already there: nothing to wait for
             if approval:
-                step.awaiting = (st.TRUE, "ApprovalStale",
+                step.awaiting = (st.TRUE, Reason.APPROVAL_STALE,
                                  f"the approval names {approval}, which is not the best configuration "
                                  f"{best.get('recommendationId')}; {hint}")
             else:
-                step.awaiting = (st.TRUE, "ApprovalRequired", hint)
-            _between_attempts(step.memory, AWAITING_APPROVAL)
-            if not step.memory.get("current"):
-                step.promoted = (st.FALSE, "AwaitingApproval", f"waiting for approval to promote to {what}")
+                step.awaiting = (st.TRUE, Reason.APPROVAL_REQUIRED, hint)
+            step.memory = _between_attempts(step.memory, State.AWAITING_APPROVAL)
+            if step.memory.current is None:
+                step.promoted = (st.FALSE, Reason.AWAITING_APPROVAL, f"waiting for approval to promote to {what}")
             return None
-        step.awaiting = (st.FALSE, "Approved", f"{approval} approved")
+        step.awaiting = (st.FALSE, Reason.APPROVED, f"{approval} approved")
     else:
-        step.awaiting = (st.FALSE, "NotRequired", f"spec.promotion.mode is {mode}")
-    if mode == "Automatic" and ctx.sla_satisfied != st.TRUE:
-        step.promoted = (st.FALSE, "SLANotMet", f"nothing is promoted to {what}: SLASatisfied is not True")
+        step.awaiting = (st.FALSE, Reason.NOT_REQUIRED, f"spec.promotion.mode is {mode}")
+    if mode == PromotionMode.AUTOMATIC and ctx.sla_satisfied != st.TRUE:
+        step.promoted = (st.FALSE, Reason.SLA_NOT_MET, f"nothing is promoted to {what}: SLASatisfied is not True")
         return None
     return configuration
 
 
-def _between_attempts(memory: dict[str, Any], state: str) -> None:
+def _between_attempts(memory: PromotionMemory, state: State) -> PromotionMemory:
     """Record a state that belongs to no attempt (AwaitingApproval, Planned). A failed attempt keeps its Failed:
     that is what stops it from being resumed, or retried before the spec changes."""
-    if not memory.get("pending"):
-        memory["state"] = state
+    return memory if memory.pending is not None else replace(memory, state=state)
 
 
-def _in_flight(memory: Mapping[str, Any]) -> bool:
-    return bool(memory.get("pending")) and memory.get("state") not in (FAILED, SUCCEEDED, ROLLED_BACK)
+def _under_way(memory: PromotionMemory) -> RecordedConfiguration | None:
+    """The configuration of the attempt under way, if there is one."""
+    if memory.state in (State.FAILED, State.SUCCEEDED, State.ROLLED_BACK):
+        return None
+    return memory.pending
 
 
-def _carry_on(ctx: Context, step: Step) -> Step:
+def _carry_on(ctx: Context, step: Step, pending: RecordedConfiguration) -> Step:
     """An attempt under way is finished whatever the gate says now: its approval (or SLA) held when it started, and
     half-made changes left behind are worse than a completed promotion. The gate applies between attempts; the
     rollback annotation is the way to stop one."""
     memory = step.memory
-    if memory.get("state") not in ATTEMPT_STATES:
+    if memory.state not in ATTEMPT_STATES:
         # Written by a version that let the gate overwrite the state of an attempt under way: the checks that
         # state would skip (sync, Terminal, the endpoint's verdict) are run again from the first one.
-        memory["state"] = CREATING_RESOURCES if memory.get("pendingObjects") else UPDATING_TARGET
-    pending = memory["pending"]
-    return _attempt(ctx, step, Configuration.from_row(pending), rollback=bool(memory.get("rollback")),
-                    dry_run=False, restoring=pending)
+        step.memory = replace(memory, state=State.CREATING_RESOURCES if memory.pending_objects
+                              else State.UPDATING_TARGET)
+    return _attempt(ctx, step, pending.configuration(), rollback=memory.rollback, dry_run=False, restoring=pending)
 
 
-def _converged(memory: Mapping[str, Any], desired: Configuration) -> bool:
-    current = memory.get("current") or {}
-    return (memory.get("state") == SUCCEEDED and not memory.get("pending")
-            and current.get("recommendationId") == desired.recommendation_id)
+def _converged(memory: PromotionMemory, desired: Configuration) -> bool:
+    current = memory.current or RecordedConfiguration()
+    return (memory.state == State.SUCCEEDED and memory.pending is None
+            and current.recommendation_id == desired.recommendation_id)
 
 
 def _stay_promoted(ctx: Context, step: Step) -> Step:
-    current = Configuration.from_row(step.memory["current"])
+    current = (step.memory.current or RecordedConfiguration()).configuration()
     message = f"{current.describe()} is promoted to {_what(ctx)}"
-    step.promoted = (st.TRUE, "Promoted", message)
-    step.ready = (st.TRUE, "Promoted", message)
+    step.promoted = (st.TRUE, Reason.PROMOTED, message)
+    step.ready = (st.TRUE, Reason.PROMOTED, message)
     step.phase = st.PROMOTED_PHASE
     return _collect_garbage(ctx, step)
 
 
 def _rollback(ctx: Context, step: Step) -> Step:
     memory = step.memory
-    if memory.get("state") == ROLLED_BACK and not memory.get("pending"):
-        current = Configuration.from_row(memory.get("current") or {})
+    if memory.state == State.ROLLED_BACK and memory.pending is None:
+        current = (memory.current or RecordedConfiguration()).configuration()
         message = (f"rolled back to {current.describe()} on {_what(ctx)}; remove the annotation "
                    f"{ROLLBACK_ANNOTATION} to promote again")
-        step.promoted = (st.TRUE, "RolledBack", message)
-        step.ready = (st.TRUE, "RolledBack", message)
-        step.awaiting = (st.FALSE, "RolledBack", message)
+        step.promoted = (st.TRUE, Reason.ROLLED_BACK, message)
+        step.ready = (st.TRUE, Reason.ROLLED_BACK, message)
+        step.awaiting = (st.FALSE, Reason.ROLLED_BACK, message)
         return _collect_garbage(ctx, step)
-    pending = memory.get("pending")
-    if pending and memory.get("rollback"):
-        return _attempt(ctx, step, Configuration.from_row(pending), rollback=True, dry_run=False, restoring=pending)
-    if not memory.get("previous"):
+    if memory.pending is not None and memory.rollback:
+        return _attempt(ctx, step, memory.pending.configuration(), rollback=True, dry_run=False,
+                        restoring=memory.pending)
+    if memory.previous is None:
         message = f"{ROLLBACK_ANNOTATION} is set but nothing was promoted to {_what(ctx)}: there is nothing to restore"
-        step.promoted = (st.FALSE, "NothingToRollBack", message)
-        step.ready = (st.FALSE, "NothingToRollBack", message)
+        step.promoted = (st.FALSE, Reason.NOTHING_TO_ROLL_BACK, message)
+        step.ready = (st.FALSE, Reason.NOTHING_TO_ROLL_BACK, message)
         return step
-    return _attempt(ctx, step, Configuration.from_row(memory["previous"]), rollback=True, dry_run=False,
-                    restoring=memory["previous"])
+    return _attempt(ctx, step, memory.previous.configuration(), rollback=True, dry_run=False,
+                    restoring=memory.previous)
 
 
 # -- attempts ---------------------------------------------------------------------------------------------------
 
 def _what(ctx: Context) -> str:
-    target = ctx.promotion["target"]
-    return f"{target['kind']}/{target['name']}"
+    target = ctx.promotion.target
+    return f"{target.kind}/{target.name}"
 
 
-def _same_attempt(memory: Mapping[str, Any], desired: Configuration, rollback: bool, generation: int) -> bool:
-    pending = memory.get("pending")
-    if not pending or bool(memory.get("rollback")) != rollback:
+def _same_attempt(memory: PromotionMemory, desired: Configuration, rollback: bool, generation: int) -> bool:
+    pending = memory.pending
+    if pending is None or memory.rollback != rollback:
         return False
-    if pending.get("recommendationId") != desired.recommendation_id:
+    if pending.recommendation_id != desired.recommendation_id:
         return False
     # A failed attempt is not retried for the same generation; an edit of the spec asks for a new one.
-    return memory.get("state") != FAILED or memory.get("pendingGeneration") == generation
+    return memory.state != State.FAILED or memory.pending_generation == generation
+
+
+def _pending(memory: PromotionMemory) -> RecordedConfiguration:
+    """The attempt under way, where the flow has recorded one (an apply or a wait follows `_start`)."""
+    if memory.pending is None:
+        raise LookupError("status.promotion.pending is not recorded")
+    return memory.pending
 
 
 def _attempt(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
-             restoring: Mapping[str, Any] | None = None) -> Step:
+             restoring: RecordedConfiguration | None = None) -> Step:
     """`restoring` is the recorded configuration (status.promotion.previous or pending) a rollback puts back."""
     memory = step.memory
-    if memory.get("state") == FAILED and _same_attempt(memory, desired, rollback, ctx.generation):
+    if memory.state == State.FAILED and _same_attempt(memory, desired, rollback, ctx.generation):
         return step  # stays failed (its condition is already written) until the spec changes
     if ctx.world is None and ctx.applied is None:
-        continuing = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
+        continuing = _same_attempt(memory, desired, rollback, ctx.generation) and memory.state != State.FAILED
         step.effect = _reads(ctx, probe=not continuing)
         return step
     try:
-        if targets.kind_of(ctx.promotion["target"]) == "ack":
-            return _ack(ctx, step, desired, rollback, dry_run, restoring or {})
-        return _patch_in_place(ctx, step, desired, rollback, dry_run, restoring or {})
+        if targets.kind_of(ctx.promotion.target) == "ack":
+            return _ack(ctx, step, desired, rollback, dry_run, restoring or RecordedConfiguration())
+        return _patch_in_place(ctx, step, desired, rollback, dry_run, restoring or RecordedConfiguration())
     except TargetProblem as problem:
-        return _problem(ctx, step, problem)
+        return _problem(step, problem)
 
 
 def _reads(ctx: Context, probe: bool) -> ReadWorld:
     """`probe`: the read may start a new attempt (none recorded, or a failed or superseded one)."""
     ref = target_ref(ctx)
-    if targets.kind_of(ctx.promotion["target"]) != "ack":
+    if targets.kind_of(ctx.promotion.target) != "ack":
         return ReadWorld((ref,))
     objects, listings = targets.ack_reads(ref)
     if not probe:
         return ReadWorld(objects, listings)
     # The endpoint is patched only after new ACK objects exist; a conflict on its endpointConfigName should stop
     # the attempt before they are created, so a dry run of that patch goes with the first read.
-    upcoming = targets.object_name(ref.name, ctx.owner_uid, int(ctx.memory.get("attempt") or 0) + 1)
+    upcoming = targets.object_name(ref.name, ctx.owner_uid, (ctx.memory.attempt or 0) + 1)
     return ReadWorld(objects, listings, probes=(targets.endpoint_patch(ref, upcoming),),
-                     force_conflicts=bool(ctx.promotion.get("forceConflicts")))
+                     force_conflicts=ctx.promotion.force_conflicts)
 
 
-def _problem(ctx: Context, step: Step, problem: TargetProblem) -> Step:
+def _problem(step: Step, problem: TargetProblem) -> Step:
     step.promoted = (st.FALSE, problem.reason, problem.message)
     step.ready = (st.FALSE, problem.reason, problem.message)
     if problem.retry:
-        step.poll_after = "retry"
+        step.poll_after = PollAfter.RETRY
     return step
 
 
-def _read_problems(ctx: Context, world: World) -> None:
-    ref = target_ref(ctx)
+def _read_problems(ctx: Context) -> tuple[World, Mapping[str, Any]]:
+    """The world read and the target in it, or the TargetProblem that stops the attempt."""
+    ref, world = target_ref(ctx), ctx.world
+    if world is None:
+        raise LookupError("the target was not read")  # _attempt reads it first
     # An ACK read also lists EndpointConfigs and Models and may dry-run the Endpoint's patch (the conflict probe):
     # World does not say which call was refused or failed, so the message names them all.
-    ack = targets.kind_of(ctx.promotion["target"]) == "ack"
+    ack = targets.kind_of(ctx.promotion.target) == "ack"
     if world.forbidden:
         if ack:
-            raise TargetProblem("Forbidden", f"the operator may not read or patch {_what(ctx)}: {world.error}; its "
-                                f"ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
+            raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read or patch {_what(ctx)}: {world.error}; "
+                                f"its ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
                                 f"delete on EndpointConfigs and Models, in {ref.api_version}")
-        raise TargetProblem("Forbidden", f"the operator may not read {_what(ctx)}: {world.error}; grant its "
+        raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read {_what(ctx)}: {world.error}; grant its "
                             f"ServiceAccount get (and patch) on {ref.kind} in {ref.api_version}")
     if world.error:
         doing = f"reading {_what(ctx)} and its ACK objects, or the dry run of its patch," if ack \
             else f"reading {_what(ctx)}"
-        raise TargetProblem("TargetError", f"{doing} failed: {world.error}")
+        raise TargetProblem(Reason.TARGET_ERROR, f"{doing} failed: {world.error}")
     if (ref.api_version, ref.kind) in world.unserved:
-        raise TargetProblem("TargetKindNotServed", f"the API server does not serve {ref.kind} in {ref.api_version} "
-                            f"(is its CRD or controller installed?)")
-    if world.objects.get(ref) is None:
-        raise TargetProblem("TargetNotFound", f"{_what(ctx)} does not exist in namespace {ref.namespace}")
+        raise TargetProblem(Reason.TARGET_KIND_NOT_SERVED, f"the API server does not serve {ref.kind} in "
+                            f"{ref.api_version} (is its CRD or controller installed?)")
+    live = world.objects.get(ref)
+    if live is None:
+        raise TargetProblem(Reason.TARGET_NOT_FOUND, f"{_what(ctx)} does not exist in namespace {ref.namespace}")
+    return world, live
 
 
-def _apply_problems(ctx: Context, applied: ApplyResult, what: str, grant: str = "") -> None:
+def _apply_problems(applied: ApplyResult, what: str, grant: str = "") -> None:
     """`grant`: the verbs and kind a refusal asks the user to grant."""
     if applied.conflict:
-        raise TargetProblem("FieldConflict", f"{what}: another field manager owns a field this promotion sets, and "
-                            f"it was not overwritten: {applied.conflict}. Remove the field from that manager's "
-                            f"configuration, or set spec.promotion.forceConflicts to take it over")
+        raise TargetProblem(Reason.FIELD_CONFLICT, f"{what}: another field manager owns a field this promotion "
+                            f"sets, and it was not overwritten: {applied.conflict}. Remove the field from that "
+                            f"manager's configuration, or set spec.promotion.forceConflicts to take it over")
     if applied.forbidden:
-        raise TargetProblem("Forbidden", f"{what} was refused: {applied.error}; grant the operator's "
+        raise TargetProblem(Reason.FORBIDDEN, f"{what} was refused: {applied.error}; grant the operator's "
                             f"ServiceAccount {grant}")
     if applied.error:
-        raise TargetProblem("TargetError", f"{what} failed: {applied.error}")
+        raise TargetProblem(Reason.TARGET_ERROR, f"{what} failed: {applied.error}")
 
 
-def _last_known_good(memory: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+def _last_known_good(memory: PromotionMemory, live: RecordedConfiguration | None) -> RecordedConfiguration | None:
     """What a new attempt records as `previous`: the live configuration, unless the memory holds an attempt that
     never succeeded (a success clears `pending`). Then the target may name a copy SageMaker refused, or one half
     made, and the configuration to roll back to stays the one recorded before it."""
-    if memory.get("pending") and memory.get("previous"):
-        return dict(memory["previous"])
-    return dict(live)
+    if memory.pending is not None and memory.previous is not None:
+        return memory.previous
+    return live
 
 
-def _start(memory: dict[str, Any], ctx: Context, desired: Configuration, rollback: bool, previous: Mapping[str, Any],
-           pending: Mapping[str, Any], state: str, new_names: bool = False) -> None:
+def _start(memory: PromotionMemory, ctx: Context, rollback: bool, previous: RecordedConfiguration | None,
+           pending: RecordedConfiguration, state: State, new_names: bool = False) -> PromotionMemory:
     """Record a new attempt before the first change it makes. `previous` is the live configuration it replaces;
     `new_names`: it creates objects, named after the attempt number (a promotion always counts as a new attempt,
     a rollback that only points the target back does not)."""
-    memory.update(attempt=int(memory.get("attempt") or 0) + (1 if new_names or not rollback else 0),
-                  pending=dict(pending), pendingGeneration=ctx.generation,
-                  previous=_last_known_good(memory, previous), rollback=rollback, state=state,
-                  startedAt=st.timestamp(ctx.now))
-    memory.pop("plannedPatch", None)
+    return replace(memory, attempt=(memory.attempt or 0) + (1 if new_names or not rollback else 0),
+                   pending=pending, pending_generation=ctx.generation, previous=_last_known_good(memory, previous),
+                   rollback=rollback, state=state, started_at=ctx.now, planned_objects=None)
 
 
 def _succeed(ctx: Context, step: Step) -> Step:
     memory = step.memory
-    pending, rollback = memory.pop("pending"), memory.pop("rollback", False)
-    memory.pop("pendingObjects", None)
-    memory.pop("pendingGeneration", None)
-    memory.pop("startedAt", None)
-    memory.update(current=pending, state=ROLLED_BACK if rollback else SUCCEEDED, appliedAt=st.timestamp(ctx.now))
-    if pending.get("recommendationId"):
-        memory["appliedRecommendationId"] = pending["recommendationId"]
-    else:
-        memory.pop("appliedRecommendationId", None)
-    configuration = Configuration.from_row(pending).describe()
+    pending, rollback = _pending(memory), memory.rollback
+    step.memory = replace(memory, pending=None, rollback=False, pending_objects=None, pending_generation=None,
+                          started_at=None, current=pending, state=State.ROLLED_BACK if rollback else State.SUCCEEDED,
+                          applied_at=ctx.now, applied_recommendation_id=pending.recommendation_id or None)
+    configuration = pending.configuration().describe()
     if rollback:
-        reason, message = "RolledBack", f"rolled back to {configuration} on {_what(ctx)}"
+        reason, message = Reason.ROLLED_BACK, f"rolled back to {configuration} on {_what(ctx)}"
     else:
-        reason, message = "Promoted", f"{configuration} is promoted to {_what(ctx)}"
+        reason, message = Reason.PROMOTED, f"{configuration} is promoted to {_what(ctx)}"
     step.events.append(("Normal", reason, message))
     step.promoted = step.ready = (st.TRUE, reason, message)
     step.phase = st.PROMOTED_PHASE
     return _collect_garbage(ctx, step)
 
 
-def _fail(ctx: Context, step: Step, reason: str, message: str) -> Step:
-    step.memory["state"] = FAILED
+def _fail(step: Step, reason: Reason, message: str) -> Step:
+    step.memory = replace(step.memory, state=State.FAILED)
     step.promoted = (st.FALSE, reason, message)
     step.ready = (st.FALSE, reason, message)
     return step
 
 
 def _waiting(step: Step, message: str) -> Step:
-    step.promoted = (st.UNKNOWN, "Promoting", message)
-    step.ready = (st.UNKNOWN, "Promoting", message)
-    step.poll_after = "poll"
+    step.promoted = (st.UNKNOWN, Reason.PROMOTING, message)
+    step.ready = (st.UNKNOWN, Reason.PROMOTING, message)
+    step.poll_after = PollAfter.POLL
     return step
 
 
@@ -366,14 +370,14 @@ def _waiting_for_controller(ctx: Context, step: Step, message: str) -> Step:
     """A wait on the target's controller, which may never end (a stuck ACK sync, a pod that cannot schedule). Past
     the deadline it is reported as a failure, but watched on: the controller may still get there."""
     _waiting(step, message)
-    started = st.parse_timestamp(step.memory.get("startedAt"))
-    deadline = int(ctx.promotion.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE_S)
+    started = step.memory.started_at
+    deadline = ctx.promotion.progress_deadline_seconds
     if started is None or (ctx.now - started).total_seconds() <= deadline:
         return step
     overdue = (f"no outcome {_duration(ctx.now - started)} after the attempt started (spec.promotion."
                f"progressDeadlineSeconds is {deadline}); still watching: {message}")
-    step.promoted = step.ready = (st.FALSE, PROGRESS_DEADLINE_EXCEEDED, overdue)
-    step.poll_after = "retry"
+    step.promoted = step.ready = (st.FALSE, Reason.PROGRESS_DEADLINE_EXCEEDED, overdue)
+    step.poll_after = PollAfter.RETRY
     return step
 
 
@@ -384,53 +388,51 @@ def _duration(elapsed: datetime.timedelta) -> str:
 
 # -- patch in place (KServe, generic) ----------------------------------------------------------------------------
 
-def _assignments(ctx: Context, live: Mapping[str, Any], configuration: Configuration):
-    if targets.kind_of(ctx.promotion["target"]) == "kserve":
+def _assignments(ctx: Context, live: Mapping[str, Any], configuration: Configuration) -> list[tuple[Path, Any]]:
+    if targets.kind_of(ctx.promotion.target) == "kserve":
         return targets.kserve_assignments(live, configuration)
-    return targets.generic_assignments(ctx.promotion.get("fieldPaths") or {}, configuration)
+    return targets.generic_assignments(ctx.promotion.field_paths or FieldPaths(), configuration)
 
 
 def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
-                    restoring: Mapping[str, Any]) -> Step:
+                    restoring: RecordedConfiguration) -> Step:
     memory, ref = step.memory, target_ref(ctx)
     if ctx.applied is not None:
-        _apply_problems(ctx, ctx.applied, f"server-side apply to {_what(ctx)}",
-                        f"patch on {ref.kind} in {ref.api_version}")
-        if targets.kind_of(ctx.promotion["target"]) == "kserve":
-            memory["state"] = WAITING_FOR_TARGET
-            return _waiting(step, f"applied {Configuration.from_row(memory['pending']).describe()} to {_what(ctx)}; "
+        _apply_problems(ctx.applied, f"server-side apply to {_what(ctx)}", f"patch on {ref.kind} in {ref.api_version}")
+        if targets.kind_of(ctx.promotion.target) == "kserve":
+            step.memory = replace(memory, state=State.WAITING_FOR_TARGET)
+            return _waiting(step, f"applied {_pending(memory).configuration().describe()} to {_what(ctx)}; "
                                   f"waiting for it to be Ready")
         return _succeed(ctx, step)
 
-    _read_problems(ctx, ctx.world)
-    live = ctx.world.objects[ref]
-    if memory.get("state") == WAITING_FOR_TARGET and _same_attempt(memory, desired, rollback, ctx.generation):
+    _, live = _read_problems(ctx)
+    if memory.state == State.WAITING_FOR_TARGET and _same_attempt(memory, desired, rollback, ctx.generation):
         return _kserve_settled(ctx, step, live)
 
-    same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
+    same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.state != State.FAILED
+    previous: RecordedConfiguration | None
     if rollback:
         # Back to what `previous` recorded, by applying its patch; what is rolled back from becomes `previous`.
-        target_entry = dict(restoring)
-        body = target_entry.get("patch") or {}
-        previous = dict(memory.get("current") or {})
+        target_entry = restoring
+        body = restoring.patch or {}
+        previous = memory.current
     else:
         assignments = _assignments(ctx, live, desired)
         body = paths.apply_body(live, assignments)
-        target_entry = {**desired.as_status(), "patch": body}
-        previous = {**{k: v for k, v in (memory.get("current") or {}).items() if k != "patch"},
-                    "patch": paths.apply_body(live, targets.restoring(live, assignments))}
+        target_entry = RecordedConfiguration.of(desired, patch=body)
+        previous = replace(memory.current or RecordedConfiguration(),
+                           patch=paths.apply_body(live, targets.restoring(live, assignments)))
     document = targets.apply_document(ref, body)
     if dry_run:
         changes = targets.differences(live, assignments)
-        _between_attempts(memory, PLANNED)
-        memory["plannedPatch"] = {"objects": [document]}
+        step.memory = replace(_between_attempts(memory, State.PLANNED), planned_objects=(document,))
         message = (f"dry run: would apply {desired.describe()} to {_what(ctx)} "
                    f"({'; '.join(changes) if changes else 'no change'}); nothing was changed")
-        step.promoted = (st.FALSE, "DryRun", message)
+        step.promoted = (st.FALSE, Reason.DRY_RUN, message)
         return step
     if not same:
-        _start(memory, ctx, desired, rollback, previous, target_entry, UPDATING_TARGET)
-    step.effect = ApplyObjects((document,), force_conflicts=bool(ctx.promotion.get("forceConflicts")))
+        step.memory = _start(memory, ctx, rollback, previous, target_entry, State.UPDATING_TARGET)
+    step.effect = ApplyObjects((document,), force_conflicts=ctx.promotion.force_conflicts)
     return _waiting(step, f"applying {desired.describe()} to {_what(ctx)}")
 
 
@@ -447,78 +449,84 @@ def _kserve_settled(ctx: Context, step: Step, live: Mapping[str, Any]) -> Step:
 
 # -- ACK SageMaker Endpoint -------------------------------------------------------------------------------------
 
+def _config_name(entry: RecordedConfiguration) -> str:
+    """The EndpointConfig an ACK attempt records before it starts."""
+    if not entry.endpoint_config_name:
+        raise LookupError("status.promotion.pending names no endpointConfigName")
+    return entry.endpoint_config_name
+
+
 def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
-         restoring: Mapping[str, Any]) -> Step:
+         restoring: RecordedConfiguration) -> Step:
     memory, ref = step.memory, target_ref(ctx)
-    same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.get("state") != FAILED
+    same = _same_attempt(memory, desired, rollback, ctx.generation) and memory.state != State.FAILED
     if ctx.applied is not None:
         # ApplyObjects stops at the first failure and `applied` holds what went through before it: the object
         # that failed is the first one asked for (the recorded copies, else the Endpoint's patch) not in it.
-        creating = memory.get("state") == CREATING_RESOURCES
-        asked = list(memory.get("pendingObjects") or []) if creating else [ref.describe()]
+        creating = memory.state == State.CREATING_RESOURCES
+        asked = list(memory.pending_objects or ()) if creating else [ref.describe()]
         done = [r.describe() for r in ctx.applied.applied]
         failed = next((entry for entry in asked if entry not in done), asked[-1] if asked else _what(ctx))
         what = f"server-side apply of {failed}" + (f" (after {', '.join(done)})" if done else "")
-        _apply_problems(ctx, ctx.applied, what, f"{'create and patch' if creating else 'patch'} on "
-                                                f"{failed.split('/', 1)[0]} in {ref.api_version}")
-        pending = memory["pending"]
-        if memory.get("state") == CREATING_RESOURCES:
-            return _waiting(step, f"created {', '.join(memory.get('pendingObjects') or [])}; waiting for ACK to "
+        _apply_problems(ctx.applied, what, f"{'create and patch' if creating else 'patch'} on "
+                                           f"{failed.split('/', 1)[0]} in {ref.api_version}")
+        pending = _pending(memory)
+        if creating:
+            return _waiting(step, f"created {', '.join(memory.pending_objects or ())}; waiting for ACK to "
                                   f"create them in SageMaker")
-        memory["state"] = WAITING_FOR_TARGET
-        return _waiting(step, f"{_what(ctx)} now names EndpointConfig {pending['endpointConfigName']}; waiting for "
+        step.memory = replace(memory, state=State.WAITING_FOR_TARGET)
+        return _waiting(step, f"{_what(ctx)} now names EndpointConfig {pending.endpoint_config_name}; waiting for "
                               f"SageMaker to update it")
 
-    _read_problems(ctx, ctx.world)
-    world = ctx.world
-    endpoint = world.objects[ref]
+    world, endpoint = _read_problems(ctx)
     configs = world.listings.get(KindRef(ref.api_version, "EndpointConfig", ref.namespace), ())
     models = world.listings.get(KindRef(ref.api_version, "Model", ref.namespace), ())
     # The spec's variant first: the user may name another one than the last promotion changed.
-    hint = [ctx.promotion["target"].get("variantName"), (memory.get("current") or {}).get("variantName")]
+    hint = [ctx.promotion.variant_name, (memory.current or RecordedConfiguration()).variant_name]
     live = targets.ack_live(endpoint, configs, models, hint)
 
     if not same:
         if world.conflict and not dry_run:
-            _apply_problems(ctx, ApplyResult(conflict=world.conflict), f"pointing {_what(ctx)} at a new EndpointConfig")
-        return _ack_begin(ctx, step, desired, rollback, dry_run, live, configs, restoring)
-    pending = memory["pending"]
-    if memory.get("state") == CREATING_RESOURCES:
-        created = [o for name in memory.get("pendingObjects") or []
-                   for o in (_listed(world, ref, name),) if o is not None]
+            _apply_problems(ApplyResult(conflict=world.conflict), f"pointing {_what(ctx)} at a new EndpointConfig")
+        return _ack_begin(ctx, step, desired, rollback, dry_run, world, live, restoring)
+    pending = _pending(memory)
+    if memory.state == State.CREATING_RESOURCES:
+        recorded = memory.pending_objects or ()
+        created = [o for name in recorded for o in (_listed(world, ref, name),) if o is not None]
         for obj in created:
             terminal = condition(obj, targets.ACK_TERMINAL)
             if terminal and terminal.get("status") == "True":
-                return _fail(ctx, step, "ResourceRejected",
+                return _fail(step, Reason.RESOURCE_REJECTED,
                              f"ACK could not create {obj['kind']} {obj['metadata']['name']} in SageMaker: "
                              f"{terminal.get('message') or 'terminal condition without a message'}")
-        if len(created) < len(memory.get("pendingObjects") or []):
+        if len(created) < len(recorded):
             # Recorded but not created (the operator stopped in between): create them now.
             return _ack_create(ctx, step, desired, live, pending, resume=True)
         unsynced = [o["kind"] + "/" + o["metadata"]["name"] for o in created
                     if not condition_is(o, targets.ACK_SYNCED, "True")]
         if unsynced:
             return _waiting_for_controller(ctx, step, f"waiting for ACK to create {', '.join(unsynced)} in SageMaker")
-        memory["state"] = UPDATING_TARGET
-    if live.config_name != pending["endpointConfigName"]:
-        if memory.get("state") == WAITING_FOR_TARGET:
-            return _fail(ctx, step, "EndpointUpdateFailed",
-                         f"{_what(ctx)} was pointed at EndpointConfig {pending['endpointConfigName']} but now names "
+        step.memory = memory = replace(memory, state=State.UPDATING_TARGET)
+    config_name = _config_name(pending)
+    if live.config_name != config_name:
+        if memory.state == State.WAITING_FOR_TARGET:
+            return _fail(step, Reason.ENDPOINT_UPDATE_FAILED,
+                         f"{_what(ctx)} was pointed at EndpointConfig {config_name} but now names "
                          f"{live.config_name}: another writer changed it during the promotion")
-        memory["state"] = UPDATING_TARGET
-        step.effect = ApplyObjects((targets.endpoint_patch(ref, pending["endpointConfigName"]),),
-                                   force_conflicts=bool(ctx.promotion.get("forceConflicts")))
-        return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {pending['endpointConfigName']}")
-    memory["state"] = WAITING_FOR_TARGET
-    verdict, detail = targets.ack_endpoint_verdict(endpoint, pending["endpointConfigName"])
+        step.memory = replace(memory, state=State.UPDATING_TARGET)
+        step.effect = ApplyObjects((targets.endpoint_patch(ref, config_name),),
+                                   force_conflicts=ctx.promotion.force_conflicts)
+        return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {config_name}")
+    step.memory = replace(memory, state=State.WAITING_FOR_TARGET)
+    verdict, detail = targets.ack_endpoint_verdict(endpoint, config_name)
     if verdict == "failed":
-        return _fail(ctx, step, "EndpointUpdateFailed",
-                     f"SageMaker could not update {_what(ctx)} to EndpointConfig {pending['endpointConfigName']}: "
+        return _fail(step, Reason.ENDPOINT_UPDATE_FAILED,
+                     f"SageMaker could not update {_what(ctx)} to EndpointConfig {config_name}: "
                      f"{detail}; the endpoint keeps serving its previous configuration. Roll back with the annotation "
                      f"{ROLLBACK_ANNOTATION}=true, or edit the spec to try again")
     if verdict == "waiting":
         return _waiting_for_controller(ctx, step, f"waiting for {_what(ctx)} to serve EndpointConfig "
-                                                  f"{pending['endpointConfigName']}: {detail}")
+                                                  f"{config_name}: {detail}")
     return _succeed(ctx, step)
 
 
@@ -528,171 +536,175 @@ def _listed(world: World, ref: ObjectRef, entry: str) -> Mapping[str, Any] | Non
     return next((o for o in listing if o["metadata"]["name"] == name), None)
 
 
-def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool,
-               live: targets.AckLive, configs, restoring: Mapping[str, Any]) -> Step:
+def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_run: bool, world: World,
+               live: targets.AckLive, restoring: RecordedConfiguration) -> Step:
     memory, ref = step.memory, target_ref(ctx)
-    current = memory.get("current") or {}
-    known = current.get("recommendationId") if current.get("endpointConfigName") == live.config_name else None
-    snapshot = live.configuration(known)
+    configs = world.listings.get(KindRef(ref.api_version, "EndpointConfig", ref.namespace), ())
+    current = memory.current or RecordedConfiguration()
+    known = current.recommendation_id if current.endpoint_config_name == live.config_name else None
+    snapshot = RecordedConfiguration.from_storage(live.configuration(known))
     # A rollback restores the configuration it names; a promotion of the configuration `previous` recorded (after
     # a rollback) reuses the objects kept for it.
-    source = restoring if rollback else (memory.get("previous") or {})
-    reusable = rollback or (desired.recommendation_id and source.get("recommendationId") == desired.recommendation_id
-                            and targets.by_sagemaker_name(configs, "endpointConfigName", source.get("endpointConfigName")))
+    source = restoring if rollback else (memory.previous or RecordedConfiguration())
+    reusable = rollback or (desired.recommendation_id and source.recommendation_id == desired.recommendation_id
+                            and targets.by_sagemaker_name(configs, "endpointConfigName", source.endpoint_config_name))
     if reusable:
         # Back to a configuration whose objects still exist (kept for rollback): point the endpoint at them.
-        name = source.get("endpointConfigName")
+        name = source.endpoint_config_name
         if not name or not targets.by_sagemaker_name(configs, "endpointConfigName", name):
-            raise TargetProblem("NothingToRollBack", f"EndpointConfig {name}, which {_what(ctx)} used before, no "
-                                f"longer exists in namespace {ref.namespace}", retry=False)
-        reused = {k: v for k, v in source.items() if k != "patch"}
+            raise TargetProblem(Reason.NOTHING_TO_ROLL_BACK, f"EndpointConfig {name}, which {_what(ctx)} used "
+                                f"before, no longer exists in namespace {ref.namespace}", retry=False)
+        reused = replace(source, patch=None)
         if live.config_name != name:
             if dry_run:
                 return _ack_planned(ctx, step, desired, [targets.endpoint_patch(ref, name)])
-            _start(memory, ctx, desired, rollback, snapshot, reused, UPDATING_TARGET)
-            memory.pop("pendingObjects", None)
+            step.memory = replace(_start(memory, ctx, rollback, snapshot, reused, State.UPDATING_TARGET),
+                                  pending_objects=None)
             step.effect = ApplyObjects((targets.endpoint_patch(ref, name),),
-                                       force_conflicts=bool(ctx.promotion.get("forceConflicts")))
+                                       force_conflicts=ctx.promotion.force_conflicts)
             return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {name} again")
         if targets.ack_serves(live.endpoint, name):
             if dry_run:
                 return _ack_planned(ctx, step, desired, [])
-            _start(memory, ctx, desired, rollback, snapshot, reused, UPDATING_TARGET)
-            memory.pop("pendingObjects", None)
+            step.memory = replace(_start(memory, ctx, rollback, snapshot, reused, State.UPDATING_TARGET),
+                                  pending_objects=None)
             return _succeed(ctx, step)  # already there: SageMaker has nothing to update
         # The endpoint names it but SageMaker does not serve it (an update to it failed): ACK never sends a name
         # whose update failed again, so only a copy under a new name retries it. The live objects are its own.
     if live.config is None:
-        raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name or '(none)'}, which {_what(ctx)} "
-                            f"uses, is not an ACK resource in namespace {ref.namespace}; promotion copies it to make the "
-                            f"new one")
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"EndpointConfig {live.config_name or '(none)'}, which "
+                            f"{_what(ctx)} uses, is not an ACK resource in namespace {ref.namespace}; promotion "
+                            f"copies it to make the new one")
     if live.variant is None:
-        raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name} has no production variants")
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"EndpointConfig {live.config_name} has no production variants")
     if live.realises(desired) and targets.ack_serves(live.endpoint, live.config_name):
         if dry_run:
             return _ack_planned(ctx, step, desired, [])
-        memory.update(pending={**snapshot, **desired.as_status()}, rollback=rollback,
-                      previous=_last_known_good(memory, snapshot))
+        step.memory = replace(memory, pending=snapshot.updated(desired), rollback=rollback,
+                              previous=_last_known_good(memory, snapshot))
         return _succeed(ctx, step)
     needs_model = any(live.environment().get(k) != v for k, v in desired.environment.items())
     if needs_model and live.model is None:
-        raise TargetProblem("SourceNotFound", f"Model {live.variant.get('modelName')}, which EndpointConfig "
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"Model {live.variant.get('modelName')}, which EndpointConfig "
                             f"{live.config_name} serves, is not an ACK resource in namespace {ref.namespace}; "
                             f"promotion copies it to set the environment")
-    name = targets.object_name(ref.name, ctx.owner_uid, int(memory.get("attempt") or 0) + 1)
+    name = targets.object_name(ref.name, ctx.owner_uid, (memory.attempt or 0) + 1)
     variant_name = live.variant["variantName"]
     if int(live.variant.get("initialInstanceCount") or 1) != desired.instance_count:
         variant_name = targets.variant_name_for(variant_name, desired.instance_count)
-    pending = {**desired.as_status(), "endpointConfigName": name,
-               "modelName": name if needs_model else live.variant.get("modelName"), "variantName": variant_name}
+    pending = RecordedConfiguration.of(desired, endpoint_config_name=name,
+                                       model_name=name if needs_model else live.variant.get("modelName"),
+                                       variant_name=variant_name)
     if dry_run:
         bodies = _ack_bodies(ctx, live, desired, pending)
         return _ack_planned(ctx, step, desired, [*bodies, targets.endpoint_patch(ref, name)])
-    making_room = _make_room(ctx, step, live, [*(["Model/" + name] if needs_model else []), "EndpointConfig/" + name])
+    making_room = _make_room(ctx, step, world, live, [*(["Model/" + name] if needs_model else []),
+                                                      "EndpointConfig/" + name])
     if making_room is not None:
         return making_room
-    _start(memory, ctx, desired, rollback, snapshot, pending, CREATING_RESOURCES, new_names=True)
+    step.memory = _start(step.memory, ctx, rollback, snapshot, pending, State.CREATING_RESOURCES, new_names=True)
     return _ack_create(ctx, step, desired, live, pending, resume=False)
 
 
-def _ack_bodies(ctx: Context, live: targets.AckLive, desired: Configuration, pending: Mapping[str, Any]):
+def _ack_bodies(ctx: Context, live: targets.AckLive, desired: Configuration,
+                pending: RecordedConfiguration) -> list[dict[str, Any]]:
     bodies = []
-    name = pending["endpointConfigName"]
-    if pending["modelName"] == name:
+    name = _config_name(pending)
+    if pending.model_name == name:
         bodies.append(targets.model_copy(live, name, desired.environment, ctx.job_name))
-    bodies.append(targets.config_copy(live, name, desired, pending["modelName"], pending["variantName"],
-                                      ctx.job_name))
+    bodies.append(targets.config_copy(live, name, desired, pending.model_name, pending.variant_name, ctx.job_name))
     return bodies
 
 
-def _ack_create(ctx: Context, step: Step, desired: Configuration, live: targets.AckLive, pending: Mapping[str, Any],
-                resume: bool) -> Step:
+def _ack_create(ctx: Context, step: Step, desired: Configuration, live: targets.AckLive,
+                pending: RecordedConfiguration, resume: bool) -> Step:
     memory = step.memory
     if live.config is None or live.variant is None:
-        raise TargetProblem("SourceNotFound", f"EndpointConfig {live.config_name} to copy is gone")
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"EndpointConfig {live.config_name} to copy is gone")
     bodies = _ack_bodies(ctx, live, desired, pending)
     names = [f"{b['kind']}/{b['metadata']['name']}" for b in bodies]
-    memory["pendingObjects"] = names
-    inventory = list(memory.get("createdObjects") or [])
+    inventory = list(memory.created_objects or ())
     # Room was made before the attempt started (_make_room): nothing is dropped from the list.
-    memory["createdObjects"] = inventory + [n for n in names if n not in inventory]
+    step.memory = replace(memory, pending_objects=tuple(names),
+                          created_objects=tuple(inventory + [n for n in names if n not in inventory]))
     step.effect = ApplyObjects(tuple(bodies))
     verb = "creating" if not resume else "creating (again, after a restart)"
     return _waiting(step, f"{verb} {', '.join(names)} for {desired.describe()}")
 
 
 def _ack_planned(ctx: Context, step: Step, desired: Configuration, documents: list[dict[str, Any]]) -> Step:
-    _between_attempts(step.memory, PLANNED)
-    step.memory["plannedPatch"] = {"objects": documents}
+    step.memory = replace(_between_attempts(step.memory, State.PLANNED), planned_objects=tuple(documents))
     changes = ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in documents) or "nothing (already serving it)"
     conflict = f"; it would conflict with another field manager: {ctx.world.conflict}" \
         if ctx.world and ctx.world.conflict else ""
-    step.promoted = (st.FALSE, "DryRun", f"dry run: promoting {desired.describe()} to {_what(ctx)} would apply "
-                                         f"{changes}{conflict}; nothing was changed")
+    step.promoted = (st.FALSE, Reason.DRY_RUN, f"dry run: promoting {desired.describe()} to {_what(ctx)} would "
+                                               f"apply {changes}{conflict}; nothing was changed")
     return step
 
 
 # -- garbage collection ----------------------------------------------------------------------------------------
 
-def _kept(memory: Mapping[str, Any]) -> set[str]:
+def _kept(memory: PromotionMemory) -> set[str]:
     """What current, previous and pending configurations still use (rollback needs previous)."""
-    keep = set(memory.get("pendingObjects") or [])
-    for entry in (memory.get("current"), memory.get("previous"), memory.get("pending")):
-        for field, kind in (("endpointConfigName", "EndpointConfig"), ("modelName", "Model")):
-            if entry and entry.get(field):
-                keep.add(f"{kind}/{entry[field]}")
+    keep = set(memory.pending_objects or ())
+    for entry in (memory.current, memory.previous, memory.pending):
+        if entry is not None:
+            keep |= entry.objects()
     return keep
 
 
+def _delete(ref: ObjectRef, entries: Sequence[str]) -> DeleteObjects:
+    return DeleteObjects(tuple(ObjectRef(ref.api_version, entry.split("/", 1)[0], ref.namespace,
+                                         entry.split("/", 1)[1]) for entry in entries))
+
+
 def _collect_garbage(ctx: Context, step: Step) -> Step:
-    memory, ref = step.memory, target_ref(ctx)
-    stale = [entry for entry in memory.get("createdObjects") or [] if entry not in _kept(memory)]
+    memory = step.memory
+    stale = [entry for entry in memory.created_objects or () if entry not in _kept(memory)]
     if stale and step.effect is None:
-        step.effect = DeleteObjects(tuple(ObjectRef(ref.api_version, entry.split("/", 1)[0], ref.namespace,
-                                                     entry.split("/", 1)[1]) for entry in stale))
+        step.effect = _delete(target_ref(ctx), stale)
     return step
 
 
-def _make_room(ctx: Context, step: Step, live: targets.AckLive, needed: list[str]) -> Step | None:
+def _make_room(ctx: Context, step: Step, world: World, live: targets.AckLive, needed: list[str]) -> Step | None:
     """createdObjects is bounded (the CRD caps it at MAX_CREATED_OBJECTS), and dropping a name from it would leak
     the object behind it. Before an attempt adds `needed` to a full list, what no configuration uses is deleted;
     None when there is room."""
-    memory, ref, world = step.memory, target_ref(ctx), ctx.world
-    inventory = list(memory.get("createdObjects") or [])
+    memory, ref = step.memory, target_ref(ctx)
+    inventory = list(memory.created_objects or ())
     if len(inventory) + len(needed) <= MAX_CREATED_OBJECTS:
         return None
     # Objects someone deleted by hand are gone from the listings: forget them (only kinds that were listed).
     listed = {kind for kind in ("Model", "EndpointConfig") if KindRef(ref.api_version, kind, ref.namespace) in
               world.listings and (ref.api_version, kind) not in world.unserved}
     inventory = [e for e in inventory if e.split("/", 1)[0] not in listed or _listed(world, ref, e) is not None]
-    memory["createdObjects"] = inventory
+    step.memory = memory = replace(memory, created_objects=tuple(inventory))
     if len(inventory) + len(needed) <= MAX_CREATED_OBJECTS:
         return None
     # What the endpoint names is the source of the copies, whichever configuration it belongs to.
     in_use = _kept(memory) | {f"EndpointConfig/{live.config_name}", f"Model/{(live.variant or {}).get('modelName')}"}
     spare = [entry for entry in inventory if entry not in in_use]
     if spare:
-        step.effect = DeleteObjects(tuple(ObjectRef(ref.api_version, entry.split("/", 1)[0], ref.namespace,
-                                                    entry.split("/", 1)[1]) for entry in spare))
+        step.effect = _delete(ref, spare)
         return _waiting(step, f"deleting {', '.join(spare)}, which no configuration uses, to make room in "
                               f"status.promotion.createdObjects before the next attempt on {_what(ctx)}")
-    raise TargetProblem("TooManyObjects", f"the next attempt on {_what(ctx)} would create {', '.join(needed)}, but "
-                        f"status.promotion.createdObjects holds at most {MAX_CREATED_OBJECTS} objects and every one "
-                        f"is still used by the current, previous or pending configuration or by the endpoint: "
-                        f"{', '.join(inventory)}. Nothing was started or forgotten. Delete by hand the ones you can "
-                        f"spare in namespace {ref.namespace} (objects that no longer exist are forgotten); the "
-                        f"operator tries again")
+    raise TargetProblem(Reason.TOO_MANY_OBJECTS, f"the next attempt on {_what(ctx)} would create "
+                        f"{', '.join(needed)}, but status.promotion.createdObjects holds at most {MAX_CREATED_OBJECTS} "
+                        f"objects and every one is still used by the current, previous or pending configuration or "
+                        f"by the endpoint: {', '.join(inventory)}. Nothing was started or forgotten. Delete by hand "
+                        f"the ones you can spare in namespace {ref.namespace} (objects that no longer exist are "
+                        f"forgotten); the operator tries again")
 
 
-def _collected(ctx: Context, step: Step) -> Step:
-    memory, deleted = step.memory, ctx.deleted
+def _collected(step: Step, deleted: DeleteResult) -> Step:
     gone = {f"{r.kind}/{r.name}" for r in deleted.deleted}
-    memory["createdObjects"] = [e for e in memory.get("createdObjects") or [] if e not in gone]
+    step.memory = replace(step.memory, created_objects=tuple(e for e in step.memory.created_objects or ()
+                                                             if e not in gone))
     if gone:
         step.events.append(("Normal", "PromotionCleanedUp", f"deleted {', '.join(sorted(gone))}, which no promoted "
                                                             f"or previous configuration uses any more"))
     if deleted.error:
         step.events.append(("Warning", "PromotionCleanupFailed", f"could not delete what an earlier promotion "
                                                                  f"created: {deleted.error}; retrying later"))
-        step.poll_after = "retry"
+        step.poll_after = PollAfter.RETRY
     return step

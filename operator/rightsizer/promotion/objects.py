@@ -98,4 +98,4 @@ def condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | N
 
 def condition_is(obj: Mapping[str, Any] | None, kind: str, value: str) -> bool:
     found = condition(obj, kind)
-    return bool(found) and found.get("status") == value
+    return found is not None and found.get("status") == value

@@ -18,6 +18,8 @@ from rightsizer import pricing
 from rightsizer.promotion import paths
 from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, condition, condition_is
 from rightsizer.promotion.paths import MISSING, Keyed, Path
+from rightsizer.promotion.reasons import Reason
+from rightsizer.spec import FieldPaths, TargetRef
 
 ACK_GROUP = "sagemaker.services.k8s.aws"
 KSERVE_GROUP = "serving.kserve.io"
@@ -70,16 +72,16 @@ class Configuration:
 class TargetProblem(Exception):
     """The target cannot take this configuration; the message says why in the user's terms."""
 
-    def __init__(self, reason: str, message: str, retry: bool = True):
+    def __init__(self, reason: Reason, message: str, retry: bool = True):
         super().__init__(message)
         self.reason, self.message, self.retry = reason, message, retry
 
 
-def kind_of(target: Mapping[str, Any]) -> str:
-    group = target["apiVersion"].split("/")[0] if "/" in target["apiVersion"] else ""
-    if group == ACK_GROUP and target["kind"] == "Endpoint":
+def kind_of(target: TargetRef) -> str:
+    group = target.api_version.split("/")[0] if "/" in target.api_version else ""
+    if group == ACK_GROUP and target.kind == "Endpoint":
         return "ack"
-    if group == KSERVE_GROUP and target["kind"] == "InferenceService":
+    if group == KSERVE_GROUP and target.kind == "InferenceService":
         return "kserve"
     return "generic"
 
@@ -118,7 +120,7 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
     elif predictor.get("containers"):
         container_path = ("spec", "predictor", "containers", Keyed("name", predictor["containers"][0]["name"]))
     else:
-        raise TargetProblem("UnsupportedTarget", "InferenceService has no predictor container to configure "
+        raise TargetProblem(Reason.UNSUPPORTED_TARGET, "InferenceService has no predictor container to configure "
                             "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
     assignments: list[tuple[Path, Any]] = [(("spec", "predictor", "minReplicas"), configuration.instance_count)]
     if configuration.instance_type:
@@ -128,7 +130,7 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
                                 configuration.instance_type[3:]))
         quantities = _quantities(configuration.instance_type)
         if quantities is None:
-            raise TargetProblem("UnsupportedConfiguration", f"no CPU and memory figures for instance type "
+            raise TargetProblem(Reason.UNSUPPORTED_CONFIGURATION, f"no CPU and memory figures for instance type "
                                 f"{configuration.instance_type}: cannot size the predictor", retry=False)
         for side in ("requests", "limits"):
             for resource, quantity in quantities.items():
@@ -140,14 +142,14 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
     return assignments
 
 
-def generic_assignments(field_paths: Mapping[str, str], configuration: Configuration) -> list[tuple[Path, Any]]:
+def generic_assignments(field_paths: FieldPaths, configuration: Configuration) -> list[tuple[Path, Any]]:
     assignments: list[tuple[Path, Any]] = []
-    if field_paths.get("instanceType") and configuration.instance_type:
-        assignments.append((paths.parse(field_paths["instanceType"]), configuration.instance_type))
-    if field_paths.get("instanceCount"):
-        assignments.append((paths.parse(field_paths["instanceCount"]), configuration.instance_count))
-    if field_paths.get("environment"):
-        base = paths.parse(field_paths["environment"])
+    if field_paths.instance_type and configuration.instance_type:
+        assignments.append((paths.parse(field_paths.instance_type), configuration.instance_type))
+    if field_paths.instance_count:
+        assignments.append((paths.parse(field_paths.instance_count), configuration.instance_count))
+    if field_paths.environment:
+        base = paths.parse(field_paths.environment)
         assignments.extend(((*base, name), value) for name, value in sorted(configuration.environment.items()))
     return assignments
 
@@ -272,8 +274,8 @@ def model_copy(live: AckLive, name: str, environment: Mapping[str, str], job_nam
             "spec": spec}
 
 
-def config_copy(live: AckLive, name: str, configuration: Configuration, model_name: str, variant_name: str,
-                job_name: str) -> dict[str, Any]:
+def config_copy(live: AckLive, name: str, configuration: Configuration, model_name: str | None,
+                variant_name: str | None, job_name: str) -> dict[str, Any]:
     spec = copy.deepcopy(dict(live.config["spec"]))
     spec["endpointConfigName"] = name
     for variant in spec["productionVariants"]:

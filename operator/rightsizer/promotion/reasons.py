@@ -1,0 +1,35 @@
+"""The reasons promotion gives in the Promoted and AwaitingApproval conditions (Ready takes Promoted's when the
+promotion decides it)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # Promoted
+    PROMOTED = "Promoted"
+    PROMOTING = "Promoting"
+    ROLLED_BACK = "RolledBack"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    DRY_RUN = "DryRun"
+    SLA_NOT_MET = "SLANotMet"
+    NO_BEST_CONFIGURATION = "NoBestConfiguration"
+    UNSUPPORTED_CONFIGURATION = "UnsupportedConfiguration"
+    UNSUPPORTED_TARGET = "UnsupportedTarget"
+    NOTHING_TO_ROLL_BACK = "NothingToRollBack"
+    ENDPOINT_UPDATE_FAILED = "EndpointUpdateFailed"
+    RESOURCE_REJECTED = "ResourceRejected"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    SOURCE_NOT_FOUND = "SourceNotFound"
+    TOO_MANY_OBJECTS = "TooManyObjects"
+    FIELD_CONFLICT = "FieldConflict"
+    FORBIDDEN = "Forbidden"
+    TARGET_ERROR = "TargetError"
+    TARGET_KIND_NOT_SERVED = "TargetKindNotServed"
+    TARGET_NOT_FOUND = "TargetNotFound"
+    # AwaitingApproval (also NoBestConfiguration and RolledBack)
+    APPROVAL_REQUIRED = "ApprovalRequired"
+    APPROVAL_STALE = "ApprovalStale"
+    APPROVED = "Approved"
+    NOT_REQUIRED = "NotRequired"
