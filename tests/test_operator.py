@@ -57,7 +57,9 @@ def read(api, namespace: str, name: str) -> dict:
 
 def test_a_sample_gets_its_initial_status(api, operator, namespace):
     create(api, namespace, sample("fraud-local"))
-    body = wait_for(lambda: (b := read(api, namespace, "fraud-local")) and condition(b, "Ready") and b)
+    # Ready is Unknown (JobSubmitting) while the submission is written ahead; wait for the refusal that follows.
+    body = wait_for(lambda: (b := read(api, namespace, "fraud-local")) and condition(b, "Ready")
+                    and condition(b, "Ready")["status"] != "Unknown" and b)
     status = body["status"]
     assert status["observedGeneration"] == body["metadata"]["generation"] == 1
     assert status["phase"] == "Pending"
