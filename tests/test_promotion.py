@@ -4,7 +4,6 @@ through the operator against the real API server."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 from rightsizer import model
 from rightsizer.backends import base
