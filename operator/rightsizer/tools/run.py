@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rightsizer import schema, selection
+from rightsizer.backends import registry
 from rightsizer.tools import report
 from rightsizer import spec as spec_module
 from rightsizer.model import StepFailure
@@ -33,11 +34,12 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
     document = _pick(path, name)
     job = document.get("metadata", {}).get("name", "local")
     try:
-        parsed = spec_module.parse(document.get("spec") or {})
+        validated = registry.validate(document.get("spec") or {})
     except spec_module.InvalidSpec as invalid:
         for error in invalid.errors:
             print(f"{path}: {job}: error: {error}", file=sys.stderr)
         return 1
+    parsed = validated.spec
     if parsed.backend != "local":
         print(f"{path}: {job}: backend {parsed.backend} does not run here", file=sys.stderr)
         return 1
@@ -108,7 +110,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
         document = report.html_report(
             f"rightsizer: {job}", chosen, timelines,
             generated_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            spec_summary=spec_module.describe_job(parsed),
+            spec_summary=validated.policy.describe_job(parsed),
             latency_threshold_ms=threshold.milliseconds if threshold else None, unmeasured=unmeasured)
         print(f"report: {report.write_html(report_path, document)}", file=stream)
     if interrupted.is_set():
