@@ -107,7 +107,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
             f"rightsizer: {job}", chosen, timelines,
             generated_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             spec_summary=spec_module.describe_job(parsed),
-            latency_threshold_ms=threshold.milliseconds if threshold else None, unmeasured=unmeasured)
+            latency_threshold=threshold, unmeasured=unmeasured)
         print(f"report: {report.write_html(report_path, document)}", file=stream)
     if interrupted.is_set():
         return 130

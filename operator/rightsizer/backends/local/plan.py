@@ -44,8 +44,8 @@ from rightsizer.loadtest.load_generator import LoadResult, StopReason, kept_perc
 from rightsizer.loadtest.placement import HostFacts, Placement, Skipped, plan as place_candidates
 from rightsizer.loadtest.server_process import ResourceUsage
 from rightsizer.selection import describe_environment
-from rightsizer.spec import (PHASES, Percentile, Phase, RightsizeJobSpec, StoppingConditions, TrafficPattern,
-                             parameter_grid)
+from rightsizer.spec import (PHASES, LatencyThreshold, Percentile, Phase, RightsizeJobSpec, StoppingConditions,
+                             TrafficPattern, parameter_grid)
 
 # Used when the spec has no trafficPattern. SageMaker's own defaults are not published for Advanced jobs, so this
 # is chosen for a CPU model server: one user more every 10 s from 1 to 19 users over 3 minutes. Each user level
@@ -131,11 +131,10 @@ def plan_experiment(spec: RightsizeJobSpec, job_name: str, host: HostFacts) -> l
     return planned
 
 
-def _reported_percentile(stopping: StoppingConditions | None) -> Percentile:
-    """The kept percentile modelLatency is reported at: the threshold's own, or the next stricter one."""
-    if stopping is None or stopping.latency_threshold is None:
-        return DEFAULT_REPORTED_PERCENTILE
-    return kept_percentile(stopping.latency_threshold.percentile)
+def reported_percentile(threshold: LatencyThreshold | None) -> Percentile:
+    """The percentile modelLatency is reported at: the threshold's own when the load result keeps it, else the
+    next stricter kept one; P95 without a threshold."""
+    return DEFAULT_REPORTED_PERCENTILE if threshold is None else kept_percentile(threshold.percentile)
 
 
 def max_invocations_window(result: LoadResult, window_s: float) -> tuple[float, float] | None:
@@ -179,7 +178,7 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     if result.failed or result.stop_reason is StopReason.CANCELLED:
         return ConfigurationOutcome(planned, None, f"the load test failed ({result.stop_reason}): {result.detail}",
                                     result, detail)
-    percentile = _reported_percentile(stopping)
+    percentile = reported_percentile(stopping.latency_threshold if stopping else None)
     if result.max_invocations_per_minute is not None:
         max_invocations = round(result.max_invocations_per_minute)
         latency_ms = result.window_latency_ms(percentile)
@@ -275,5 +274,6 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
 
 __all__ = [
     "DEFAULT_TRAFFIC_PATTERN", "ConfigurationOutcome", "PlannedConfiguration", "max_invocations_window",
-    "measured_outcome", "median_outcome", "plan_experiment", "step_summary", "traffic_pattern_of",
+    "measured_outcome", "median_outcome", "plan_experiment", "reported_percentile", "step_summary",
+    "traffic_pattern_of",
 ]
