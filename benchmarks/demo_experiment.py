@@ -20,6 +20,7 @@ from pathlib import Path
 from rightsizer import schema, selection
 from rightsizer import spec as spec_module
 from rightsizer.backends.local import experiment as experiment_module
+from rightsizer.backends.local.plan import traffic_pattern_of
 from rightsizer.reference import fraud_model
 from rightsizer.loadtest.load_shape import LoadShape
 
@@ -43,8 +44,7 @@ def main() -> int:
         parsed = spec_module.parse(body["spec"])
 
         experiment = experiment_module.Experiment(parsed, "bench", time_scale=options.time_scale)
-        pattern = experiment_module.traffic_pattern_dict(parsed.traffic_pattern)
-        nominal = LoadShape(pattern, time_scale=options.time_scale).total_duration()
+        nominal = LoadShape(traffic_pattern_of(parsed), time_scale=options.time_scale).total_duration()
         started = time.monotonic()
         outcomes = experiment.run()
         total = time.monotonic() - started

@@ -39,6 +39,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from rightsizer.loadtest.load_generator import LoadResult, LoadTarget, LoadTest, RunSettings  # noqa: E402
+from rightsizer.spec import Phase, StoppingConditions, TrafficPattern  # noqa: E402
 
 SERVER_CPU, GENERATOR_CPU = 0, 1
 # One row of the fraud model's 30 features, as an Open Inference (V2) request.
@@ -142,10 +143,10 @@ def wait_listening(port: int, process: subprocess.Popen) -> None:
 
 def steady_load(port: int, users: int, seconds: float) -> tuple[LoadResult, float]:
     """One run at a constant number of users on the generator's core; also its mean CPU use (% of one core)."""
-    pattern = {"trafficType": "PHASES",
-               "phases": [{"initialNumberOfUsers": users, "spawnRate": 0, "durationInSeconds": round(seconds)}]}
+    pattern = TrafficPattern("PHASES", (Phase(users, 0, round(seconds)),))
     test = LoadTest(LoadTarget(f"http://127.0.0.1:{port}/v2/models/fraud/infer", PAYLOAD), pattern,
-                    {"flatInvocations": "Continue"}, cpus=[GENERATOR_CPU], settings=RunSettings(window_s=3))
+                    StoppingConditions(flat_invocations="Continue"), cpus=[GENERATOR_CPU],
+                    settings=RunSettings(window_s=3))
     test.start()
     samples: list[float] = []
     child = psutil.Process(test.pid)

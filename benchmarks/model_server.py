@@ -12,8 +12,8 @@ exact (every response time from the request event, not Locust's rounded histogra
 warm-up. Floor: CSV parse + Booster.inplace_predict of the same payload, back to back in this process on the
 server's CPU with one thread; its rate is what one core could do with no HTTP at all.
 
---mlserver also serves the same model.ubj with MLServer 1.7.1 + mlserver-xgboost (parallel_workers=0, the best
-1-CPU setting in loadtest-anchors §1d) on the same pinned CPU, through the V2 protocol with the same rows as
+--mlserver also serves the same model.ubj with MLServer 1.7.1 + mlserver-xgboost (parallel_workers=0, MLServer's
+fastest setting on one CPU) on the same pinned CPU, through the V2 protocol with the same rows as
 JSON; its virtual environment is made once under ~/.cache/rightsizer/bench-mlserver (about a minute).
 """
 

@@ -5,6 +5,7 @@ server whose every answer (with a given status) takes base_ms + per_inflight_ms 
 one request at a time (a server that cannot go faster however many users call it).
 """
 
+import ast
 import os
 import signal
 import subprocess
@@ -12,13 +13,16 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from test_load_shape import phases, stairs
-from rightsizer.loadtest.load_generator import (LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason,
-                                             run_load_test)
+from rightsizer.loadtest import load_generator as load_generator_module
+from rightsizer.loadtest.load_generator import (LoadProgress, LoadTarget, LoadTest, LoadTestConfig, RunSettings,
+                                                StopReason, TimelinePoint, kept_percentile, run_load_test)
+from rightsizer.spec import LatencyThreshold, Percentile, StoppingConditions
 
 SERVER = textwrap.dedent("""
     import http.server, sys, threading, time
@@ -65,6 +69,11 @@ SERVER = textwrap.dedent("""
 
 PAYLOAD = b'{"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP32", "data": [0.5]}]}'
 QUICK = RunSettings(window_s=2, min_window_samples=20, failing_after_s=1.5)
+CONTINUE = StoppingConditions(flat_invocations="Continue")
+
+
+def latency_threshold(percentile: str, milliseconds: int) -> StoppingConditions:
+    return StoppingConditions(latency_threshold=LatencyThreshold(Percentile.parse(percentile), milliseconds))
 
 
 @pytest.fixture
@@ -88,7 +97,7 @@ def test_phases_drive_the_user_counts_and_every_request_is_accounted(start_serve
     _, target = start_server(base_ms=10)
     progress: list[LoadProgress] = []
     # At 1/20 of the time: phase 1 adds one user per second from 1, phase 2 holds 2 users.
-    result = run_load_test(target, phases((1, 3, 80), (2, 0, 40)), {"flatInvocations": "Continue"},
+    result = run_load_test(target, phases((1, 3, 80), (2, 0, 40)), CONTINUE,
                            time_scale=0.05, settings=QUICK, on_progress=progress.append)
     assert result.stop_reason == StopReason.TRAFFIC_PATTERN_COMPLETE and not result.failed
     assert [p.users for p in result.timeline] == [1, 2, 3, 4, 2, 2]
@@ -113,7 +122,7 @@ def test_phases_drive_the_user_counts_and_every_request_is_accounted(start_serve
 
 def test_stairs_step_up_by_users_per_step_and_the_job_duration_cuts_them(start_server):
     _, target = start_server()
-    result = run_load_test(target, stairs(150, 5, 2), {"flatInvocations": "Continue"}, time_scale=1 / 30,
+    result = run_load_test(target, stairs(150, 5, 2), CONTINUE, time_scale=1 / 30,
                            job_duration_s=120, settings=QUICK)
     assert result.stop_reason == StopReason.JOB_DURATION
     assert [(p.users, p.stage) for p in result.timeline] == [(2, "step 1/5"), (4, "step 2/5"), (6, "step 3/5"),
@@ -124,8 +133,8 @@ def test_a_latency_breach_stops_the_test_and_max_invocations_comes_from_before_i
     # 2 ms + 20 ms per request in flight: about 22 ms at 1 user, 42 at 2, 62 at 3.
     _, target = start_server(base_ms=2, per_inflight_ms=20)
     started = time.monotonic()
-    result = run_load_test(target, stairs(240, 8, 1), {"modelLatencyThresholds": [
-        {"percentile": "P95", "valueInMilliseconds": 52}]}, time_scale=1 / 30, settings=QUICK)
+    result = run_load_test(target, stairs(240, 8, 1), latency_threshold("P95", 52), time_scale=1 / 30,
+                           settings=QUICK)
     assert result.stop_reason == StopReason.LATENCY_THRESHOLD, result.detail
     assert "P95 latency" in result.detail and "52 ms threshold" in result.detail
     *before, breach = result.timeline
@@ -140,7 +149,7 @@ def test_a_latency_breach_stops_the_test_and_max_invocations_comes_from_before_i
 
 def test_max_invocations_stops_once_a_full_window_reaches_it(start_server):
     _, target = start_server()
-    result = run_load_test(target, phases((2, 0, 600)), {"maxInvocations": 3000}, time_scale=0.05, settings=QUICK)
+    result = run_load_test(target, phases((2, 0, 600)), StoppingConditions(max_invocations=3000), time_scale=0.05, settings=QUICK)
     assert result.stop_reason == StopReason.MAX_INVOCATIONS, result.detail
     assert len(result.timeline) == 2  # the first full 2 s window already carries 2 users' worth
     assert result.max_invocations_per_minute >= 3000
@@ -150,11 +159,11 @@ def test_flat_throughput_stops_the_test_unless_told_to_continue(start_server):
     # One request at a time: from the first user on, more users only queue.
     _, target = start_server(base_ms=5, serial=True)
     pattern = stairs(240, 8, 1)
-    flat = run_load_test(target, pattern, {}, time_scale=1 / 30, settings=QUICK)
+    flat = run_load_test(target, pattern, StoppingConditions(), time_scale=1 / 30, settings=QUICK)
     assert flat.stop_reason == StopReason.THROUGHPUT_FLAT, flat.detail
     assert 5 <= len(flat.timeline) <= 7
     assert "gained less than 5%" in flat.detail
-    kept_going = run_load_test(target, pattern, {"flatInvocations": "Continue"}, time_scale=1 / 30, settings=QUICK)
+    kept_going = run_load_test(target, pattern, CONTINUE, time_scale=1 / 30, settings=QUICK)
     assert kept_going.stop_reason == StopReason.TRAFFIC_PATTERN_COMPLETE
     assert [p.users for p in kept_going.timeline] == list(range(1, 9))
 
@@ -226,10 +235,9 @@ def test_the_child_exits_when_its_parent_dies(start_server, tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, threading
         from rightsizer.loadtest.load_generator import LoadTarget, LoadTest, RunSettings
+        from rightsizer.spec import Phase, TrafficPattern
         ticked = threading.Event()
-        test = LoadTest(LoadTarget({target.url!r}, b"{{}}"),
-                        {{"trafficType": "PHASES", "phases": [{{"initialNumberOfUsers": 1, "spawnRate": 0,
-                                                                "durationInSeconds": 600}}]}},
+        test = LoadTest(LoadTarget({target.url!r}, b"{{}}"), TrafficPattern("PHASES", (Phase(1, 0, 600),)),
                         time_scale=0.05, on_progress=lambda p: ticked.set()).start()
         ticked.wait(20)
         print(test.pid, flush=True)
@@ -250,7 +258,7 @@ def test_the_child_exits_when_its_parent_dies(start_server, tmp_path):
 def test_the_request_cap_is_hard(start_server):
     _, target = start_server()
     capped = RunSettings(window_s=2, max_requests=60)
-    result = run_load_test(target, phases((3, 0, 600)), {}, time_scale=0.05, settings=capped)
+    result = run_load_test(target, phases((3, 0, 600)), StoppingConditions(), time_scale=0.05, settings=capped)
     assert result.stop_reason == StopReason.REQUEST_CAP
     assert 0 < result.total_requests <= 60
 
@@ -264,13 +272,57 @@ def test_only_loopback_targets_are_accepted(url):
 
 def test_bad_stopping_conditions_are_refused_before_any_process_starts():
     target = LoadTarget("http://127.0.0.1:9/infer", PAYLOAD)
+    # The spec's values refuse themselves (tests/test_spec.py has every rule); a LoadTest takes only those.
     with pytest.raises(ValueError, match="flatInvocations"):
-        LoadTest(target, phases((1, 0, 10)), {"flatInvocations": "Sometimes"})
+        LoadTest(target, phases((1, 0, 10)), StoppingConditions(flat_invocations="Sometimes"))
     with pytest.raises(ValueError, match="percentile"):
-        LoadTest(target, phases((1, 0, 10)), {"modelLatencyThresholds": [{"percentile": "median",
-                                                                           "valueInMilliseconds": 5}]})
+        LoadTest(target, phases((1, 0, 10)), latency_threshold("median", 5))
+    with pytest.raises(TypeError, match="spec.StoppingConditions"):
+        LoadTest(target, phases((1, 0, 10)), {"flatInvocations": "Continue"})
     with pytest.raises(ValueError, match="cpus"):
         LoadTest(target, phases((1, 0, 10)), cpus=[10_000])
+
+
+@pytest.mark.parametrize("pattern,stopping", [
+    (phases((1, 3, 80), (2, 0, 40)), StoppingConditions(max_invocations=3000, flat_invocations="Continue")),
+    (stairs(150, 5, 2), latency_threshold("P99.9", 52)),
+    (stairs(150, 5, 2), StoppingConditions()),
+])
+def test_the_childs_configuration_survives_its_json_round_trip(pattern, stopping):
+    config = LoadTestConfig(LoadTarget("http://127.0.0.1:9/infer", b"\x00\xffbinary"), pattern, stopping, QUICK,
+                            time_scale=0.05, job_duration_s=120.0, cpus=(0, 1))
+    decoded = LoadTestConfig.from_json(config.to_json())
+    assert decoded == config
+    if stopping.latency_threshold is not None:
+        assert type(decoded.stopping.latency_threshold.percentile) is Percentile
+
+
+def test_a_percentile_the_result_does_not_keep_is_read_as_the_next_stricter_kept_one():
+    assert [kept_percentile(Percentile.parse(p)).name for p in ("P10", "P50", "P90", "P95", "P99", "P99.9")] == \
+        ["P50", "P50", "P95", "P95", "P99", "P99"]
+    point = TimelinePoint(1.0, 1.0, 1, "phase 1/1", 10, 0, 10.0, p50_ms=1.0, p95_ms=2.0, p99_ms=3.0)
+    assert point.latency_ms(Percentile.parse("P99")) == 3.0
+    with pytest.raises(ValueError, match="P90 is not kept"):
+        point.latency_ms(Percentile.parse("P90"))
+
+
+def test_the_loadtest_package_imports_only_the_operators_plain_values():
+    """The load test runs in a child process and in benchmarks: of the operator it takes rightsizer.spec's values and
+    rightsizer.pricing's catalogue, and nothing that talks to Kubernetes or SageMaker."""
+    package = Path(load_generator_module.__file__).parent
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = ([f"rightsizer.{alias.name}" for alias in node.names] if node.module == "rightsizer"
+                         else [node.module])
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            imported |= {name for name in names
+                         if name.split(".")[0] == "rightsizer" and not name.startswith("rightsizer.loadtest")}
+    assert imported == {"rightsizer.spec", "rightsizer.pricing"}
 
 
 def alive(pid: int) -> bool:
@@ -296,13 +348,12 @@ class socket_bound_but_closed:
 
 # ---- the measurements, without processes ----------------------------------------------------------------------------
 
-def measure(intervals: list[tuple[int, list[float]]], threshold_ms: float | None = 50.0, window_s: float = 5.0,
+def measure(intervals: list[tuple[int, list[float]]], threshold_ms: int | None = 50, window_s: float = 5.0,
             percentile: float = 95.0):
     """Feeds (users, latencies of the interval's successful requests) one-second intervals to the child's
     measurements, as its tick and request listener do."""
-    from rightsizer.loadtest.load_generator import StoppingConditions, _Measurements
-    stopping = StoppingConditions(latency_percentile=percentile if threshold_ms else None,
-                                  latency_threshold_ms=threshold_ms)
+    from rightsizer.loadtest.load_generator import _Measurements
+    stopping = latency_threshold(f"P{percentile:g}", threshold_ms) if threshold_ms else StoppingConditions()
     measurements = _Measurements(stopping, RunSettings(window_s=window_s))
     for second, (users, latencies) in enumerate(intervals):
         measurements.open_interval(float(second), users, "phase 1")
@@ -338,7 +389,7 @@ def test_the_best_sustained_window_is_found_as_the_intervals_close(seed):
         count = min(users, 8) * generator.randint(20, 30)
         latencies = [generator.expovariate(1 / (5 + 4 * max(0, users - 8) + generator.random())) for _ in range(count)]
         intervals.append((users, latencies))
-    threshold = generator.choice([None, 12.0, 30.0])
+    threshold = generator.choice([None, 12, 30])
 
     measurements = measure(intervals, threshold)
     best = measurements.best_sustained_window()
@@ -398,11 +449,11 @@ def test_a_run_shorter_than_the_window_is_judged_whole():
 ])
 def test_a_high_percentile_needs_several_slow_requests_to_breach(percentile, slow, breached):
     intervals = [(1, [400.0] * slow + [5.0] * 30)]
-    reason = measure(intervals, threshold_ms=100.0, percentile=percentile).stop_check()
+    reason = measure(intervals, threshold_ms=100, percentile=percentile).stop_check()
     assert (reason is not None and reason[0] is StopReason.LATENCY_THRESHOLD) == breached
 
 
 def test_with_enough_requests_the_percentile_itself_is_judged():
     fast_then_slow = [(4, [5.0] * 940 + [400.0] * 60)]  # 6 % slow: P95 breached, P90 not
-    assert measure(fast_then_slow, threshold_ms=100.0, percentile=95.0).stop_check()[0] is StopReason.LATENCY_THRESHOLD
-    assert measure(fast_then_slow, threshold_ms=100.0, percentile=90.0).stop_check() is None
+    assert measure(fast_then_slow, threshold_ms=100, percentile=95.0).stop_check()[0] is StopReason.LATENCY_THRESHOLD
+    assert measure(fast_then_slow, threshold_ms=100, percentile=90.0).stop_check() is None

@@ -13,7 +13,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from conftest import REPO, load_samples
 from rightsizer import spec as spec_module
-from rightsizer.backends.local.experiment import plan_experiment
+from rightsizer.backends.local.plan import plan_experiment
 from rightsizer.cluster import binaries
 from rightsizer.loadtest.placement import GIB, HostFacts
 from test_rbac import kustomize_build

@@ -19,9 +19,9 @@ from rightsizer import selection, spec as spec_module
 from rightsizer.backends.base import JobPlan, ResumeState, Submitted
 from rightsizer.model import JobStatus, Owner, Recommendation, StepFailure
 from rightsizer.backends.local.backend import LocalBackend
-from rightsizer.backends.local.experiment import (ConfigurationOutcome, Experiment, ExperimentProgress,
-                                                  max_invocations_window, measured_outcome, median_outcome,
-                                                  plan_experiment, step_summary)
+from rightsizer.backends.local.experiment import Experiment, ExperimentProgress
+from rightsizer.backends.local.plan import (ConfigurationOutcome, max_invocations_window, measured_outcome,
+                                            median_outcome, plan_experiment, step_summary)
 from rightsizer.reference import fraud_model
 from rightsizer.loadtest.load_generator import LoadResult, StopReason, TimelinePoint
 from rightsizer.loadtest.placement import GIB, HostFacts

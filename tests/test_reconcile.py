@@ -959,7 +959,7 @@ def test_the_whole_default_lifecycle_emits_each_event_once():
 def test_advanced_job_selects_from_the_six_seed_rows():
     status, name = completed(ADVANCED, advanced_recommendations)
     reason = ("ml.m5.2xlarge x2 (OMP_NUM_THREADS=4): lowest cost per inference (costPerInference 3.61e-07) among "
-              f"6 of 6 configurations meeting {SLA}")
+              f"6 of 6 configurations meeting P95 {SLA}")  # its stopping condition names the percentile
     assert status["best"]["reason"] == reason and status["best"]["recommendationId"] == f"{name}/00000001"
     assert (status["best"]["instanceType"], status["best"]["initialInstanceCount"], status["best"]["environment"]) == \
         ("ml.m5.2xlarge", 2, {"OMP_NUM_THREADS": "4"})

@@ -17,9 +17,11 @@ from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, StopRea
 from rightsizer.tools.report import (DONE, FAILED, RUNNING, SKIPPED, ProgressBoard, html_report, progress_detail,
                                result_detail, results_table, write_html)
 from rightsizer.selection import Constraints, describe_configuration, select
+from rightsizer.spec import LatencyThreshold, Percentile
 from seed import ADVANCED_RESULTS
 
 SLA = Constraints(max_model_latency_ms=100, min_invocations_per_minute=30000)
+P95_100_MS = LatencyThreshold(Percentile.parse("P95"), 100)
 
 
 def advanced_recommendations() -> list[Recommendation]:
@@ -382,7 +384,7 @@ def parse(document: str) -> Structure:
 
 
 def test_report_is_well_formed_with_three_charts_and_a_table():
-    document, _ = report_html(latency_threshold_ms=100)
+    document, _ = report_html(latency_threshold=P95_100_MS)
     structure = parse(document)
     assert structure.errors == []
     assert structure.open == []
@@ -392,7 +394,7 @@ def test_report_is_well_formed_with_three_charts_and_a_table():
 
 
 def test_timeline_charts_draw_a_line_per_configuration_and_break_it_at_a_gap():
-    document, recommendations = report_html(latency_threshold_ms=100)
+    document, recommendations = report_html(latency_threshold=P95_100_MS)
     throughput, latency, _ = parse(document).svgs
     best, runner_up = (describe_configuration(recommendations[i]) for i in (1, 0))
     assert throughput["series"] == {best: 1, runner_up: 1, HOSTILE: 1}
@@ -404,6 +406,17 @@ def test_timeline_charts_draw_a_line_per_configuration_and_break_it_at_a_gap():
     assert "threshold 100 ms" in document
     assert "throughput (req/s)" in document and "P95 latency (ms)" in document
     assert "time since the load test started (s)" in document
+
+
+def test_the_latency_chart_is_of_the_thresholds_percentile():
+    # The timelines' P99 is 1.5 x their P95: the hostile configuration's P99 reaches 240 ms, its P95 160 ms.
+    document, _ = report_html(latency_threshold=LatencyThreshold(Percentile.parse("P99"), 100))
+    latency_chart = document.split("<svg")[2]
+    assert "P99 latency (ms)" in latency_chart and "P95" not in latency_chart
+    assert "P99 threshold 100 ms" in latency_chart
+    assert ">250</text>" in latency_chart  # the y axis covers the P99 line, not the P95 one (ticks up to 160)
+    default, _ = report_html()
+    assert "P95 latency (ms)" in default and ">250</text>" not in default.split("<svg")[2]
 
 
 def test_without_a_threshold_there_is_no_dashed_line():
@@ -426,7 +439,7 @@ def test_cost_chart_highlights_the_winner_and_greys_the_configurations_failing_t
 
 
 def test_report_escapes_every_label_and_loads_nothing():
-    document, _ = report_html(latency_threshold_ms=100)
+    document, _ = report_html(latency_threshold=P95_100_MS)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in document
     assert "fraud-advanced &amp; " in document
     assert "<script" not in document.lower()

@@ -13,6 +13,7 @@ import yaml
 from rightsizer import spec as spec_module
 from rightsizer.backends.base import Recommendation
 from rightsizer.selection import Constraints, constraints_for, cost_per_inference, select
+from rightsizer.spec import Percentile
 
 SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
 
@@ -47,6 +48,7 @@ ADVANCED = [
 ]
 SLA = Constraints(max_model_latency_ms=100, min_invocations_per_minute=30000)
 SLA_TEXT = "latency <= 100 ms and >= 30000 invocations/min"
+P95, P99 = Percentile.parse("P95"), Percentile.parse("P99")
 
 
 def ids(verdicts):
@@ -232,25 +234,38 @@ def advanced_spec(**changes):
 
 
 def test_constraints_from_selection():
-    assert constraints_for(advanced_spec()) == Constraints(100, 30000, None)
+    # The sample's latency threshold is P95: modelLatency is its P95, and so is the constraint.
+    assert constraints_for(advanced_spec()) == Constraints(100, 30000, None, P95)
     spec = advanced_spec(selection={"constraints": {"maxModelLatencyMs": 50, "minInvocationsPerMinute": 20000,
                                                     "maxCostPerHour": 1.5}})
-    assert constraints_for(spec) == Constraints(50, 20000, 1.5)
+    assert constraints_for(spec) == Constraints(50, 20000, 1.5, P95)
 
 
 def test_constraints_fall_back_to_stopping_conditions_only_where_selection_is_silent():
-    assert constraints_for(advanced_spec(selection={"objective": "ModelLatency"})) == Constraints(100, 30000, None)
+    assert constraints_for(advanced_spec(selection={"objective": "ModelLatency"})) == \
+        Constraints(100, 30000, None, P95)
     assert constraints_for(advanced_spec(selection={"constraints": {"maxModelLatencyMs": 40}})) == \
-        Constraints(40, 30000, None)
+        Constraints(40, 30000, None, P95)
     assert constraints_for(advanced_spec(selection={"constraints": {"minInvocationsPerMinute": 12000}})) == \
-        Constraints(100, 12000, None)
+        Constraints(100, 12000, None, P95)
     assert constraints_for(advanced_spec(selection={"constraints": {"maxCostPerHour": 2.0}})) == \
-        Constraints(100, 30000, 2.0)
+        Constraints(100, 30000, 2.0, P95)
+
+
+def test_the_latency_constraint_keeps_the_thresholds_percentile_and_says_it():
+    p99 = {"maxInvocations": 30000, "modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 50}]}
+    constraints = constraints_for(advanced_spec(selection={}, stoppingConditions=p99))
+    assert constraints == Constraints(50, 30000, None, P99)
+    assert constraints.describe() == "P99 latency <= 50 ms and >= 30000 invocations/min"
+    verdict = select(ADVANCED[:1], "CostPerInference", Constraints(3, None, None, P99)).verdicts[0]
+    assert verdict.message == "P99 latency 6 ms > 3 ms"
+    # Without a threshold the job does not say which percentile modelLatency is: neither does the constraint.
+    assert Constraints(100).describe() == "latency <= 100 ms"
 
 
 def test_constraints_without_a_latency_threshold_or_stopping_conditions():
     spec = advanced_spec(selection={}, stoppingConditions={"maxInvocations": 25000})
-    assert constraints_for(spec) == Constraints(None, 25000, None)
+    assert constraints_for(spec) == Constraints(None, 25000, None, None)
     document = next(d for d in yaml.safe_load_all((SAMPLES / "fraud-default.yaml").read_text()) if d)
     raw = {key: value for key, value in document["spec"].items() if key != "selection"}
     assert constraints_for(spec_module.parse(raw)) == Constraints(None, None, None)

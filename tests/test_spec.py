@@ -472,7 +472,8 @@ def test_parse_reads_selection_and_stopping_conditions():
                                                   "kind": "InferenceService", "name": "fraud"}}))
     assert parsed.selection == spec_module.Selection("CostPerHour", 50, 100, 1.5)
     assert parsed.stopping_conditions == spec_module.StoppingConditions(
-        1000, spec_module.LatencyThreshold("P95", 100), "Continue")
+        1000, spec_module.LatencyThreshold(spec_module.Percentile.parse("P95"), 100), "Continue")
+    assert parsed.stopping_conditions.latency_threshold.percentile.value == 95.0
     assert parsed.promotion.mode == "Manual"
 
 
@@ -552,6 +553,69 @@ def test_traffic_pattern_parsing():
     parsed = parse(sagemaker(trafficPattern=stairs(600, 5, 3)))
     assert parsed.traffic_pattern == spec_module.TrafficPattern("STAIRS", (), spec_module.Stairs(600, 5, 3))
     assert parsed.traffic_pattern.duration_seconds == 600
+
+
+# --- The typed values: what the CRD refuses, they refuse too ----------------------------------------------------
+
+def test_a_percentile_is_parsed_once_into_its_value_and_keeps_its_name():
+    p95 = spec_module.Percentile.parse("P95")
+    assert (p95.value, p95.name) == (95.0, "P95")
+    assert spec_module.Percentile.parse("P99.9").value == 99.9
+    assert p95 == "P95"  # SageMaker's request and JSON carry it as written
+
+
+@pytest.mark.parametrize("text", ["median", "P0", "P100", "p95", "P95.0", "P05", "95", ""])
+def test_a_percentile_that_does_not_look_like_p95_is_refused(text):
+    with pytest.raises(ValueError, match="must look like P95"):
+        spec_module.Percentile.parse(text)
+
+
+def test_parse_names_the_field_of_a_bad_percentile():
+    raw = advanced(stoppingConditions={"modelLatencyThresholds": [{"percentile": "median",
+                                                                    "valueInMilliseconds": 5}]})
+    assert errors_of(raw) == ["spec.stoppingConditions.modelLatencyThresholds[0].percentile: a latency percentile "
+                              "must look like P95 (above 0, below 100), got 'median'"]
+
+
+TP, P = spec_module.TrafficPattern, spec_module.Phase
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: TP("RAMP"), "trafficType must be PHASES or STAIRS"),
+    (lambda: TP("PHASES", ()), "phases must be a non-empty list"),
+    (lambda: TP("PHASES", (P(1, 1, 10),), spec_module.Stairs(10, 1, 1)), "stairs is not allowed"),
+    (lambda: TP("PHASES", (P(0, 1, 10),)), r"phases\[0\].initialNumberOfUsers must be an integer >= 1"),
+    (lambda: TP("PHASES", (P(1, -1, 10),)), r"phases\[0\].spawnRate must be an integer >= 0"),
+    (lambda: TP("PHASES", (P(1, 1, 10), P(1, 1, 0))), r"phases\[1\].durationInSeconds must be an integer >= 1"),
+    (lambda: TP("PHASES", (P(True, 1, 10),)), "initialNumberOfUsers must be an integer"),
+    (lambda: TP("STAIRS"), "stairs must be an object"),
+    (lambda: TP("STAIRS", (), spec_module.Stairs(10, 0, 1)), "stairs.numberOfSteps must be an integer >= 1"),
+])
+def test_invalid_patterns_are_refused_with_the_field_at_fault(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: spec_module.StoppingConditions(flat_invocations="Sometimes"), "flatInvocations must be Stop or Continue"),
+    (lambda: spec_module.StoppingConditions(max_invocations=0), "maxInvocations must be an integer >= 1"),
+    (lambda: spec_module.LatencyThreshold(spec_module.Percentile.parse("P95"), 0), "valueInMilliseconds"),
+    (lambda: spec_module.LatencyThreshold("P95", 100), "must be a Percentile"),
+])
+def test_invalid_stopping_conditions_are_refused_with_the_field_at_fault(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_flat_invocations_stop_unless_told_to_continue():
+    assert spec_module.StoppingConditions().stops_when_flat
+    assert spec_module.StoppingConditions(flat_invocations="Stop").stops_when_flat
+    assert not spec_module.StoppingConditions(flat_invocations="Continue").stops_when_flat
+
+
+def test_parse_names_the_field_of_a_pattern_the_crd_would_refuse():
+    assert errors_of(sagemaker(trafficPattern=phases(phase(0, 1, 120)))) == [
+        "spec.trafficPattern.phases[0].initialNumberOfUsers must be an integer >= 1, got 0"]
 
 
 # --- The samples -------------------------------------------------------------------------------------------------

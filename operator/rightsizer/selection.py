@@ -2,7 +2,8 @@
 
 Constraints come from `spec.selection.constraints`; where one is not given, the job's own stopping conditions
 stand in (the latency threshold as the maximum latency, maxInvocations as the minimum throughput), because a
-configuration that breaks the SLA the job was run for is no candidate.
+configuration that breaks the SLA the job was run for is no candidate. A job with a latency threshold reports
+modelLatency at the threshold's percentile, so the latency constraint is that percentile's and says so.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from rightsizer.model import Recommendation, describe_environment
-from rightsizer.spec import RightsizeJobSpec
+from rightsizer.spec import Percentile, RightsizeJobSpec
 
 # objective -> (metric, whether smaller is better, how the reason phrases it)
 OBJECTIVES = {
@@ -27,11 +28,17 @@ class Constraints:
     max_model_latency_ms: int | None = None
     min_invocations_per_minute: int | None = None
     max_cost_per_hour: float | None = None
+    # The percentile modelLatency is measured at; None when the job does not say (a Default SageMaker job).
+    latency_percentile: Percentile | None = None
+
+    @property
+    def latency_name(self) -> str:
+        return f"{self.latency_percentile.name} latency" if self.latency_percentile else "latency"
 
     def describe(self) -> str:
         parts = []
         if self.max_model_latency_ms is not None:
-            parts.append(f"latency <= {self.max_model_latency_ms} ms")
+            parts.append(f"{self.latency_name} <= {self.max_model_latency_ms} ms")
         if self.min_invocations_per_minute is not None:
             parts.append(f">= {self.min_invocations_per_minute} invocations/min")
         if self.max_cost_per_hour is not None:
@@ -55,13 +62,15 @@ class Selection:
 
 def constraints_for(spec: RightsizeJobSpec) -> Constraints:
     selection, stopping = spec.selection, spec.stopping_conditions
+    threshold = stopping.latency_threshold if stopping else None
     latency = selection.max_model_latency_ms
-    if latency is None and stopping and stopping.latency_threshold:
-        latency = stopping.latency_threshold.milliseconds
+    if latency is None and threshold:
+        latency = threshold.milliseconds
     throughput = selection.min_invocations_per_minute
     if throughput is None and stopping:
         throughput = stopping.max_invocations
-    return Constraints(latency, throughput, selection.max_cost_per_hour)
+    return Constraints(latency, throughput, selection.max_cost_per_hour,
+                       threshold.percentile if threshold and latency is not None else None)
 
 
 def cost_per_inference(metrics: Mapping[str, float | int]) -> float | None:
@@ -79,7 +88,7 @@ def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     latency, throughput, cost = metrics.get("modelLatency"), metrics.get("maxInvocations"), metrics.get("costPerHour")
     if constraints.max_model_latency_ms is not None and (latency is None or latency > constraints.max_model_latency_ms):
         failures.append("no latency measured" if latency is None
-                        else f"latency {latency} ms > {constraints.max_model_latency_ms} ms")
+                        else f"{constraints.latency_name} {latency} ms > {constraints.max_model_latency_ms} ms")
     count = recommendation.initial_instance_count or 1
     # maxInvocations is per instance (SageMaker's definition); the recommended count serves the whole load.
     endpoint_throughput = None if throughput is None else throughput * count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import types
 from enum import StrEnum
 from typing import Any, Mapping
@@ -45,11 +46,40 @@ class Stairs:
     users_per_step: int
 
 
+PHASES = "PHASES"
+STAIRS = "STAIRS"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrafficPattern:
+    """spec.trafficPattern. It refuses what the CRD refuses, so that a pattern built without the API server (the
+    default pattern, `rightsizer run`, tests) is one the load test can run."""
+
     traffic_type: str
     phases: tuple[Phase, ...] = ()
     stairs: Stairs | None = None
+
+    def __post_init__(self) -> None:
+        if self.traffic_type not in (PHASES, STAIRS):
+            raise ValueError(f"trafficPattern.trafficType must be {PHASES} or {STAIRS}, got {self.traffic_type!r}")
+        if self.traffic_type == PHASES:
+            if self.stairs is not None:
+                raise ValueError(f"trafficPattern.stairs is not allowed when trafficType is {PHASES}")
+            if not self.phases:
+                raise ValueError(f"trafficPattern.phases must be a non-empty list when trafficType is {PHASES}")
+            for index, phase in enumerate(self.phases):
+                where = f"trafficPattern.phases[{index}]"
+                _require_integer(phase.initial_users, f"{where}.initialNumberOfUsers", minimum=1)
+                _require_integer(phase.spawn_rate_per_minute, f"{where}.spawnRate", minimum=0)
+                _require_integer(phase.duration_seconds, f"{where}.durationInSeconds", minimum=1)
+            return
+        if self.phases:
+            raise ValueError(f"trafficPattern.phases is not allowed when trafficType is {STAIRS}")
+        if not isinstance(self.stairs, Stairs):
+            raise ValueError(f"trafficPattern.stairs must be an object when trafficType is {STAIRS}")
+        _require_integer(self.stairs.duration_seconds, "trafficPattern.stairs.durationInSeconds", minimum=1)
+        _require_integer(self.stairs.steps, "trafficPattern.stairs.numberOfSteps", minimum=1)
+        _require_integer(self.stairs.users_per_step, "trafficPattern.stairs.usersPerStep", minimum=1)
 
     @property
     def duration_seconds(self) -> int:
@@ -58,17 +88,76 @@ class TrafficPattern:
         return sum(phase.duration_seconds for phase in self.phases)
 
 
+def _require_integer(value: Any, field: str, *, minimum: int) -> None:
+    # bool is an int subclass, and True users is surely a mistake.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
+
+
+class Percentile(str):
+    """A latency percentile as the API writes it ("P95"), with its value (95.0).
+
+    A str, so that it goes into SageMaker's request and into JSON exactly as written. Construction is the one
+    place the text is read: only the canonical P<value> with 0 < value < 100 is accepted."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> Percentile:
+        match = re.fullmatch(r"P(\d+(?:\.\d+)?)", text) if isinstance(text, str) else None
+        value = float(match.group(1)) if match else math.nan
+        if not 0 < value < 100 or text != f"P{value:g}":
+            raise ValueError(f"a latency percentile must look like P95 (above 0, below 100), got {text!r}")
+        return super().__new__(cls, text)
+
+    @classmethod
+    def parse(cls, text: str) -> Percentile:
+        return cls(text)
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @property
+    def value(self) -> float:
+        return float(self[1:])  # well-formed by construction
+
+    def __repr__(self) -> str:
+        return f"Percentile({str(self)!r})"
+
+
 @dataclasses.dataclass(frozen=True)
 class LatencyThreshold:
-    percentile: str
+    percentile: Percentile
     milliseconds: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.percentile, Percentile):
+            raise TypeError(f"LatencyThreshold.percentile must be a Percentile, got {self.percentile!r}")
+        _require_integer(self.milliseconds, "stoppingConditions.modelLatencyThresholds[0].valueInMilliseconds",
+                         minimum=1)
+
+
+FLAT_INVOCATIONS = ("Stop", "Continue")
 
 
 @dataclasses.dataclass(frozen=True)
 class StoppingConditions:
+    """spec.stoppingConditions; an absent condition never stops a load test."""
+
     max_invocations: int | None = None
     latency_threshold: LatencyThreshold | None = None
     flat_invocations: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_invocations is not None:
+            _require_integer(self.max_invocations, "stoppingConditions.maxInvocations", minimum=1)
+        if self.flat_invocations is not None and self.flat_invocations not in FLAT_INVOCATIONS:
+            raise ValueError(f"stoppingConditions.flatInvocations must be Stop or Continue, "
+                             f"got {self.flat_invocations!r}")
+
+    @property
+    def stops_when_flat(self) -> bool:
+        return self.flat_invocations != "Continue"  # Stop is SageMaker's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,24 +290,40 @@ def _traffic_pattern(raw: Mapping[str, Any] | None) -> TrafficPattern | None:
     if not raw:
         return None
     stairs = raw.get("stairs")
-    return TrafficPattern(
-        traffic_type=raw["trafficType"],
-        phases=tuple(Phase(p["initialNumberOfUsers"], p["spawnRate"], p["durationInSeconds"])
-                     for p in raw.get("phases") or ()),
-        stairs=Stairs(stairs["durationInSeconds"], stairs["numberOfSteps"], stairs["usersPerStep"]) if stairs else None,
-    )
+    try:
+        return TrafficPattern(
+            traffic_type=raw["trafficType"],
+            phases=tuple(Phase(p["initialNumberOfUsers"], p["spawnRate"], p["durationInSeconds"])
+                         for p in raw.get("phases") or ()),
+            stairs=Stairs(stairs["durationInSeconds"], stairs["numberOfSteps"], stairs["usersPerStep"])
+            if stairs else None,
+        )
+    except ValueError as error:  # the CRD's rules, met without the API server (`rightsizer run`)
+        raise InvalidSpec([f"spec.{error}"]) from error
 
 
 def _stopping_conditions(raw: Mapping[str, Any] | None) -> StoppingConditions | None:
     if not raw:
         return None
     thresholds = raw.get("modelLatencyThresholds") or []
-    return StoppingConditions(
-        max_invocations=raw.get("maxInvocations"),
-        latency_threshold=LatencyThreshold(thresholds[0]["percentile"], thresholds[0]["valueInMilliseconds"])
-        if thresholds else None,
-        flat_invocations=raw.get("flatInvocations"),
-    )
+    try:
+        if len(thresholds) > 1:
+            raise ValueError("stoppingConditions.modelLatencyThresholds takes exactly one threshold")
+        return StoppingConditions(
+            max_invocations=raw.get("maxInvocations"),
+            latency_threshold=LatencyThreshold(_percentile(thresholds[0]["percentile"]),
+                                               thresholds[0]["valueInMilliseconds"]) if thresholds else None,
+            flat_invocations=raw.get("flatInvocations"),
+        )
+    except ValueError as error:  # the CRD's rules, met without the API server (`rightsizer run`)
+        raise InvalidSpec([f"spec.{error}"]) from error
+
+
+def _percentile(text: str) -> Percentile:
+    try:
+        return Percentile.parse(text)
+    except ValueError as error:
+        raise ValueError(f"stoppingConditions.modelLatencyThresholds[0].percentile: {error}") from None
 
 
 def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:

@@ -20,8 +20,10 @@ SageMaker's stopping conditions:
 Safety stops: a request cap, a wall-clock cap, a server that stops answering or answers only errors, the caller's
 stop(), and the parent's death (the child's stdin closes).
 
-The child talks to the parent in JSON lines on its original stdout (progress about once per second, then one
-result); everything else the child prints goes to stderr, which the parent logs.
+The pattern and the stopping conditions are the spec's own values (rightsizer.spec.TrafficPattern and
+StoppingConditions). The parent hands them to the child as one JSON line (LoadTestConfig.to_json/from_json, the
+only place they become bytes); the child talks back in JSON lines on its original stdout (progress about once
+per second, then one result); everything else the child prints goes to stderr, which the parent logs.
 
 Asyncio callers: `await asyncio.to_thread(run_load_test, ...)`, or LoadTest.start() and then
 `await asyncio.to_thread(test.wait)`, calling test.stop() on cancellation. on_progress runs on a reader thread:
@@ -50,6 +52,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rightsizer.loadtest.load_shape import LoadShape
+from rightsizer.spec import LatencyThreshold, Percentile, Phase, Stairs, StoppingConditions, TrafficPattern
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,22 @@ class StopReason(enum.StrEnum):
 
 FAILED_REASONS = frozenset({StopReason.SERVER_UNREACHABLE, StopReason.SERVER_ERRORS, StopReason.GENERATOR_ERROR})
 
+# The latency percentiles a LoadResult and its TimelinePoints keep (their p50, p95 and p99 fields).
+KEPT_PERCENTILES = (Percentile("P50"), Percentile("P95"), Percentile("P99"))
+
+
+def kept_percentile(wanted: Percentile) -> Percentile:
+    """The kept percentile that stands for `wanted`: itself when kept, else the next stricter one (P90 is read as
+    P95), P99 above that."""
+    return min((p for p in KEPT_PERCENTILES if p.value >= wanted.value), key=lambda p: p.value,
+               default=KEPT_PERCENTILES[-1])
+
+
+def _kept_field(percentile: Percentile, template: str) -> str:
+    if percentile not in KEPT_PERCENTILES:
+        raise ValueError(f"{percentile.name} is not kept; kept_percentile() names the one that stands for it")
+    return template.format(percentile.name.lower())
+
 
 @dataclass(frozen=True)
 class LoadTarget:
@@ -107,44 +126,6 @@ class LoadTarget:
                              "allowed (names such as localhost are refused too, since they may resolve elsewhere)")
         if not isinstance(self.payload, bytes):
             raise TypeError("LoadTarget.payload must be bytes")
-
-
-@dataclass(frozen=True)
-class StoppingConditions:
-    """The CRD's stoppingConditions, parsed. Absent conditions never stop a test."""
-
-    max_invocations: int | None = None
-    latency_percentile: float | None = None
-    latency_threshold_ms: float | None = None
-    stop_when_flat: bool = True
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any] | None) -> StoppingConditions:
-        spec = spec or {}
-        max_invocations = spec.get("maxInvocations")
-        if max_invocations is not None and (not isinstance(max_invocations, int) or max_invocations < 1):
-            raise ValueError(f"stoppingConditions.maxInvocations must be an integer >= 1, got {max_invocations!r}")
-        percentile = threshold = None
-        thresholds = spec.get("modelLatencyThresholds")
-        if thresholds:
-            if len(thresholds) != 1:
-                raise ValueError("stoppingConditions.modelLatencyThresholds takes exactly one threshold")
-            name = str(thresholds[0].get("percentile", ""))
-            try:
-                percentile = float(name[1:]) if name[:1] == "P" else math.nan
-            except ValueError:
-                percentile = math.nan
-            if not 0 < percentile < 100:
-                raise ValueError("stoppingConditions.modelLatencyThresholds[0].percentile must look like P95, "
-                                 f"got {name!r}")
-            threshold = thresholds[0].get("valueInMilliseconds")
-            if not isinstance(threshold, (int, float)) or threshold <= 0:
-                raise ValueError("stoppingConditions.modelLatencyThresholds[0].valueInMilliseconds must be > 0, "
-                                 f"got {threshold!r}")
-        flat = spec.get("flatInvocations", "Stop")
-        if flat not in ("Stop", "Continue"):
-            raise ValueError(f"stoppingConditions.flatInvocations must be Stop or Continue, got {flat!r}")
-        return cls(max_invocations, percentile, None if threshold is None else float(threshold), flat == "Stop")
 
 
 @dataclass(frozen=True)
@@ -188,6 +169,10 @@ class TimelinePoint:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+
+    def latency_ms(self, percentile: Percentile) -> float | None:
+        """The interval's latency at one of KEPT_PERCENTILES."""
+        return getattr(self, _kept_field(percentile, "{}_ms"))
 
 
 @dataclass(frozen=True)
@@ -234,6 +219,14 @@ class LoadResult:
     def failed(self) -> bool:
         return self.stop_reason in FAILED_REASONS
 
+    def window_latency_ms(self, percentile: Percentile) -> float | None:
+        """The latency at one of KEPT_PERCENTILES over the window of max_invocations_per_minute."""
+        return getattr(self, _kept_field(percentile, "model_latency_{}_ms"))
+
+    def run_latency_ms(self, percentile: Percentile) -> float | None:
+        """The latency at one of KEPT_PERCENTILES over every successful request of the run."""
+        return getattr(self, _kept_field(percentile, "run_{}_ms"))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoadResult:
         values = {f.name: data[f.name] for f in fields(cls)}
@@ -250,18 +243,66 @@ class LoadResult:
                       "cpu_warning": False, "duration_s": 0.0, "timeline": ()})
 
 
+@dataclass(frozen=True)
+class LoadTestConfig:
+    """Everything the child process needs for one load test. to_json/from_json are the one encode/decode pair of
+    the spec's values on the way to the child."""
+
+    target: LoadTarget
+    pattern: TrafficPattern
+    stopping: StoppingConditions
+    settings: RunSettings
+    time_scale: float = 1.0
+    job_duration_s: float | None = None
+    cpus: tuple[int, ...] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "target": {"url": self.target.url, "payload": base64.b64encode(self.target.payload).decode("ascii"),
+                       "content_type": self.target.content_type},
+            "pattern": asdict(self.pattern),
+            "stopping": asdict(self.stopping),
+            "settings": asdict(self.settings),
+            "time_scale": self.time_scale,
+            "job_duration_s": self.job_duration_s,
+            "cpus": None if self.cpus is None else list(self.cpus),
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LoadTestConfig:
+        data = json.loads(text)
+        target, pattern, stopping = data["target"], data["pattern"], data["stopping"]
+        threshold = stopping["latency_threshold"]
+        return cls(
+            target=LoadTarget(target["url"], base64.b64decode(target["payload"]), target["content_type"]),
+            pattern=TrafficPattern(pattern["traffic_type"], tuple(Phase(**phase) for phase in pattern["phases"]),
+                                   Stairs(**pattern["stairs"]) if pattern["stairs"] is not None else None),
+            stopping=StoppingConditions(
+                max_invocations=stopping["max_invocations"],
+                latency_threshold=None if threshold is None else LatencyThreshold(
+                    Percentile.parse(threshold["percentile"]), threshold["milliseconds"]),
+                flat_invocations=stopping["flat_invocations"]),
+            settings=RunSettings(**data["settings"]),
+            time_scale=data["time_scale"],
+            job_duration_s=data["job_duration_s"],
+            cpus=None if data["cpus"] is None else tuple(data["cpus"]),
+        )
+
+
 class LoadTest:
     """A load test in a child process: start(), then wait() for the result, or stop() to cancel.
 
     Also a context manager that starts on entry and stops (if still running) on exit.
     """
 
-    def __init__(self, target: LoadTarget, pattern: Mapping[str, Any], stopping: Mapping[str, Any] | None = None, *,
+    def __init__(self, target: LoadTarget, pattern: TrafficPattern, stopping: StoppingConditions | None = None, *,
                  cpus: Collection[int] | None = None, time_scale: float = 1.0, job_duration_s: float | None = None,
                  settings: RunSettings | None = None, on_progress: Callable[[LoadProgress], None] | None = None):
         self.target = target
         self.shape = LoadShape(pattern, time_scale=time_scale, job_duration_s=job_duration_s)
-        self.stopping = StoppingConditions.from_spec(stopping)
+        if stopping is not None and not isinstance(stopping, StoppingConditions):
+            raise TypeError(f"stopping must be a spec.StoppingConditions, got {type(stopping).__name__}")
+        self.stopping = stopping or StoppingConditions()
         self.settings = settings or RunSettings()
         self.cpus = sorted(set(cpus)) if cpus is not None else None
         if self.cpus is not None:
@@ -270,17 +311,8 @@ class LoadTest:
                 raise ValueError(f"cpus {self.cpus} must be a non-empty subset of this process's CPUs "
                                  f"{sorted(allowed)}")
         self.on_progress = on_progress
-        self._config = {
-            "url": target.url,
-            "payload": base64.b64encode(target.payload).decode("ascii"),
-            "content_type": target.content_type,
-            "pattern": dict(pattern),
-            "time_scale": time_scale,
-            "job_duration_s": job_duration_s,
-            "stopping": asdict(self.stopping),
-            "settings": asdict(self.settings),
-            "cpus": self.cpus,
-        }
+        self._config = LoadTestConfig(target, pattern, self.stopping, self.settings, time_scale, job_duration_s,
+                                      None if self.cpus is None else tuple(self.cpus))
         self.max_wall_s = self.settings.wall_cap_s(self.shape)
         self._process: subprocess.Popen | None = None
         self._readers: list[threading.Thread] = []
@@ -306,7 +338,7 @@ class LoadTest:
         self._process = subprocess.Popen([sys.executable, "-c", _CHILD_BOOTSTRAP], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                          start_new_session=True)
-        self._process.stdin.write(json.dumps(self._config).encode() + b"\n")
+        self._process.stdin.write(self._config.to_json().encode() + b"\n")
         self._process.stdin.flush()
         self._readers = [threading.Thread(target=self._read_events, name="load-generator-events", daemon=True),
                          threading.Thread(target=self._read_stderr, name="load-generator-stderr", daemon=True)]
@@ -399,12 +431,13 @@ class LoadTest:
             log.warning("load generator %d: %s", self._process.pid, line)
 
 
-def run_load_test(target: LoadTarget, pattern: Mapping[str, Any], stopping: Mapping[str, Any] | None = None, *,
+def run_load_test(target: LoadTarget, pattern: TrafficPattern, stopping: StoppingConditions | None = None, *,
                   cpus: Collection[int] | None = None, time_scale: float = 1.0, job_duration_s: float | None = None,
                   settings: RunSettings | None = None,
                   on_progress: Callable[[LoadProgress], None] | None = None) -> LoadResult:
-    """Run one load test to its end (blocking). `pattern` and `stopping` are the CRD's trafficPattern and
-    stoppingConditions; `job_duration_s` is its jobDurationInSeconds. See the module docstring."""
+    """Run one load test to its end (blocking). `pattern` and `stopping` are the spec's trafficPattern and
+    stoppingConditions (None: no condition but the default flatInvocations Stop); `job_duration_s` is its
+    jobDurationInSeconds. See the module docstring."""
     with LoadTest(target, pattern, stopping, cpus=cpus, time_scale=time_scale, job_duration_s=job_duration_s,
                   settings=settings, on_progress=on_progress) as test:
         return test.wait()
@@ -425,7 +458,7 @@ def _child_main() -> None:
     code = 0
     try:
         config, pending_input = _read_first_line(0)
-        _ChildRun(json.loads(config), channel, pending_input).execute()
+        _ChildRun(LoadTestConfig.from_json(config), channel, pending_input).execute()
     except BaseException:
         _send(channel, "error", detail=traceback.format_exc())
         code = 1
@@ -563,28 +596,29 @@ class _Measurements:
         return self._latency_breach() or self._max_invocations_reached() or self._throughput_flat()
 
     def _latency_breach(self) -> tuple[StopReason, str] | None:
-        s = self.stopping
-        if s.latency_threshold_ms is None or not self.window:
+        threshold = self.stopping.latency_threshold
+        if threshold is None or not self.window:
             return None
         latencies = self.latencies(self.window)
         n = len(latencies)
         if n == 0:
             return None
+        percentile, limit_ms = threshold.percentile.value, threshold.milliseconds
         enough = max(self.settings.min_window_samples,
-                     math.ceil(self.settings.min_slow_requests / (1 - s.latency_percentile / 100)))
+                     math.ceil(self.settings.min_slow_requests / (1 - percentile / 100)))
         if n >= enough:
-            breached = self.np.percentile(latencies, s.latency_percentile) > s.latency_threshold_ms
+            breached = self.np.percentile(latencies, percentile) > limit_ms
         else:
             # Even if the missing requests were all fast, this many slow ones would keep the percentile above.
-            slow = int((latencies > s.latency_threshold_ms).sum())
-            breached = slow > (1 - s.latency_percentile / 100) * enough
+            slow = int((latencies > limit_ms).sum())
+            breached = slow > (1 - percentile / 100) * enough
         if not breached:
             return None
-        value = self.np.percentile(latencies, s.latency_percentile)
+        value = self.np.percentile(latencies, percentile)
         seconds = self.window[-1].end - self.window[0].start
         return (StopReason.LATENCY_THRESHOLD,
-                f"P{s.latency_percentile:g} latency {value:.1f} ms over the last {seconds:.1f} s ({n} requests) "
-                f"exceeded the {s.latency_threshold_ms:g} ms threshold at {self.window[-1].users} users")
+                f"{threshold.percentile.name} latency {value:.1f} ms over the last {seconds:.1f} s ({n} requests) "
+                f"exceeded the {limit_ms:g} ms threshold at {self.window[-1].users} users")
 
     def _max_invocations_reached(self) -> tuple[StopReason, str] | None:
         target = self.stopping.max_invocations
@@ -600,7 +634,7 @@ class _Measurements:
     def _throughput_flat(self) -> tuple[StopReason, str] | None:
         count = self.settings.flat_levels
         finished = self.levels[:-1]  # the last level may still be growing
-        if not self.stopping.stop_when_flat or len(finished) < count:
+        if not self.stopping.stops_when_flat or len(finished) < count:
             return None
         recent = finished[-count:]
         rates = [successes / seconds if seconds > 0 else 0.0 for _, successes, seconds in recent]
@@ -618,8 +652,8 @@ class _Measurements:
         if rps <= 0 or (self.best is not None and rps <= self.best["max_invocations_per_minute"] / 60):
             return
         latencies = self.latencies(self.window)
-        threshold, percentile = self.stopping.latency_threshold_ms, self.stopping.latency_percentile
-        if threshold is not None and self.np.percentile(latencies, percentile) > threshold:
+        threshold = self.stopping.latency_threshold
+        if threshold is not None and self.np.percentile(latencies, threshold.percentile.value) > threshold.milliseconds:
             return
         p50, p95, p99 = self.percentiles(latencies)
         self.best = {"max_invocations_per_minute": rps * 60, "model_latency_p50_ms": p50,
@@ -642,15 +676,14 @@ class _Measurements:
 
 
 class _ChildRun:
-    def __init__(self, config: dict[str, Any], channel, pending_input: bytes):
+    def __init__(self, config: LoadTestConfig, channel, pending_input: bytes):
         self.config = config
         self.channel = channel
         self.pending_input = pending_input
-        self.target = LoadTarget(config["url"], base64.b64decode(config["payload"]), config["content_type"])
-        self.shape = LoadShape(config["pattern"], time_scale=config["time_scale"],
-                               job_duration_s=config["job_duration_s"])
-        self.stopping = StoppingConditions(**config["stopping"])
-        self.settings = RunSettings(**config["settings"])
+        self.target = config.target
+        self.shape = LoadShape(config.pattern, time_scale=config.time_scale, job_duration_s=config.job_duration_s)
+        self.stopping = config.stopping
+        self.settings = config.settings
         self.measurements = _Measurements(self.stopping, self.settings)
         self.started: float | None = None
         self.reason: tuple[StopReason, str] | None = None
@@ -663,8 +696,8 @@ class _ChildRun:
         self.runner = None
 
     def execute(self) -> None:
-        if self.config["cpus"]:
-            os.sched_setaffinity(0, self.config["cpus"])
+        if self.config.cpus:
+            os.sched_setaffinity(0, self.config.cpus)
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
         import gevent

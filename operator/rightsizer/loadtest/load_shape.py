@@ -14,12 +14,9 @@ are scaled seconds since the start of the load test.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-PHASES = "PHASES"
-STAIRS = "STAIRS"
+from rightsizer.spec import PHASES, TrafficPattern
 
 # Scaled times are products and quotients of floats: 0.3 s / 0.1 may come out as 2.9999999999999996 user-steps,
 # which floor() would turn into one user too few.
@@ -45,17 +42,19 @@ class Stage:
 
 
 class LoadShape:
-    """Target users over time for one trafficPattern (the CRD's lowerCamelCase dict).
+    """Target users over time for one spec.TrafficPattern (valid by construction).
 
     `job_duration_s` (the spec's jobDurationInSeconds, unscaled like the pattern) cuts the pattern short.
     """
 
-    def __init__(self, pattern: Mapping[str, Any], *, time_scale: float = 1.0, job_duration_s: float | None = None):
+    def __init__(self, pattern: TrafficPattern, *, time_scale: float = 1.0, job_duration_s: float | None = None):
+        if not isinstance(pattern, TrafficPattern):
+            raise TypeError(f"trafficPattern must be a spec.TrafficPattern, got {type(pattern).__name__}")
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         if job_duration_s is not None and not job_duration_s > 0:
             raise ValueError(f"job duration must be > 0 s, got {job_duration_s!r}")
-        self.traffic_type = _traffic_type(pattern)
+        self.traffic_type = pattern.traffic_type
         self.time_scale = float(time_scale)
         stages = _phases(pattern, self.time_scale) if self.traffic_type == PHASES else _stairs(pattern, self.time_scale)
         self.capped_by_job_duration = False
@@ -93,51 +92,21 @@ class LoadShape:
         return "not started" if t < 0 else "done"
 
 
-def _traffic_type(pattern: Mapping[str, Any]) -> str:
-    if not isinstance(pattern, Mapping):
-        raise ValueError(f"trafficPattern must be an object, got {pattern!r}")
-    traffic_type = pattern.get("trafficType")
-    if traffic_type not in (PHASES, STAIRS):
-        raise ValueError(f"trafficPattern.trafficType must be {PHASES} or {STAIRS}, got {traffic_type!r}")
-    other = "stairs" if traffic_type == PHASES else "phases"
-    if pattern.get(other) is not None:
-        raise ValueError(f"trafficPattern.{other} is not allowed when trafficType is {traffic_type}")
-    return traffic_type
-
-
-def _phases(pattern: Mapping[str, Any], time_scale: float) -> list[Stage]:
-    phases = pattern.get("phases")
-    if not isinstance(phases, list) or not phases:
-        raise ValueError("trafficPattern.phases must be a non-empty list when trafficType is PHASES")
+def _phases(pattern: TrafficPattern, time_scale: float) -> list[Stage]:
     stages: list[Stage] = []
     start = 0.0
-    for index, phase in enumerate(phases):
-        where = f"trafficPattern.phases[{index}]"
-        initial = _integer(phase, "initialNumberOfUsers", where, minimum=1)
-        spawn_per_minute = _integer(phase, "spawnRate", where, minimum=0)
-        duration = _integer(phase, "durationInSeconds", where, minimum=1) * time_scale
-        stages.append(Stage(f"phase {index + 1}/{len(phases)}", start, duration, initial,
-                            spawn_per_minute / 60.0 / time_scale))
+    count = len(pattern.phases)
+    for index, phase in enumerate(pattern.phases):
+        duration = phase.duration_seconds * time_scale
+        stages.append(Stage(f"phase {index + 1}/{count}", start, duration, phase.initial_users,
+                            phase.spawn_rate_per_minute / 60.0 / time_scale))
         start += duration
     return stages
 
 
-def _stairs(pattern: Mapping[str, Any], time_scale: float) -> list[Stage]:
-    stairs = pattern.get("stairs")
-    if not isinstance(stairs, Mapping):
-        raise ValueError("trafficPattern.stairs must be an object when trafficType is STAIRS")
-    where = "trafficPattern.stairs"
-    duration = _integer(stairs, "durationInSeconds", where, minimum=1) * time_scale
-    steps = _integer(stairs, "numberOfSteps", where, minimum=1)
-    users_per_step = _integer(stairs, "usersPerStep", where, minimum=1)
-    step_duration = duration / steps
-    return [Stage(f"step {k + 1}/{steps}", k * step_duration, step_duration, (k + 1) * users_per_step, 0.0)
-            for k in range(steps)]
-
-
-def _integer(spec: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
-    value = spec.get(key) if isinstance(spec, Mapping) else None
-    # bool is an int subclass, and True users is surely a mistake in the spec.
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _stairs(pattern: TrafficPattern, time_scale: float) -> list[Stage]:
+    stairs = pattern.stairs
+    step_duration = stairs.duration_seconds * time_scale / stairs.steps
+    return [Stage(f"step {k + 1}/{stairs.steps}", k * step_duration, step_duration, (k + 1) * stairs.users_per_step,
+                  0.0)
+            for k in range(stairs.steps)]

@@ -11,7 +11,7 @@ A candidate is either
   hyperthread.
 
 The model server gets CPUs of its own, apart from the load generator's CPUs, so that the load does not
-steal the server's cycles (loadtest-anchors §6). A candidate that needs more CPUs than remain is skipped, as
+steal the server's cycles (on shared cores the server would measure slower than it serves). A candidate that needs more CPUs than remain is skipped, as
 are accelerator types and types that are not in the catalog. Memory is a ceiling, not a reservation: a
 candidate whose memory is larger than the host has available still runs, but with its cap lowered to what
 is available, and its placement says so.
@@ -35,8 +35,8 @@ from rightsizer import pricing
 GIB = 1 << 30
 MIB = 1 << 20
 DEFAULT_MEMORY_GIB_PER_CPU = 2
-# A Python model server needs about 150-250 MiB resident before its first request (KServe 164 MiB, MLServer
-# 234 MiB in loadtest-anchors §1d). With less than this, a run could only fail on its memory cap.
+# A Python model server needs about 150-250 MiB resident before its first request (KServe's was measured at
+# 164 MiB, MLServer's at 234 MiB). With less than this, a run could only fail on its memory cap.
 MIN_SERVER_MEMORY_BYTES = 256 * MIB
 # Of a container's CPU quota, kept for the operator process (its event loop, status writes, CPU sampling).
 QUOTA_HEADROOM_CORES = 0.5

@@ -46,7 +46,7 @@ FRAUD_SIGNAL = 0.35
 # Amount is log-normal like the real one (median about 22, long tail), in cents.
 AMOUNT_LOG_MEDIAN, AMOUNT_LOG_SPREAD = np.log(22.0), 1.6
 # XGBClassifier.save_model() stores this attribute; servers built on the sklearn wrapper (MLServer) read it to
-# load the artifact as a classifier rather than a regressor (loadtest-anchors §1h, gotcha 2).
+# load the artifact as a classifier rather than a regressor.
 SKLEARN_MARKER = {"_estimator_type": "classifier"}
 
 

@@ -24,7 +24,7 @@ It prints one line when it listens and nothing per request. A missing or unreada
 a message and exit status 1. SIGTERM (or SIGINT) closes the port, lets requests in flight finish, and exits 0.
 
 Speed: the per-request work of a web framework costs several times the model's own ~0.3 ms (MLServer spends
-2-4 ms of CPU per request, loadtest-anchors §1d), so requests go through uvicorn's httptools parser on uvloop
+2-4 ms of CPU per request; benchmarks/model_server.py --mlserver compares the two), so requests go through uvicorn's httptools parser on uvloop
 straight to one ASGI callable, and prediction runs on the event loop thread: it is shorter than a hand-off to a
 thread pool would be, and one process serves one request at a time either way. Workers add processes.
 """

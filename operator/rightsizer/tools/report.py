@@ -20,9 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from rightsizer.backends.local.plan import reported_percentile
 from rightsizer.model import Recommendation, StepFailure
 from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, TimelinePoint
 from rightsizer.selection import Selection, Verdict, cost_per_inference, describe_configuration, describe_environment
+from rightsizer.spec import LatencyThreshold
 
 MISSING = "-"
 WINNER_MARK = "*"
@@ -411,7 +413,8 @@ def _svg_open(width: int, height: int, title: str) -> list[str]:
 
 
 def _line_chart(title: str, y_title: str, series: Mapping[str, Sequence[tuple[float, float | None]]],
-                styles: Mapping[str, tuple[str, str, float]], threshold: float | None = None) -> str:
+                styles: Mapping[str, tuple[str, str, float]], threshold: float | None = None,
+                threshold_label: str = "threshold") -> str:
     """Polylines of (x = seconds, y) per series; a None y breaks the line rather than bridging a gap."""
     plot_width = _CHART_WIDTH - _PLOT_LEFT - _PLOT_RIGHT
     legend_top = _PLOT_TOP + _PLOT_HEIGHT + _AXIS_SPACE
@@ -446,7 +449,7 @@ def _line_chart(title: str, y_title: str, series: Mapping[str, Sequence[tuple[fl
         parts.append(f'<line x1="{_PLOT_LEFT}" y1="{py(threshold):.1f}" x2="{px(x_max):.1f}" y2="{py(threshold):.1f}" '
                      f'stroke="#b00" stroke-width="1.5" stroke-dasharray="6 4"/>')
         parts.append(f'<text x="{px(x_max) - 4:.1f}" y="{py(threshold) - 5:.1f}" text-anchor="end" fill="#b00">'
-                     f'threshold {_e(_tick_label(threshold))} ms</text>')
+                     f'{_e(threshold_label)} {_e(_tick_label(threshold))} ms</text>')
     if not xs:
         parts.append(f'<text x="{_PLOT_LEFT + plot_width / 2:.1f}" y="{_PLOT_TOP + _PLOT_HEIGHT / 2:.1f}" '
                      f'text-anchor="middle">no measurements</text>')
@@ -539,10 +542,11 @@ def _series_styles(labels: Sequence[str], winner: str | None) -> dict[str, tuple
 
 
 def html_report(title: str, selection: Selection, timelines: Mapping[str, Sequence[TimelinePoint]], *,
-                generated_at: str, spec_summary: str, latency_threshold_ms: float | None = None,
+                generated_at: str, spec_summary: str, latency_threshold: LatencyThreshold | None = None,
                 unmeasured: Sequence[StepFailure] = ()) -> str:
-    """A self-contained HTML page: throughput and P95 latency over time per configuration, cost per inference
-    per configuration, and the results table.
+    """A self-contained HTML page: throughput and latency over time per configuration, cost per inference per
+    configuration, and the results table. The latency chart is of modelLatency's percentile (the threshold's,
+    P95 without one), so that the threshold line is drawn against the latency it limits.
 
     `timelines` is keyed by configuration label; keying it by selection.describe_configuration() of each
     recommendation lets the winner's lines stand out.
@@ -551,7 +555,8 @@ def html_report(title: str, selection: Selection, timelines: Mapping[str, Sequen
     winner = describe_configuration(selection.best) if selection.best is not None else None
     styles = _series_styles(list(timelines), winner)
     throughput = {label: [(p.elapsed_s, p.rps) for p in points] for label, points in timelines.items()}
-    latency = {label: [(p.elapsed_s, p.p95_ms) for p in points] for label, points in timelines.items()}
+    charted = reported_percentile(latency_threshold)  # modelLatency's, so that the chart shows what the table does
+    latency = {label: [(p.elapsed_s, p.latency_ms(charted)) for p in points] for label, points in timelines.items()}
     verdict_class = "verdict" if selection.best is not None else "verdict none"
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -560,8 +565,10 @@ def html_report(title: str, selection: Selection, timelines: Mapping[str, Sequen
         f'<p class="{verdict_class}">{_e(_conclusion(selection))}</p>',
         "<h2>Throughput over time</h2>",
         _line_chart("Successful requests per second over time", "throughput (req/s)", throughput, styles),
-        "<h2>P95 latency over time</h2>",
-        _line_chart("P95 latency over time", "P95 latency (ms)", latency, styles, latency_threshold_ms),
+        f"<h2>{charted.name} latency over time</h2>",
+        _line_chart(f"{charted.name} latency over time", f"{charted.name} latency (ms)", latency, styles,
+                    latency_threshold.milliseconds if latency_threshold else None,
+                    f"{latency_threshold.percentile.name} threshold" if latency_threshold else "threshold"),
         "<h2>Cost per inference</h2>",
         _cost_chart(rows),
         "<h2>Results</h2>",

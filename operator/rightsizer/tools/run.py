@@ -16,6 +16,8 @@ from rightsizer.tools import report
 from rightsizer import spec as spec_module
 from rightsizer.model import StepFailure
 from rightsizer.backends.local import experiment as experiment_module
+from rightsizer.backends.local.plan import ConfigurationOutcome, traffic_pattern_of
+from rightsizer.loadtest.load_shape import LoadShape
 
 
 def _pick(path: str, name: str | None) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
                      detail=report.progress_detail(load) if load else "starting the model server")
         board.draw()
 
-    def on_outcome(outcome: experiment_module.ConfigurationOutcome) -> None:
+    def on_outcome(outcome: ConfigurationOutcome) -> None:
         if board is None:
             return
         if outcome.recommendation is not None:
@@ -77,11 +79,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
     except experiment_module.ExperimentError as error:
         print(f"{path}: {job}: cannot run here: {error}", file=sys.stderr)
         return 1
-    from rightsizer.loadtest.load_shape import LoadShape
-
-    pattern = experiment_module.traffic_pattern_dict(parsed.traffic_pattern) if parsed.traffic_pattern \
-        else experiment_module.DEFAULT_TRAFFIC_PATTERN
-    shape_seconds = LoadShape(pattern, time_scale=time_scale).total_duration()
+    shape_seconds = LoadShape(traffic_pattern_of(parsed), time_scale=time_scale).total_duration()
     board = report.ProgressBoard([p.label for p in experiment.plan], stream)
     board.note(f"{job}: {len(experiment.plan)} configuration(s), one at a time; Ctrl-C stops")
     board.draw()
@@ -111,7 +109,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
             f"rightsizer: {job}", chosen, timelines,
             generated_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             spec_summary=validated.policy.describe_job(parsed),
-            latency_threshold_ms=threshold.milliseconds if threshold else None, unmeasured=unmeasured)
+            latency_threshold=threshold, unmeasured=unmeasured)
         print(f"report: {report.write_html(report_path, document)}", file=stream)
     if interrupted.is_set():
         return 130

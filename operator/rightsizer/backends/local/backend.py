@@ -19,6 +19,7 @@ from typing import Callable
 from rightsizer import model
 from rightsizer.backends import base
 from rightsizer.backends.local import experiment as experiment_module
+from rightsizer.backends.local.plan import ConfigurationOutcome, step_summary
 
 FINISHED_RUNS_KEPT_SECONDS = 3600
 
@@ -40,7 +41,7 @@ class _Run:
     make_experiment: Callable[[], experiment_module.Experiment] | None = None
     started: bool = False
     finished: datetime.datetime | None = None
-    outcomes: list[experiment_module.ConfigurationOutcome] = dataclasses.field(default_factory=list)
+    outcomes: list[ConfigurationOutcome] = dataclasses.field(default_factory=list)
     progress: experiment_module.ExperimentProgress | None = None
     error: str | None = None
     stop_requested: bool = False
@@ -136,7 +137,7 @@ def _snapshot(run: _Run) -> model.JobSnapshot:
     recommendations = tuple(o.recommendation for o in outcomes if o.recommendation is not None)
     total = len(experiment.plan)
     unfinished = model.JobStatus.STOPPED if run.finished is not None else model.JobStatus.PENDING
-    steps = experiment_module.step_summary(outcomes, total, unfinished_status=unfinished)
+    steps = step_summary(outcomes, total, unfinished_status=unfinished)
     current = run.progress.current if run.progress and run.finished is None else None
     progress = {"completed": len(outcomes), "total": total, **({"current": current[:256]} if current else {})}
     status, failure = _status(run, recommendations, outcomes)
