@@ -294,9 +294,3 @@ def poll_cheap(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_
 def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     drive(body, deleting=True, logger=logger, trigger="delete")
 
-
-@kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, when=lambda type, **_: type == "DELETED")
-def forget_deleted(uid: str, **_: Any) -> None:
-    # Whether or not the delete handler ran (it runs only while a job may need stopping), nothing of the object stays.
-    metrics.observe_phase(uid, None)
-    _forget_lock(uid)

@@ -126,7 +126,7 @@ def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
             if stopping.max_invocations is not None:
                 conditions["MaxInvocations"] = stopping.max_invocations
             if stopping.latency_threshold:
-                conditions["ModelLatencyThresholds"] = [{"Percentile": stopping.latency_threshold.percentile,
+                conditions["ModelLatencyThresholds"] = [{"Percentile": stopping.latency_threshold.percentile.name,
                                                          "ValueInMilliseconds": stopping.latency_threshold.milliseconds}]
             if stopping.flat_invocations:
                 conditions["FlatInvocations"] = stopping.flat_invocations
