@@ -22,6 +22,7 @@ import psutil
 import pytest
 import xgboost
 
+from conftest import wait_for
 from rightsizer.reference import fraud_model, model_server
 
 START_TIMEOUT = 30.0
@@ -252,6 +253,13 @@ def worker_owns_a_connection(worker: psutil.Process, port: int) -> bool:
                for connection in worker.net_connections("tcp"))
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_finishes_the_request_in_flight_then_exits_cleanly(example, workers):
     rows = fraud_model.generate_dataset(legitimate_rows=2_000, fraud_rows=0).features
@@ -274,7 +282,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_cleanly(example, work
 
         assert response.status == 200 and len(response.read().splitlines()) == 2_000
         assert running.process.wait(timeout=15) == 0
-        assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
+        # The workers are the supervisor's children: they finish their own exit a moment after it; wait for that.
+        wait_for(lambda: not any(alive(process) for process in processes), timeout=15)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((running.host, running.port), timeout=2)
         assert running.process.stderr.read() == ""
