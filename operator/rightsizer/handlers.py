@@ -293,4 +293,3 @@ def poll_cheap(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)
 def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     drive(body, deleting=True, logger=logger, trigger="delete")
-

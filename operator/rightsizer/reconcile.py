@@ -175,9 +175,8 @@ def job_may_be_running(status: Mapping[str, Any]) -> bool:
 class _Builder:
     """Accumulates one outcome: conditions, status fields, events and actions."""
 
-    def __init__(self, status: Mapping[str, Any], observation: Observation,
-                 policy: base.BackendPolicy | None = None):
-        self.policy = policy  # the job's backend, once the spec names one
+    def __init__(self, status: Mapping[str, Any], observation: Observation):
+        self.policy: base.BackendPolicy | None = None  # the job's backend, once the spec is valid
         self.before = dict(status)
         self.status = dict(status)
         self.observation = observation
@@ -264,7 +263,8 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
 
 def _validated(out: _Builder, warnings: list[str]) -> None:
     if warnings:
-        out.condition(st.VALIDATED, st.TRUE, Reason.VALID_WITH_WARNINGS, f"{len(warnings)} warning(s): " + "; ".join(warnings))
+        out.condition(st.VALIDATED, st.TRUE, Reason.VALID_WITH_WARNINGS,
+                      f"{len(warnings)} warning(s): " + "; ".join(warnings))
     else:
         out.condition(st.VALIDATED, st.TRUE, Reason.VALID, "the spec is valid")
 
@@ -365,7 +365,8 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     result = observation.submit_result
     if result is None:
         if observation.job is not None:  # a written-ahead job found by describe: it was created after all
-            out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED, f"job {name} was created by an earlier attempt")
+            out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED,
+                          f"job {name} was created by an earlier attempt")
             out.set(jobArn=observation.job.job_arn, startTime=st.timestamp(now))
             _apply_snapshot(out, parsed, observation.job)
             return
@@ -385,7 +386,8 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
             return
         out.set(jobName=name, phase=st.PENDING)
         out.condition(st.JOB_SUBMITTED, st.UNKNOWN, Reason.SUBMITTING, f"submitting job {name}")
-        out.condition(st.READY, st.UNKNOWN, Reason.JOB_SUBMITTING, f"submitting {_policy(out).describe_job(parsed)} as {name}")
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_SUBMITTING,
+                      f"submitting {_policy(out).describe_job(parsed)} as {name}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_PENDING, "the job has not run yet")
         out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "no configuration has been benchmarked yet")
         out.actions.append(SubmitJob(plan))
@@ -555,7 +557,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
 
     failed_steps = _failed_steps_text(snapshot.steps)
     if snapshot.status == JobStatus.FAILED:
-        message = f"job {name} failed: {snapshot.failure_reason or _policy(out).display_name + ' gave no reason'}{failed_steps}"
+        reason = snapshot.failure_reason or f"{_policy(out).display_name} gave no reason"
+        message = f"job {name} failed: {reason}{failed_steps}"
         out.set(phase=st.FAILED)
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
@@ -615,7 +618,8 @@ def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,
         out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, f"{message}: {verdict.reason}")
         out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, f"{message}: {verdict.reason}")
     else:
-        out.condition(st.SLA_SATISFIED, st.TRUE, Reason.ENDPOINT_MEETS_SLA, f"{message}, meeting {constraints.describe()}")
+        out.condition(st.SLA_SATISFIED, st.TRUE, Reason.ENDPOINT_MEETS_SLA,
+                      f"{message}, meeting {constraints.describe()}")
         out.condition(st.READY, st.TRUE, Reason.ENDPOINT_BENCHMARKED, f"{message}, meeting {constraints.describe()}")
 
 

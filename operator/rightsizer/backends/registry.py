@@ -31,13 +31,9 @@ class Validated:
 
 def validate(raw_spec: Mapping[str, Any]) -> Validated:
     """The parsed spec, its backend's policy and its warnings; raises spec.InvalidSpec with every violation."""
-    try:
-        parsed = spec_module.parse(raw_spec)
-        errors: list[str] = []
-    except spec_module.InvalidSpec as invalid:
-        parsed, errors = spec_module.parse(raw_spec, check=False), list(invalid.errors)
+    parsed = spec_module.parse(raw_spec, check=False)
     chosen = policy(parsed.backend)
-    errors += chosen.errors(parsed)
+    errors = spec_module.semantic_errors(parsed) + chosen.errors(parsed)
     if errors:
         raise spec_module.InvalidSpec(errors)
     return Validated(parsed, chosen, tuple(chosen.warnings(parsed)))
