@@ -16,9 +16,11 @@ from rightsizer import status as st
 from rightsizer.backends import base, registry
 from rightsizer.backends.base import Adopted, NameTaken, Rejected, StopDone, Submitted, Timing
 from rightsizer.backends.sagemaker import translate
-from rightsizer.model import EndpointPerformance, JobSnapshot, Owner, Recommendation, StepFailure, StepSummary
+from rightsizer.model import EndpointPerformance, JobSnapshot, Owner, Progress, Recommendation, StepFailure, StepSummary
 from rightsizer.reconcile import (CallRefused, DescribeJob, EmitEvent, JobMissing, JobSeen, Observation, Outcome,
                                   RetryLater, StopJob, SubmitJob, job_may_be_running, reconcile, stops_on_delete)
+from rightsizer import state as state_module
+from rightsizer.state import JobState
 from conftest import load_samples
 from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
 
@@ -242,7 +244,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     too_big = StepFailure("local-2cpu", {"OMP_NUM_THREADS": "2"}, "local-2cpu needs 2 vCPUs", skipped=True)
     running = JobSnapshot(name, "IN_PROGRESS", recommendations=local_rows(name, 1),
                           steps=StepSummary(8, {"COMPLETED": 1, "FAILED": 2}, failures=(crashed, too_big)),
-                          progress={"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"})
+                          progress=Progress(1, 8, "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"))
     outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, result=JobSeen(running)))
     status = apply(status, outcome)
     assert status["progress"] == {"completed": 1, "total": 8, "current": "local-1cpu (OMP_NUM_THREADS=2): phase 1/2"}
@@ -268,7 +270,7 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert status["jobName"] == name and status["nextPollTime"] == "2026-03-01T12:05:02Z"
 
     done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=local_rows(name, 3),
-                       steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress={"completed": 8, "total": 8})
+                       steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress=Progress(8, 8))
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobSeen(done))))
     # The cheapest per inference: the same price per hour, the most invocations; x2 instances reach 30000/min.
     assert status["best"]["recommendationId"] == f"{name}/00000002"
@@ -497,46 +499,51 @@ def test_conditions_come_ready_first_whatever_the_input_order():
 
 # --- status.set_condition, find, changed, timestamp -------------------------------------------------------------
 
+def stored(conditions):
+    return [c.for_storage() for c in conditions]
+
+
 def test_set_condition_adds_a_condition_with_the_current_time():
-    conditions = st.set_condition(None, st.READY, st.TRUE, "Done", "ok", 7, T0)
-    assert conditions == [{"type": "Ready", "status": "True", "reason": "Done", "message": "ok",
-                           "observedGeneration": 7, "lastTransitionTime": T0_STAMP}]
+    conditions = st.set_condition((), st.READY, st.TRUE, "Done", "ok", 7, T0)
+    assert stored(conditions) == [{"type": "Ready", "status": "True", "reason": "Done", "message": "ok",
+                                   "observedGeneration": 7, "lastTransitionTime": T0_STAMP}]
 
 
 def test_set_condition_keeps_the_transition_time_iff_the_status_is_unchanged():
-    before = st.set_condition([], st.SUCCEEDED, st.UNKNOWN, "JobPending", "waiting", 1, T0)
+    before = st.set_condition((), st.SUCCEEDED, st.UNKNOWN, "JobPending", "waiting", 1, T0)
     same_status = st.set_condition(before, st.SUCCEEDED, st.UNKNOWN, "StillWaiting", "other message", 2, T1)
-    assert same_status == [{"type": "Succeeded", "status": "Unknown", "reason": "StillWaiting",
-                            "message": "other message", "observedGeneration": 2, "lastTransitionTime": T0_STAMP}]
+    assert stored(same_status) == [{"type": "Succeeded", "status": "Unknown", "reason": "StillWaiting",
+                                    "message": "other message", "observedGeneration": 2,
+                                    "lastTransitionTime": T0_STAMP}]
     flipped = st.set_condition(same_status, st.SUCCEEDED, st.TRUE, "JobPending", "waiting", 2, T2)
-    assert flipped[0]["lastTransitionTime"] == T2_STAMP
+    assert stored(flipped)[0]["lastTransitionTime"] == T2_STAMP
     back = st.set_condition(flipped, st.SUCCEEDED, st.UNKNOWN, "JobPending", "waiting", 2, T1)
-    assert back[0]["lastTransitionTime"] == T1_STAMP
+    assert stored(back)[0]["lastTransitionTime"] == T1_STAMP
 
 
 def test_set_condition_only_touches_its_own_type_and_does_not_mutate():
-    before = st.set_condition(st.set_condition([], st.VALIDATED, st.TRUE, "Valid", "v", 1, T0),
+    before = st.set_condition(st.set_condition((), st.VALIDATED, st.TRUE, "Valid", "v", 1, T0),
                               st.READY, st.FALSE, "Nope", "r", 1, T0)
-    snapshot = copy.deepcopy(before)
+    snapshot = stored(before)
     after = st.set_condition(before, st.READY, st.TRUE, "Yes", "r2", 2, T1)
-    assert before == snapshot
-    assert after == [{"type": "Ready", "status": "True", "reason": "Yes", "message": "r2", "observedGeneration": 2,
-                      "lastTransitionTime": T1_STAMP}, snapshot[1]]
+    assert stored(before) == snapshot
+    assert stored(after) == [{"type": "Ready", "status": "True", "reason": "Yes", "message": "r2",
+                              "observedGeneration": 2, "lastTransitionTime": T1_STAMP}, snapshot[1]]
 
 
 def test_set_condition_orders_known_types_then_unknown_types_by_name():
-    conditions: list[dict] = []
+    conditions: st.Conditions = ()
     for kind in ("Zeta", st.PROMOTED, "Alpha", st.SUCCEEDED, st.READY, st.VALIDATED):
         conditions = st.set_condition(conditions, kind, st.TRUE, "R", "m", 1, T0)
-    assert [c["type"] for c in conditions] == ["Ready", "Validated", "Succeeded", "Promoted", "Alpha", "Zeta"]
+    assert [c.type for c in conditions] == ["Ready", "Validated", "Succeeded", "Promoted", "Alpha", "Zeta"]
 
 
 @pytest.mark.parametrize("length, kept", [(32767, 32767), (32768, 32768), (32769, 32768), (100000, 32768)])
 def test_set_condition_truncates_messages_at_32768(length, kept):
     message = "".join(chr(ord("a") + i % 26) for i in range(length))
-    [condition] = st.set_condition([], st.READY, st.FALSE, "Long", message, 1, T0)
+    [condition] = st.set_condition((), st.READY, st.FALSE, "Long", message, 1, T0)
     assert st.MAX_MESSAGE_CHARS == 32768
-    assert condition["message"] == message[:kept]
+    assert condition.message == message[:kept]
 
 
 def test_a_huge_invalid_spec_message_is_truncated_in_the_conditions_and_event():
@@ -549,16 +556,17 @@ def test_a_huge_invalid_spec_message_is_truncated_in_the_conditions_and_event():
 
 
 def test_find():
-    conditions = [{"type": "Ready", "status": "True"}, {"type": "Validated", "status": "False"}]
+    conditions = tuple(st.ConditionRecord.from_storage(c) for c in (
+        {"type": "Ready", "status": "True", "lastTransitionTime": T0_STAMP},
+        {"type": "Validated", "status": "False", "lastTransitionTime": T0_STAMP}))
     assert st.find(conditions, "Validated") is conditions[1]
     assert st.find(conditions, "Promoted") is None
-    assert st.find(None, "Ready") is None
-    assert st.find([], "Ready") is None
+    assert st.find((), "Ready") is None
 
 
 def test_changed_looks_at_status_and_reason_only():
-    before = st.set_condition([], st.READY, st.UNKNOWN, "JobPending", "a", 1, T0)
-    assert st.changed(None, before, st.READY)
+    before = st.set_condition((), st.READY, st.UNKNOWN, "JobPending", "a", 1, T0)
+    assert st.changed((), before, st.READY)
     assert not st.changed(before, before, st.VALIDATED)
     assert not st.changed(before, st.set_condition(before, st.READY, st.UNKNOWN, "JobPending", "b", 2, T1), st.READY)
     assert st.changed(before, st.set_condition(before, st.READY, st.UNKNOWN, "Other", "a", 1, T1), st.READY)
@@ -672,6 +680,10 @@ def run(spec: dict, status: dict, *observations: Observation) -> Trace:
         assert_admissible(outcome.status_patch)
         trace.status = apply(trace.status, outcome)
         assert_admissible(trace.status)
+        # Typed state: every status the core writes reads back as what it wrote, and a visit that moves nothing
+        # patches nothing.
+        typed = JobState.from_storage(trace.status)
+        assert typed.for_storage() == trace.status and state_module.changes(typed, typed) == {}
         if effects and not observation.deleting:
             # Write-ahead: the status names a job before any action can create, look at or stop it.
             named = effects[0].plan.job_name if isinstance(effects[0], SubmitJob) else effects[0].job_name
@@ -766,7 +778,8 @@ def test_timing_polls_every_30_s_at_first_slowing_to_120_s_over_an_hour():
     assert SAGEMAKER.first_poll(TIMING) == 30
     assert (TIMING.retry_first, TIMING.retry_max, TIMING.not_found_grace) == (300, 3600, 300)
     assert [SAGEMAKER.poll_interval(TIMING, s) for s in (-5, 0, 30, 1800, 3600, 7200)] == [30, 30, 30.75, 75, 120, 120]
-    assert TIMING.after(T0, 30.75) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time is written
+    assert st.timestamp(TIMING.after(T0, 30.75)) == "2026-03-01T12:00:30Z"  # whole seconds, as the CRD's date-time
+    assert TIMING.after(T0, 30.75) == T0 + datetime.timedelta(seconds=30)  # is written, so it reads back the same
     assert TIMING.scaled(0.5) == Timing(150, 1800, 150, 15, 60, factor=0.5)
     half = TIMING.scaled(0.5)
     assert SAGEMAKER.first_poll(half) == 15 and SAGEMAKER.poll_interval(half, 7200) == 60
@@ -1022,7 +1035,7 @@ def test_failed_job_reports_the_reason_and_every_failed_step():
         {"instanceType": "ml.m5.4xlarge", "environment": {"OMP_NUM_THREADS": "5"}, "failureReason": "ModelError: timed out"}]}
     assert "best" not in trace.status and "nextPollTime" not in trace.status
     assert trace.events == [EmitEvent("Warning", "JobFailed", message)]
-    assert not job_may_be_running(trace.status)
+    assert not job_may_be_running(JobState.from_storage(trace.status))
     assert_settled(ADVANCED, trace.status, T2)
 
 
@@ -1132,7 +1145,7 @@ def test_a_refused_look_at_a_written_ahead_job_waits_instead_of_spinning():
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"], conditions["Ready"]["message"]) == \
         ("False", "AccessDenied", message)
     assert conditions["JobSubmitted"]["status"] == "Unknown"  # the job may still exist: deletion must stop it
-    assert job_may_be_running(trace.status) and trace.status["nextPollTime"] == st.timestamp(retry_at)
+    assert job_may_be_running(JobState.from_storage(trace.status)) and trace.status["nextPollTime"] == st.timestamp(retry_at)
     assert_settled(DEFAULT, trace.status, retry_at - seconds(1))
     later = run(DEFAULT, trace.status, at(retry_at), at(retry_at, job=snapshot(name, "IN_PROGRESS")))
     assert later.effects == [DescribeJob(name), None]
@@ -1277,7 +1290,7 @@ def test_access_denied_is_retried_with_a_doubling_backoff():
             ("False", "AccessDenied", message)
     assert (status["submitAttempts"], status["nextPollTime"]) == (1, st.timestamp(retry_at))
     assert trace.events == [EmitEvent("Warning", "AccessDenied", message)]
-    assert not job_may_be_running(status)  # refused: nothing was created
+    assert not job_may_be_running(JobState.from_storage(status))  # refused: nothing was created
     assert_settled(DEFAULT, status, retry_at - seconds(1))
 
     now = retry_at
@@ -1371,14 +1384,14 @@ def test_deleting_a_written_ahead_job_stops_it_in_case_it_exists():
 def test_deleting_with_retain_leaves_the_job_running():
     spec = {**DEFAULT, "deletionPolicy": "Retain"}
     status, _ = running(spec)
-    assert job_may_be_running(status) and not stops_on_delete(spec, status)
+    assert job_may_be_running(JobState.from_storage(status)) and not stops_on_delete(spec, status)
     assert reconcile(spec, status, at(T1, deleting=True)) == Outcome((), {})
 
 
 def test_deleting_while_the_job_is_already_stopping_does_nothing():
     status, name = running(DEFAULT)
     status = run(DEFAULT, status, at(T1), at(T1, job=snapshot(name, "STOPPING"))).status
-    assert status["backendStatus"] == "STOPPING" and job_may_be_running(status)
+    assert status["backendStatus"] == "STOPPING" and job_may_be_running(JobState.from_storage(status))
     assert not stops_on_delete(DEFAULT, status)
     assert reconcile(DEFAULT, status, at(T1, deleting=True)) == Outcome((), {})
 
@@ -1415,7 +1428,7 @@ def _condition(status: str, reason: str) -> list[dict]:
     ({"backendStatus": "IN_PROGRESS", "conditions": _condition("True", "JobSubmitted")}, False),  # no name
 ], ids=lambda value: repr(value)[:60] if isinstance(value, dict) else str(value))
 def test_job_may_be_running(status, expected):
-    assert job_may_be_running(status) is expected
+    assert job_may_be_running(JobState.from_storage(status)) is expected
 
 
 # --- A look that fails ------------------------------------------------------------------------------------------
@@ -1573,7 +1586,7 @@ def test_a_job_sagemaker_no_longer_knows_is_neither_polled_nor_stopped():
                               "lastTransitionTime": T0_STAMP},
                              {"type": "Succeeded", "status": "False", "reason": "JobNotFound", "message": "m",
                               "lastTransitionTime": T0_STAMP}]}
-    assert job_may_be_running(status) is False
+    assert job_may_be_running(JobState.from_storage(status)) is False
     assert stops_on_delete({"deletionPolicy": "Stop"}, status) is False
 
 
@@ -1613,7 +1626,7 @@ def test_a_promotion_past_its_deadline_warns_once_and_still_succeeds_late():
     for kind in ("Promoted", "Ready"):
         assert (conditions[kind]["status"], conditions[kind]["reason"]) == ("False", "ProgressDeadlineExceeded")
     assert [(e.type, e.reason) for e in late.events] == [("Warning", "ProgressDeadlineExceeded")]  # once
-    assert late.status["nextPollTime"] == TIMING.after(T2 + 14 * minute, TIMING.promotion_retry)
+    assert late.status["nextPollTime"] == st.timestamp(TIMING.after(T2 + 14 * minute, TIMING.promotion_retry))
     served = run(spec, late.status, at(T2 + 20 * minute), at(T2 + 20 * minute, world=service(2, "True")))
     conditions = by_type(served.status["conditions"])
     assert (conditions["Promoted"]["status"], conditions["Promoted"]["reason"]) == ("True", "Promoted")

@@ -77,8 +77,7 @@ def _validate(args: argparse.Namespace) -> int:
             parsed = validated.spec
             for warning in validated.warnings:
                 print(f"{path}: {name}: warning: {warning}")
-            print(f"{path}: {name}: ok ({parsed.backend} {parsed.job_type}, "
-                  f"{spec_module.configuration_count(parsed)} configuration(s))")
+            print(f"{path}: {name}: ok ({validated.policy.describe_job(parsed)})")
     return 1 if failed else 0
 
 

@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Callable
 
 import kopf
@@ -42,7 +43,23 @@ TIMING = base.Timing().scaled(TIME_SCALE)
 TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
 FINE_TIMER_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
 
-_object_locks: dict[str, threading.Lock] = {}
+
+class _ObjectLock:
+    """One object's lock. The table holds it weakly, so it lives while a visit holds or awaits it and no longer:
+    a deleted object leaves nothing behind, whichever way it went (threading.Lock itself takes no weak reference)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _ObjectLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
+_object_locks: weakref.WeakValueDictionary[str, _ObjectLock] = weakref.WeakValueDictionary()
 _object_locks_guard = threading.Lock()
 _api_clients: dict[str, client.ApiClient] = {}
 
@@ -76,16 +93,13 @@ def _api() -> client.ApiClient:
     return _api_clients[key]
 
 
-def _lock_for(uid: str) -> threading.Lock:
+def _lock_for(uid: str) -> _ObjectLock:
     # A timer and a change handler of one object may run at once in kopf; only one may drive it.
     with _object_locks_guard:
-        return _object_locks.setdefault(uid, threading.Lock())
-
-
-def _forget_lock(uid: str) -> None:
-    """The object is gone: its lock goes too (a thousand deleted jobs must not leave a thousand locks)."""
-    with _object_locks_guard:
-        _object_locks.pop(uid, None)
+        lock = _object_locks.get(uid)
+        if lock is None:
+            lock = _object_locks[uid] = _ObjectLock()
+        return lock
 
 
 def _now() -> datetime.datetime:
@@ -187,7 +201,6 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
         current = _fresh(body)
         if current is None or current["metadata"]["uid"] != owner.uid:
             metrics.observe_phase(owner.uid, None)
-            _forget_lock(owner.uid)
             return
         spec = copy.deepcopy(current.get("spec") or {})
         status = copy.deepcopy(current.get("status") or {})

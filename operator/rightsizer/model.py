@@ -102,6 +102,15 @@ class EndpointPerformance:
 
 
 @dataclasses.dataclass(frozen=True)
+class Progress:
+    """Configurations finished out of planned, and the one running now (a backend that runs them in turn)."""
+
+    completed: int
+    total: int
+    current: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class JobSnapshot:
     """What the backend says about a job right now."""
 
@@ -114,5 +123,5 @@ class JobSnapshot:
     recommendations: tuple[Recommendation, ...] = ()
     steps: StepSummary | None = None
     endpoint_performances: tuple[EndpointPerformance, ...] = ()
-    # Configurations finished out of planned, and what runs now (the local backend; SageMaker reports steps).
-    progress: Mapping[str, Any] | None = None
+    # The local backend's; SageMaker reports steps.
+    progress: Progress | None = None

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from rightsizer import model
 from rightsizer import selection as selection_module
 from rightsizer import spec as spec_module
+from rightsizer import state as state_module
 from rightsizer import status as st
 from rightsizer.backends import base, registry
 from rightsizer.backends.base import Timing
@@ -25,6 +26,7 @@ from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
 from rightsizer.promotion.memory import PromotionMemory
 from rightsizer.promotion.reasons import Reason as PromotionReason
+from rightsizer.state import Best, JobState, RecommendationRow
 
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
@@ -39,10 +41,6 @@ UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, PromotionReason.NOT_REQUIRED, Promot
                       PromotionReason.AWAITING_APPROVAL, PromotionReason.NO_BEST_CONFIGURATION,
                       PromotionReason.APPROVED, PromotionReason.ROLLED_BACK)
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
-# Status fields that describe one job; a job-defining edit clears them along with the job.
-JOB_FIELDS = ("jobArn", "backendStatus", "failureReason", "startTime", "completionTime", "lastPolledTime",
-              "recommendations", "recommendationsTotal", "endpointPerformances", "steps", "best", "nextPollTime",
-              "submitAttempts", "progress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,17 +157,16 @@ class Outcome:
                     None)
 
 
-def job_may_be_running(status: Mapping[str, Any]) -> bool:
+def job_may_be_running(status: JobState) -> bool:
     """Whether a backend job may exist and not have finished: what deletion must stop and polling must watch."""
-    if not status.get("jobName") or status.get("backendStatus") in model.TERMINAL_STATUSES:
+    if not status.job_name or status.backend_status in model.TERMINAL_STATUSES:
         return False
-    submitted = st.find(status.get("conditions"), st.JOB_SUBMITTED)
     # Written ahead but refused by the backend: nothing was created.
-    if submitted and submitted.get("status") == st.FALSE:
+    if status.condition_is(st.JOB_SUBMITTED, st.FALSE):
         return False
-    succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
+    succeeded = status.condition(st.SUCCEEDED)
     # The backend no longer knows the job: nothing to poll or stop.
-    return not (succeeded and succeeded.get("reason") == Reason.JOB_NOT_FOUND)
+    return not (succeeded and succeeded.reason == Reason.JOB_NOT_FOUND)
 
 
 class _Builder:
@@ -177,58 +174,51 @@ class _Builder:
 
     def __init__(self, status: Mapping[str, Any], observation: Observation):
         self.policy: base.BackendPolicy | None = None  # the job's backend, once the spec is valid
-        self.before = dict(status)
-        self.status = dict(status)
+        self.before = JobState.from_storage(status)
+        self.status = self.before
         self.observation = observation
-        self.patch: dict[str, Any] = {}
         self.actions: list[Any] = []
 
     def set(self, **fields: Any) -> None:
-        for key, value in fields.items():
-            if self.status.get(key) == value:
-                continue  # an unchanged field is not patched: a converged object costs no write
-            self.patch[key] = value
-            if value is None:
-                self.status.pop(key, None)
-            else:
-                self.status[key] = value
+        self.status = dataclasses.replace(self.status, **fields)
 
-    def condition(self, kind: str, value: str, reason: str, message: str) -> None:
-        self.set(conditions=st.set_condition(self.status.get("conditions"), kind, value, reason, message,
+    def condition(self, kind: str, value: st.ConditionStatus, reason: str, message: str) -> None:
+        self.set(conditions=st.set_condition(self.status.conditions, kind, value, reason, message,
                                              self.observation.generation, self.observation.now))
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(kind, reason, message))
 
     def outcome(self) -> Outcome:
-        before, after = self.before.get("conditions"), self.status.get("conditions") or []
+        before, after = self.before.conditions, self.status.conditions
         events = []
         validated_old, validated_new = st.find(before, st.VALIDATED), st.find(after, st.VALIDATED)
-        keys = ("status", "reason", "message")
-        if validated_new and (validated_old is None or any(validated_old.get(k) != validated_new.get(k) for k in keys)):
-            kind = NORMAL if validated_new["reason"] == Reason.VALID else WARNING
-            events.append(EmitEvent(kind, validated_new["reason"], validated_new["message"]))
+        if validated_new and (validated_old is None or (validated_old.status, validated_old.reason, validated_old.message)
+                              != (validated_new.status, validated_new.reason, validated_new.message)):
+            kind = NORMAL if validated_new.reason == Reason.VALID else WARNING
+            events.append(EmitEvent(kind, validated_new.reason, validated_new.message))
         for kind in EVENTFUL:
             if st.changed(before, after, kind):
                 new = st.find(after, kind)
                 assert new is not None  # changed() says it is there
-                if new["status"] == st.UNKNOWN and kind != st.READY:
+                if new.status == st.UNKNOWN and kind != st.READY:
                     continue
-                bad = new["status"] == st.FALSE and new["reason"] not in UNREMARKABLE_FALSE
-                events.append(EmitEvent(WARNING if bad else NORMAL, new["reason"], new["message"]))
-        self.set(observedGeneration=self.observation.generation)
+                bad = new.status == st.FALSE and new.reason not in UNREMARKABLE_FALSE
+                events.append(EmitEvent(WARNING if bad else NORMAL, new.reason, new.message))
+        self.set(observed_generation=self.observation.generation)
         unique: list[EmitEvent] = []
         for event in events + [a for a in self.actions if isinstance(a, EmitEvent)]:
             if all((event.reason, event.message) != (seen.reason, seen.message) for seen in unique):
                 unique.append(event)
-        return Outcome(tuple(unique + [a for a in self.actions if not isinstance(a, EmitEvent)]), self.patch)
+        return Outcome(tuple(unique + [a for a in self.actions if not isinstance(a, EmitEvent)]),
+                       state_module.changes(self.before, self.status))
 
 
 def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: Observation) -> Outcome:
     out = _Builder(status, observation)
     if observation.deleting:
         return _on_delete(spec, out)
-    if not out.status.get("phase"):
+    if not out.status.phase:
         out.set(phase=st.PENDING)
 
     try:
@@ -238,14 +228,14 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         return out.outcome()
 
     parsed, out.policy, warnings = validated.spec, validated.policy, list(validated.warnings)
-    out.set(warnings=[w[: st.MAX_WARNING_CHARS] for w in warnings[: st.MAX_WARNINGS]] or None)
+    out.set(warnings=tuple(w[: st.MAX_WARNING_CHARS] for w in warnings[: st.MAX_WARNINGS]) or None)
     if observation.owner is None:
         _validated(out, warnings)
         _not_started(out, parsed, "")
         return out.outcome()
 
     try:
-        plan = out.policy.plan(parsed, observation.owner, observation.generation, out.status.get("jobName"))
+        plan = out.policy.plan(parsed, observation.owner, observation.generation, out.status.job_name)
     except base.PlanInvalid as invalid:
         _refuse(out, invalid.errors)
         return out.outcome()
@@ -254,8 +244,7 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
     if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
         _promote(out, parsed.promotion)
     elif not parsed.promotion:
-        awaiting = st.find(out.status.get("conditions"), st.AWAITING_APPROVAL)
-        if awaiting and awaiting["status"] == st.TRUE:
+        if out.status.condition_is(st.AWAITING_APPROVAL, st.TRUE):
             # Nobody is asked any more: a stale True would keep Argo CD showing the job Suspended.
             out.condition(st.AWAITING_APPROVAL, st.FALSE, PromotionReason.NOT_REQUIRED, "spec.promotion was removed")
     return out.outcome()
@@ -293,39 +282,39 @@ def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
     observation, status = out.observation, out.status
     owner = observation.owner
     assert owner is not None, "a job is driven only with its owner known"
-    succeeded = st.find(status.get("conditions"), st.SUCCEEDED)
-    job_done = bool(succeeded and succeeded["status"] == st.TRUE)
-    if not job_done and not status.get("promotion"):
+    job_done = status.condition_is(st.SUCCEEDED, st.TRUE)
+    if not job_done and not status.promotion:
         return  # nothing was promoted and nothing can be yet
-    sla = st.find(status.get("conditions"), st.SLA_SATISFIED)
+    sla = status.condition(st.SLA_SATISFIED)
     step = promotion_flow.advance(promotion_flow.Context(
         promotion=promotion, namespace=owner.namespace, job_name=owner.name, owner_uid=owner.uid,
-        generation=observation.generation, best=status.get("best") if job_done else None,
-        sla_satisfied=sla.get("status") if sla else None, annotations=observation.annotations,
-        memory=PromotionMemory.from_storage(status.get("promotion")), now=observation.now, world=observation.world,
+        generation=observation.generation, best=status.best.for_storage() if job_done and status.best else None,
+        sla_satisfied=sla.status if sla else None, annotations=observation.annotations,
+        memory=PromotionMemory.from_storage(status.promotion), now=observation.now, world=observation.world,
         applied=observation.applied, deleted=observation.deleted))
     out.set(promotion=step.memory.for_storage())
     for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):
         if value is not None:
-            out.condition(kind, *value)
+            condition_status, reason, message = value
+            out.condition(kind, st.ConditionStatus(condition_status), reason, message)
     if step.phase:
-        out.set(phase=step.phase)
+        out.set(phase=st.Phase(step.phase))
     for event in step.events:
         out.event(*event)
     timing = observation.timing
     if step.poll_after == "poll" or step.effect is not None:
         # With an action under way a look is always due soon, so a restart mid-visit resumes it, and the poll
         # timer (filtered on nextPollTime) is never switched off and on again within one visit.
-        out.set(nextPollTime=timing.after(observation.now, timing.promotion_poll))
+        out.set(next_poll_time=timing.after(observation.now, timing.promotion_poll))
     elif step.poll_after == "retry":
-        out.set(nextPollTime=timing.after(observation.now, timing.promotion_retry))
+        out.set(next_poll_time=timing.after(observation.now, timing.promotion_retry))
     elif job_done:
-        out.set(nextPollTime=None)
+        out.set(next_poll_time=None)
     if step.effect is not None:
         out.actions.append(step.effect)
 
 
-# -- the job (either backend) -------------------------------------------------------------------------------------------------
+# -- the job ------------------------------------------------------------------------------------------------------
 
 def _policy(out: _Builder) -> base.BackendPolicy:
     assert out.policy is not None, "the spec names a backend before anything asks for it"
@@ -334,7 +323,7 @@ def _policy(out: _Builder) -> base.BackendPolicy:
 
 def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
     observation = out.observation
-    desired, current = plan.job_name, out.status.get("jobName")
+    desired, current = plan.job_name, out.status.job_name
 
     if current and current != desired:
         # A job-defining edit: the running job answers a question nobody asks any more.
@@ -347,19 +336,18 @@ def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.J
             out.actions.append(StopJob(current))
             return
         out.event(NORMAL, Reason.JOB_REPLACED, f"the spec changed: job {current} is replaced by {desired}")
-        out.set(**{field: None for field in JOB_FIELDS})
-        out.set(jobName=None)
+        out.status = out.status.cleared(*state_module.JOB_FIELDS, "job_name")
         current = None
 
-    submitted = st.find(out.status.get("conditions"), st.JOB_SUBMITTED)
-    if current is None or not submitted or submitted["status"] != st.TRUE:
+    submitted = out.status.condition(st.JOB_SUBMITTED)
+    if current is None or not submitted or submitted.status != st.TRUE:
         _submit(out, parsed, plan, submitted)
         return
     _follow(out, parsed, plan)
 
 
 def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan,
-            submitted: Mapping[str, Any] | None) -> None:
+            submitted: st.ConditionRecord | None) -> None:
     observation, now = out.observation, out.observation.now
     name = plan.job_name
     result = observation.submit_result
@@ -367,24 +355,24 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         if observation.job is not None:  # a written-ahead job found by describe: it was created after all
             out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED,
                           f"job {name} was created by an earlier attempt")
-            out.set(jobArn=observation.job.job_arn, startTime=st.timestamp(now))
+            out.set(job_arn=observation.job.job_arn, start_time=st.whole_seconds(now))
             _apply_snapshot(out, parsed, observation.job)
             return
         if observation.rejected is not None:  # a refused call (a look before creating, or no region): no spin
             _retry_later(out, f"cannot reach {_policy(out).display_name} for job {name}", observation.rejected)
             return
-        waiting_until = st.parse_timestamp(out.status.get("nextPollTime"))
-        refused = submitted and submitted["status"] == st.FALSE and submitted["reason"] != Reason.NOT_SUBMITTED
-        if refused and out.status.get("jobName") == name:
+        waiting_until = out.status.next_poll_time
+        refused = submitted and submitted.status == st.FALSE and submitted.reason != Reason.NOT_SUBMITTED
+        if refused and out.status.job_name == name:
             if waiting_until is None or now < waiting_until:
                 return  # refused for good (until the spec changes), or waiting to retry
-        elif out.status.get("jobName") == name and submitted and submitted["status"] == st.UNKNOWN \
+        elif out.status.job_name == name and submitted and submitted.status == st.UNKNOWN \
                 and not observation.job_missing:
             # Written ahead by an earlier attempt that may have reached the backend: look before creating.
             if waiting_until is None or now >= waiting_until:
                 out.actions.append(DescribeJob(name))
             return
-        out.set(jobName=name, phase=st.PENDING)
+        out.set(job_name=name, phase=st.PENDING)
         out.condition(st.JOB_SUBMITTED, st.UNKNOWN, Reason.SUBMITTING, f"submitting job {name}")
         out.condition(st.READY, st.UNKNOWN, Reason.JOB_SUBMITTING,
                       f"submitting {_policy(out).describe_job(parsed)} as {name}")
@@ -398,23 +386,23 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         arn = result.snapshot.job_arn if isinstance(result, base.Adopted) else result.job_arn
         out.condition(st.JOB_SUBMITTED, st.TRUE, Reason.JOB_ADOPTED if adopted else Reason.JOB_SUBMITTED,
                       f"job {name} {'was created by an earlier attempt' if adopted else 'was submitted'}")
-        out.set(jobArn=arn, startTime=st.timestamp(now), submitAttempts=None)
+        out.set(job_arn=arn, start_time=st.whole_seconds(now), submit_attempts=None)
         if isinstance(result, base.Adopted):
             _apply_snapshot(out, parsed, result.snapshot)
         else:
             first_look = _policy(out).first_poll(observation.timing)
-            out.set(phase=st.SUBMITTED, backendStatus=JobStatus.PENDING,
-                    nextPollTime=observation.timing.after(now, first_look))
+            out.set(phase=st.SUBMITTED, backend_status=JobStatus.PENDING,
+                    next_poll_time=observation.timing.after(now, first_look))
             out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {JobStatus.PENDING}")
         return
 
     if isinstance(result, base.NameTaken):
         out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NAME_TAKEN, result.message)
         out.condition(st.READY, st.FALSE, Reason.NAME_TAKEN, result.message)
-        out.set(nextPollTime=None)
+        out.set(next_poll_time=None)
         return
 
-    attempts = int(out.status.get("submitAttempts") or 0) + 1
+    attempts = (out.status.submit_attempts or 0) + 1
     backend = _policy(out).display_name
     if result.unsent:
         message = f"job {name} was not submitted to {backend}: {result.message}"
@@ -423,19 +411,20 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     if result.retryable_later:
         timing = observation.timing
         delay = min(timing.retry_max, timing.retry_first * 2 ** (attempts - 1))
-        retry_at = now + datetime.timedelta(seconds=delay)
+        retry_at = timing.after(now, delay)
         message += f" (attempt {attempts}; next attempt at {st.timestamp(retry_at)})"
-        out.set(nextPollTime=st.timestamp(retry_at), submitAttempts=attempts)
+        out.set(next_poll_time=retry_at, submit_attempts=attempts)
     else:
         message += " (not retried until a job-defining field of the spec changes)"
-        out.set(nextPollTime=None, submitAttempts=attempts)
+        out.set(next_poll_time=None, submit_attempts=attempts)
     out.condition(st.JOB_SUBMITTED, st.FALSE, result.reason, message)
     out.condition(st.READY, st.FALSE, result.reason, message)
 
 
 def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
     """A submitted job: poll it while it runs, fold its results in, re-select when only the policy changed."""
-    observation, now, name = out.observation, out.observation.now, out.status["jobName"]
+    observation, now, name = out.observation, out.observation.now, out.status.job_name
+    assert name is not None, "a job is followed only once status names it"
     if observation.job is not None:
         _apply_snapshot(out, parsed, observation.job)
         return
@@ -444,56 +433,51 @@ def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         _resume(out, parsed, plan)
         return
     if observation.job_missing:
-        started = st.parse_timestamp(out.status.get("startTime")) or now
+        started = out.status.start_time or now
         if (now - started).total_seconds() < observation.timing.not_found_grace:
-            out.set(nextPollTime=observation.timing.after(now, _policy(out).first_poll(observation.timing)))
+            out.set(next_poll_time=observation.timing.after(now, _policy(out).first_poll(observation.timing)))
             return
         message = f"job {name} was submitted but {_policy(out).display_name} no longer knows it"
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_NOT_FOUND, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_NOT_FOUND, message)
-        out.set(nextPollTime=None, phase=st.FAILED)
+        out.set(next_poll_time=None, phase=st.FAILED)
         return
     if observation.rejected is not None:
         _retry_later(out, f"cannot read job {name}", observation.rejected)
         return
-    due = st.parse_timestamp(out.status.get("nextPollTime"))
-    policy_edited = out.before.get("observedGeneration") != observation.generation
+    due = out.status.next_poll_time
+    policy_edited = out.before.observed_generation != observation.generation
     if job_may_be_running(out.status) and (due is None or now >= due or policy_edited):
         out.actions.append(DescribeJob(name))
         return
-    succeeded = st.find(out.status.get("conditions"), st.SUCCEEDED)
-    if succeeded and succeeded["status"] == st.TRUE and policy_edited:
+    if out.status.condition_is(st.SUCCEEDED, st.TRUE) and policy_edited:
         # Only the policy can have changed: judge the stored results again (the job itself is not touched).
-        performances = out.status.get("endpointPerformances")
-        if performances and not out.status.get("recommendations"):
-            _judge_endpoint(out, parsed, [model.EndpointPerformance(p["endpointName"], p["maxInvocations"],
-                                                                    p["modelLatency"]) for p in performances])
+        performances = out.status.endpoint_performances
+        if performances and not out.status.recommendations:
+            _judge_endpoint(out, parsed, performances)
             return
-        total = out.status.get("recommendationsTotal")
-        _select(out, parsed, [model.Recommendation.from_status_row(row)
-                              for row in out.status.get("recommendations") or []])
-        if total is not None and total > out.status["recommendationsTotal"]:
-            out.set(recommendationsTotal=total)  # status keeps 20 rows; the job had more
+        total = out.status.recommendations_total
+        _select(out, parsed, [row.recommendation for row in out.status.recommendations or ()])
+        if total is not None and total > (out.status.recommendations_total or 0):
+            out.set(recommendations_total=total)  # status keeps 20 rows; the job had more
 
 
 def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan) -> None:
     """A job of a backend whose jobs live in the operator's process is gone after a restart. Run it again,
     without the configurations status already holds."""
-    observation, name = out.observation, out.status["jobName"]
+    observation, name = out.observation, out.status.job_name
     result = observation.submit_result
     if result is None:
-        finished = out.status.get("recommendations") or []
+        finished = out.status.recommendations or ()
         # A configuration that failed (its server crashed, the threshold broke at once) would fail again; one
         # skipped for want of room is judged afresh (the pod may have been given more).
-        failed = [f for f in (out.status.get("steps") or {}).get("failures") or [] if not f.get("skipped")]
+        failed = [f for f in (out.status.steps.failures if out.status.steps else ()) if not f.skipped]
         out.event(NORMAL, Reason.JOB_RESUMED, f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
                                         f"{len(failed)} failed before)")
         resume = base.ResumeState(
-            completed=tuple(model.Recommendation.from_status_row(row) for row in finished
-                            if row.get("recommendationId")),
-            failed=tuple(model.StepFailure.from_status_row(row) for row in failed),
-            started_at=st.parse_timestamp(out.status.get("startTime")))
+            completed=tuple(row.recommendation for row in finished if row.recommendation.recommendation_id),
+            failed=tuple(failed), started_at=out.status.start_time)
         out.actions.append(SubmitJob(dataclasses.replace(plan, resume=resume)))
         return
     if isinstance(result, base.Adopted):
@@ -501,51 +485,51 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         return
     if isinstance(result, base.Submitted):
         timing = observation.timing
-        out.set(nextPollTime=timing.after(observation.now, _policy(out).first_poll(timing)))
+        out.set(next_poll_time=timing.after(observation.now, _policy(out).first_poll(timing)))
         return
     message = f"cannot resume job {name}: {getattr(result, 'message', result)}"
     out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
     out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
-    out.set(nextPollTime=None, phase=st.FAILED)
+    out.set(next_poll_time=None, phase=st.FAILED)
 
 
 def _retry_later(out: _Builder, what: str, rejected: base.Rejected) -> None:
     timing, now = out.observation.timing, out.observation.now
     retry_at = timing.after(now, timing.retry_first)
-    out.condition(st.READY, st.FALSE, rejected.reason, f"{what}: {rejected.message}; retrying at {retry_at}")
-    out.set(nextPollTime=retry_at)
+    out.condition(st.READY, st.FALSE, rejected.reason,
+                  f"{what}: {rejected.message}; retrying at {st.timestamp(retry_at)}")
+    out.set(next_poll_time=retry_at)
 
 
 def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapshot: model.JobSnapshot) -> None:
     now, name = out.observation.now, snapshot.job_name
-    started = st.parse_timestamp(out.status.get("startTime")) or now
-    out.set(backendStatus=snapshot.status, lastPolledTime=st.timestamp(now),
-            failureReason=(snapshot.failure_reason or "")[:MAX_FAILURE_REASON_CHARS] or None)
+    started = out.status.start_time or now
+    out.set(backend_status=snapshot.status, last_polled_time=st.whole_seconds(now),
+            failure_reason=(snapshot.failure_reason or "")[:MAX_FAILURE_REASON_CHARS] or None)
     if snapshot.job_arn:
-        out.set(jobArn=snapshot.job_arn)
+        out.set(job_arn=snapshot.job_arn)
     if snapshot.completion_time:
-        out.set(completionTime=st.timestamp(snapshot.completion_time))
+        out.set(completion_time=st.whole_seconds(snapshot.completion_time))
     if snapshot.steps is not None:
-        out.set(steps=_steps_status(snapshot.steps))
+        out.set(steps=_bounded(snapshot.steps))
     if snapshot.endpoint_performances:
-        out.set(endpointPerformances=[{"endpointName": p.endpoint_name, "maxInvocations": p.max_invocations,
-                                       "modelLatency": p.model_latency} for p in snapshot.endpoint_performances])
+        out.set(endpoint_performances=tuple(snapshot.endpoint_performances))
     progress = _progress(snapshot.steps)
 
     if snapshot.progress is not None:
-        out.set(progress=dict(snapshot.progress))
+        out.set(progress=snapshot.progress)
     if snapshot.status in model.ACTIVE_STATUSES:
         timing = out.observation.timing
         interval = _policy(out).poll_interval(timing, (now - started).total_seconds())
         out.set(phase=st.SUBMITTED if snapshot.status == JobStatus.PENDING else st.IN_PROGRESS,
-                nextPollTime=timing.after(now, interval))
+                next_poll_time=timing.after(now, interval))
         out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
         if snapshot.recommendations:
             _select(out, parsed, snapshot.recommendations, final=False)
         return
 
-    out.set(nextPollTime=None)
+    out.set(next_poll_time=None)
     if snapshot.status == JobStatus.COMPLETED:
         out.set(phase=st.COMPLETED)
         out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED, f"job {name} completed{progress}")
@@ -583,8 +567,8 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
             final: bool = True) -> None:
     constraints = selection_module.constraints_for(parsed)
     chosen = selection_module.select(recommendations, parsed.selection.objective, constraints)
-    rows = [_row(v) for v in chosen.verdicts]
-    out.set(recommendations=rows[:MAX_RECOMMENDATION_ROWS], recommendationsTotal=len(rows))
+    rows = tuple(_row(v) for v in chosen.verdicts)
+    out.set(recommendations=rows[:MAX_RECOMMENDATION_ROWS], recommendations_total=len(rows))
     if not final:
         return
     if chosen.best is None:
@@ -593,12 +577,10 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
         out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason)
         return
     best = chosen.best
-    previous = (out.before.get("best") or {}).get("recommendationId")
+    previous = out.before.best.recommendation.recommendation_id if out.before.best else None
     if previous and previous != best.recommendation_id:
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
-    out.set(best={"recommendationId": best.recommendation_id, "instanceType": best.instance_type,
-                  "initialInstanceCount": best.initial_instance_count, "environment": dict(best.environment),
-                  "metrics": _metrics_row(best.metrics), "reason": chosen.reason[:1024]})
+    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best.metrics)), chosen.reason[:1024]))
     out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED, chosen.reason)
 
@@ -631,30 +613,17 @@ def _metrics_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
+def _row(verdict: selection_module.Verdict) -> RecommendationRow:
     r = verdict.recommendation
-    row: dict[str, Any] = {"recommendationId": r.recommendation_id, "environment": dict(r.environment),
-                           "metrics": _metrics_row(r.metrics), "meetsSLA": verdict.meets_sla,
-                           "slaMessage": verdict.message[:1024]}
-    if r.instance_type:
-        row["instanceType"] = r.instance_type
-    if r.initial_instance_count is not None:
-        row["initialInstanceCount"] = r.initial_instance_count
-    if r.serverless:
-        row["serverless"] = dict(r.serverless)
-    if r.invocation_start:
-        row["invocationStartTime"] = st.timestamp(r.invocation_start)
-    if r.invocation_end:
-        row["invocationEndTime"] = st.timestamp(r.invocation_end)
-    return row
+    return RecommendationRow(dataclasses.replace(r, metrics=_metrics_row(r.metrics)), verdict.meets_sla,
+                             verdict.message[:1024])
 
 
-def _steps_status(steps: model.StepSummary) -> dict[str, Any]:
-    return {"total": steps.total, "byStatus": dict(steps.by_status),
-            "failures": [{"instanceType": f.instance_type, "environment": dict(f.environment),
-                          "failureReason": f.failure_reason[:model.STEP_FAILURE_REASON_CHARS],
-                          **({"skipped": True} if f.skipped else {})}
-                         for f in steps.failures[:MAX_FAILED_STEPS]]}
+def _bounded(steps: model.StepSummary) -> model.StepSummary:
+    """Steps as status keeps them: the first failures, each reason cut at the schema's length."""
+    return dataclasses.replace(steps, failures=tuple(
+        dataclasses.replace(f, failure_reason=f.failure_reason[:model.STEP_FAILURE_REASON_CHARS])
+        for f in steps.failures[:MAX_FAILED_STEPS]))
 
 
 def _progress(steps: model.StepSummary | None) -> str:
@@ -674,13 +643,17 @@ def _failed_steps_text(steps: model.StepSummary | None) -> str:
 
 def stops_on_delete(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Whether deleting the RightsizeJob must first stop its job (and so hold the finalizer)."""
+    return _stops_on_delete(spec, JobState.from_storage(status))
+
+
+def _stops_on_delete(spec: Mapping[str, Any], status: JobState) -> bool:
     return ((spec or {}).get("deletionPolicy", "Stop") == "Stop" and job_may_be_running(status)
-            and status.get("backendStatus") != JobStatus.STOPPING)
+            and status.backend_status != JobStatus.STOPPING)
 
 
 def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
-    name = out.status.get("jobName")
-    if not name or not stops_on_delete(spec, out.status):
+    name = out.status.job_name
+    if not name or not _stops_on_delete(spec, out.status):
         return Outcome((), {})
     result = out.observation.stop_result
     if out.observation.rejected is not None:
@@ -695,6 +668,6 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
     detail = "it had already finished" if result.already_finished else \
         f"{backend} did not know it" if result.not_found else "stop requested"
     # Recorded so that the delete handler's filter stops matching and the finalizer is released.
+    out.set(backend_status=JobStatus.STOPPED if result.already_finished or result.not_found else JobStatus.STOPPING)
     return Outcome((EmitEvent(NORMAL, Reason.JOB_STOPPED, f"the RightsizeJob is being deleted: job {name}: {detail}"),),
-                   {"backendStatus": JobStatus.STOPPING if not (result.already_finished or result.not_found)
-                    else JobStatus.STOPPED})
+                   state_module.changes(out.before, out.status))

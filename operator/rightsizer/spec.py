@@ -259,11 +259,10 @@ class RightsizeJobSpec:
 
 
 def infer_job_type(spec: Mapping[str, Any]) -> tuple[str, bool]:
-    """Default vs Advanced as the SageMaker SDK's right_size decides it, unless spec.jobType says."""
+    """Default vs Advanced as the SageMaker SDK's right_size decides it, unless spec.jobType says. (A backend
+    that always load-tests, as the local one, does not read it.)"""
     if spec.get("jobType"):
         return spec["jobType"], False
-    if spec.get("backend") == "local":
-        return "Advanced", True  # the local backend always load-tests
     advanced = any(spec.get(field) for field in (
         "trafficPattern", "stoppingConditions", "resourceLimit", "environmentParameterRanges",
         "endpointConfigurations"))

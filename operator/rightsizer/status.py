@@ -3,9 +3,11 @@ that follows Kubernetes conventions (metav1.Condition: lastTransitionTime moves 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
 
 class Condition(enum.StrEnum):
     """Condition types. Ready is the summary; the others say which stage got where."""
@@ -96,35 +98,63 @@ def parse_timestamp(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
 
 
-def find(conditions: Iterable[dict[str, Any]] | None, condition_type: str) -> dict[str, Any] | None:
-    return next((c for c in conditions or () if c.get("type") == condition_type), None)
+@dataclasses.dataclass(frozen=True)
+class ConditionRecord:
+    """One entry of status.conditions (metav1.Condition's fields)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    observed_generation: int | None
+    last_transition_time: datetime.datetime
+
+    @classmethod
+    def from_storage(cls, raw: Mapping[str, Any]) -> ConditionRecord:
+        moment = parse_timestamp(raw.get("lastTransitionTime"))
+        return cls(raw.get("type", ""), ConditionStatus(raw.get("status", UNKNOWN)), raw.get("reason", ""),
+                   raw.get("message", ""), raw.get("observedGeneration"),
+                   moment or datetime.datetime.fromtimestamp(0, datetime.timezone.utc))
+
+    def for_storage(self) -> dict[str, Any]:
+        return {"type": str(self.type), "status": str(self.status), "reason": str(self.reason), "message": self.message,
+                "observedGeneration": self.observed_generation,
+                "lastTransitionTime": timestamp(self.last_transition_time)}
 
 
-def set_condition(conditions: list[dict[str, Any]] | None, condition_type: str, status: str, reason: str,
-                  message: str, generation: int, now: datetime.datetime) -> list[dict[str, Any]]:
-    """A new condition list with `condition_type` set; lastTransitionTime is kept unless the status changes."""
+Conditions = tuple[ConditionRecord, ...]
+
+
+def find(conditions: Iterable[ConditionRecord], condition_type: str) -> ConditionRecord | None:
+    return next((c for c in conditions if c.type == condition_type), None)
+
+
+def set_condition(conditions: Conditions, condition_type: str, status: ConditionStatus, reason: str,
+                  message: str, generation: int, now: datetime.datetime) -> Conditions:
+    """The conditions with `condition_type` set; lastTransitionTime is kept unless the status changes."""
     previous = find(conditions, condition_type)
-    transition = previous["lastTransitionTime"] if previous and previous.get("status") == status else timestamp(now)
-    updated = {
-        "type": condition_type, "status": status, "reason": reason,
-        "message": message[:MAX_MESSAGE_CHARS], "observedGeneration": generation,
-        "lastTransitionTime": transition,
-    }
-    others = [c for c in conditions or () if c.get("type") != condition_type]
-    return sorted([*others, updated], key=_order)
+    transition = previous.last_transition_time if previous and previous.status == status else whole_seconds(now)
+    updated = ConditionRecord(condition_type, status, reason, message[:MAX_MESSAGE_CHARS], generation, transition)
+    others = [c for c in conditions if c.type != condition_type]
+    return tuple(sorted([*others, updated], key=_order))
 
 
-def _order(condition: dict[str, Any]) -> tuple[int, str]:
-    kind = condition.get("type", "")
+def whole_seconds(moment: datetime.datetime) -> datetime.datetime:
+    """Status keeps seconds: a moment is what it reads back as."""
+    return moment.astimezone(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _order(condition: ConditionRecord) -> tuple[int, str]:
+    kind = condition.type
     return (CONDITION_ORDER.index(kind) if kind in CONDITION_ORDER else len(CONDITION_ORDER), kind)
 
 
-def changed(before: list[dict[str, Any]] | None, after: list[dict[str, Any]], condition_type: str) -> bool:
+def changed(before: Conditions, after: Conditions, condition_type: str) -> bool:
     """Whether a condition's status or reason differs: the transitions worth an Event."""
     old, new = find(before, condition_type), find(after, condition_type)
     if new is None:
         return False
-    return old is None or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))
+    return old is None or (old.status, old.reason) != (new.status, new.reason)
 
 
 def merge_patch(before: Any, after: Any) -> Any:

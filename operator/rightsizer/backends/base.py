@@ -17,7 +17,7 @@ from typing import Any, Mapping, Protocol
 
 from rightsizer.model import JobSnapshot, Owner, Recommendation, StepFailure
 from rightsizer.spec import RightsizeJobSpec
-from rightsizer.status import timestamp
+from rightsizer.status import whole_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,8 @@ class Timing:
     def seconds(self, unscaled: float) -> float:
         return unscaled * self.factor
 
-    def after(self, now: datetime.datetime, seconds: float) -> str:
-        return timestamp(now + datetime.timedelta(seconds=seconds))
+    def after(self, now: datetime.datetime, seconds: float) -> datetime.datetime:
+        return whole_seconds(now + datetime.timedelta(seconds=seconds))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,7 +139,7 @@ def _snapshot(run: _Run) -> model.JobSnapshot:
     unfinished = model.JobStatus.STOPPED if run.finished is not None else model.JobStatus.PENDING
     steps = step_summary(outcomes, total, unfinished_status=unfinished)
     current = run.progress.current if run.progress and run.finished is None else None
-    progress = {"completed": len(outcomes), "total": total, **({"current": current[:256]} if current else {})}
+    progress = model.Progress(len(outcomes), total, current[:experiment_module.PROGRESS_TEXT_MAX] if current else None)
     status, failure = _status(run, recommendations, outcomes)
     return model.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
                             failure_reason=failure, creation_time=run.created, completion_time=run.finished,
