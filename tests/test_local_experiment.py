@@ -178,9 +178,9 @@ def test_a_threshold_breached_before_any_window_held_is_completed_with_zero_invo
 
     assert outcome.status == JobStatus.COMPLETED and outcome.failure_reason is None
     assert outcome.recommendation.initial_instance_count == 1
-    assert outcome.recommendation.metrics == {"maxInvocations": 0, "modelLatency": 13, "modelSetupTime": 1,
-                                              "cpuUtilization": 97.5, "memoryUtilization": 5.0,
-                                              "costPerHour": PRICE}
+    assert outcome.recommendation.metrics == {"maxInvocations": 0, "maxInvocationsPerInstance": 0,
+                                              "modelLatency": 13, "modelSetupTime": 1, "cpuUtilization": 97.5,
+                                              "memoryUtilization": 5.0, "costPerHour": PRICE}
     assert "LatencyThresholdBreached" in outcome.detail
     for objective in ("CostPerInference", "CostPerHour", "ModelLatency", "MaxInvocations"):
         assert selection.select([outcome.recommendation], objective,
@@ -197,9 +197,11 @@ def test_latency_is_the_thresholds_percentile_rounded_up_and_the_count_meets_max
                                stopping=spec.stopping_conditions).recommendation.metrics
 
     assert metrics["modelLatency"] == 41  # P99 = 40.2 ms
-    assert metrics["maxInvocations"] == 12_000
-    assert metrics["costPerHour"] == pytest.approx(3 * PRICE)  # ceil(25000 / 12000) instances
-    assert metrics["costPerInference"] == pytest.approx(PRICE / (12_000 * 60))
+    # One instance measured 12000/min; ceil(25000 / 12000) = 3 of them make the endpoint, as SageMaker reports it.
+    assert (metrics["maxInvocationsPerInstance"], metrics["maxInvocations"]) == (12_000, 36_000)
+    assert metrics["costPerHour"] == pytest.approx(3 * PRICE)
+    assert metrics["costPerInference"] == pytest.approx(3 * PRICE / (36_000 * 60))
+    assert metrics["costPerInference"] == pytest.approx(PRICE / (12_000 * 60))  # the same as one instance's
     assert "cpuUtilization" not in metrics
 
 
@@ -265,14 +267,16 @@ def test_a_small_experiment_recommends_every_configuration_with_sane_metrics(exa
         recommendation = outcome.recommendation
         assert recommendation.environment == {"OMP_NUM_THREADS": threads}
         metrics = recommendation.metrics
-        assert isinstance(metrics["maxInvocations"], int) and metrics["maxInvocations"] > 0
+        per_instance = metrics["maxInvocationsPerInstance"]
+        assert isinstance(per_instance, int) and per_instance > 0
         assert isinstance(metrics["modelLatency"], int) and 0 < metrics["modelLatency"] <= 500
         assert metrics["cpuUtilization"] > 0 and 0 < metrics["memoryUtilization"] < 100
         assert isinstance(metrics["modelSetupTime"], int) and metrics["modelSetupTime"] < 60
-        instances = math.ceil(TARGET_INVOCATIONS / metrics["maxInvocations"])
+        instances = math.ceil(TARGET_INVOCATIONS / per_instance)
         assert recommendation.initial_instance_count == instances
+        assert metrics["maxInvocations"] == per_instance * instances >= TARGET_INVOCATIONS
         assert metrics["costPerHour"] == pytest.approx(PRICE * instances)
-        assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocations"] * 60))
+        assert metrics["costPerInference"] == pytest.approx(PRICE * instances / (metrics["maxInvocations"] * 60))
         assert recommendation.invocation_start < recommendation.invocation_end
         assert outcome.load.timeline and outcome.load.max_invocations_per_minute > 0
     assert step_summary(outcomes, len(experiment.plan)).by_status == {JobStatus.COMPLETED: 2}
@@ -542,9 +546,11 @@ def test_repetitions_are_interleaved_and_reported_as_medians(example, stand_in, 
     assert [o.planned.environment["MODE"] for o in reported] == ["a", "b"]  # each reported once, when both ran
     assert any(text.startswith("run 2/2: local-1cpu (MODE=b)") for text in texts)
     for outcome in outcomes:
-        assert outcome.detail.startswith("median of 2 runs: maxInvocations ")
+        assert outcome.detail.startswith("median of 2 runs: maxInvocationsPerInstance ")
         metrics = outcome.recommendation.metrics
-        assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocations"] * 60))
+        assert metrics["costPerInference"] == pytest.approx(PRICE / (metrics["maxInvocationsPerInstance"] * 60))
+        assert metrics["maxInvocations"] == \
+            metrics["maxInvocationsPerInstance"] * outcome.recommendation.initial_instance_count
 
 
 def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(example):
@@ -552,14 +558,16 @@ def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(exam
                                              TWO_CPU_HOST)]
     def run(invocations: int, latency: int, cpu: float) -> ConfigurationOutcome:
         return ConfigurationOutcome(planned, Recommendation(planned.recommendation_id, "local-1cpu", 1, {},
-                                                            {"maxInvocations": invocations, "modelLatency": latency,
-                                                             "cpuUtilization": cpu, "costPerHour": PRICE}),
+                                                            {"maxInvocations": invocations,
+                                                             "maxInvocationsPerInstance": invocations,
+                                                             "modelLatency": latency, "cpuUtilization": cpu,
+                                                             "costPerHour": PRICE}),
                                     None, None, f"run at {invocations}")
     combined = median_outcome([run(60000, 9, 90.0), run(48000, 12, 80.0), run(54000, 10, 99.0)])
     metrics = combined.recommendation.metrics
     assert (metrics["maxInvocations"], metrics["modelLatency"], metrics["cpuUtilization"]) == (54000, 10, 90.0)
     assert metrics["costPerInference"] == pytest.approx(PRICE / (54000 * 60))
-    assert combined.detail == ("median of 3 runs: maxInvocations 48000-60000/min, modelLatency 9-12 ms; "
+    assert combined.detail == ("median of 3 runs: maxInvocationsPerInstance 48000-60000/min, modelLatency 9-12 ms; "
                                "run at 54000")
     # Instances for a target follow the median throughput, not the median of each run's count (3 and 1 -> 2).
     target = 100_000
@@ -567,7 +575,8 @@ def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(exam
         run(34000, 9, 90.0).recommendation, initial_instance_count=3)), dataclasses.replace(
         run(100000, 9, 90.0), recommendation=dataclasses.replace(run(100000, 9, 90.0).recommendation,
                                                                  initial_instance_count=1))], target)
-    assert counted.recommendation.metrics["maxInvocations"] == 67000
+    assert counted.recommendation.metrics["maxInvocationsPerInstance"] == 67000
     assert counted.recommendation.initial_instance_count == 2
+    assert counted.recommendation.metrics["maxInvocations"] == 134000  # the endpoint of two
     two = median_outcome([run(50000, 9, 90.0), run(40000, 10, 80.0)])
     assert two.recommendation.metrics["modelLatency"] == 10  # 9.5 rounded up: latency is never flattered

@@ -218,7 +218,9 @@ def test_first_visit_of_the_local_sample_without_an_owner_waits():
 
 def local_rows(name: str, count: int) -> tuple[Recommendation, ...]:
     return tuple(Recommendation(f"{name}/{i:08d}", "local-1cpu", 2, {"OMP_NUM_THREADS": str(i + 1)},
-                                {"maxInvocations": 20000 + 1000 * i, "modelLatency": 40 - i, "costPerHour": 0.1,
+                                # As the local backend reports them: the endpoint's throughput for its 2 instances.
+                                {"maxInvocations": 2 * (20000 + 1000 * i), "maxInvocationsPerInstance": 20000 + 1000 * i,
+                                 "modelLatency": 40 - i, "costPerHour": 0.1,
                                  "cpuUtilization": 99.0, "memoryUtilization": 3.5, "modelSetupTime": 1})
                  for i in range(count))
 
@@ -935,14 +937,16 @@ def test_default_job_lifecycle_to_the_best_configuration():
         _, omp, cost, invocations, latency, cpu, memory, workers = by_instance[row["instanceType"]]
         assert row["metrics"] == {"costPerHour": cost, "maxInvocations": invocations, "modelLatency": latency,
                                   "cpuUtilization": cpu, "memoryUtilization": memory,
-                                  "costPerInference": pytest.approx(cost / (invocations * 60), rel=1e-12)}
+                                  "costPerInference": pytest.approx(cost / (invocations * 60), rel=1e-12),
+                                  "maxInvocationsPerInstance": invocations}  # one instance: the endpoint's
         assert row["environment"] == {"OMP_NUM_THREADS": omp, "SAGEMAKER_MODEL_SERVER_WORKERS": workers}
         assert row["initialInstanceCount"] == 1
     assert status["best"] == {
         "recommendationId": f"{name}/00000004", "instanceType": "ml.m5.2xlarge", "initialInstanceCount": 1,
         "environment": {"OMP_NUM_THREADS": "2", "SAGEMAKER_MODEL_SERVER_WORKERS": "3"},
         "metrics": {"costPerHour": 0.461, "maxInvocations": 32427, "modelLatency": 13, "cpuUtilization": 248.673,
-                    "memoryUtilization": 1.43109, "costPerInference": pytest.approx(0.461 / (32427 * 60))},
+                    "memoryUtilization": 1.43109, "costPerInference": pytest.approx(0.461 / (32427 * 60)),
+                    "maxInvocationsPerInstance": 32427},
         "reason": DEFAULT_BEST_REASON}
     # A Normal Event per transition, each once.
     assert done.events == [EmitEvent("Normal", "JobCompleted", f"job {name} completed (5 of 5 benchmarks completed)"),

@@ -136,6 +136,19 @@ def test_verdict_messages_name_the_failed_constraint():
     assert (met.meets_sla, met.message) == (True, "meets the SLA")
 
 
+def test_throughput_is_the_endpoints_and_never_counted_twice():
+    # The advanced rows are endpoints of two instances: 42604/min is what both serve together (ENDPOINT_SCOPE).
+    verdicts = {v.recommendation.recommendation_id: v
+                for v in select(ADVANCED, "CostPerInference", Constraints(min_invocations_per_minute=42000)).verdicts}
+    assert verdicts["fraud-advanced/a5-2x-omp4"].meets_sla
+    assert verdicts["fraud-advanced/m5-2x-omp3"].message == "39688 invocations/min on 2 instances < 42000"
+    # Read per instance, 2 x 39688 would pass 60000/min: it does not, nor does any other row.
+    short = select(ADVANCED, "CostPerInference", Constraints(min_invocations_per_minute=60000))
+    assert short.best is None and not any(v.meets_sla for v in short.verdicts)
+    # Cost per inference is the endpoint's cost over the endpoint's invocations: 0.922 / (42604 x 60).
+    assert cost_per_inference(ADVANCED[1].metrics) == pytest.approx(0.922 / (42604 * 60))
+
+
 def test_a_missing_constrained_metric_fails_the_constraint():
     blind = Recommendation("x", "ml.m5.xlarge", 1, {}, {"costPerHour": 0.23})
     verdict = select([blind], "CostPerHour", SLA).verdicts[0]

@@ -580,7 +580,7 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     previous = out.before.best.recommendation.recommendation_id if out.before.best else None
     if previous and previous != best.recommendation_id:
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
-    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best.metrics)), chosen.reason[:1024]))
+    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best)), chosen.reason[:1024]))
     out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED, chosen.reason)
 
@@ -605,17 +605,20 @@ def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,
         out.condition(st.READY, st.TRUE, Reason.ENDPOINT_BENCHMARKED, f"{message}, meeting {constraints.describe()}")
 
 
-def _metrics_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    row = dict(metrics)
-    computed = selection_module.cost_per_inference(metrics)
+def _metrics_row(recommendation: model.Recommendation) -> dict[str, Any]:
+    row = dict(recommendation.metrics)
+    computed = selection_module.cost_per_inference(row)
     if computed is not None:
         row["costPerInference"] = computed
+    count, throughput = recommendation.initial_instance_count, row.get("maxInvocations")
+    if "maxInvocationsPerInstance" not in row and count and throughput is not None:
+        row["maxInvocationsPerInstance"] = round(throughput / count)  # the endpoint's share of one instance
     return row
 
 
 def _row(verdict: selection_module.Verdict) -> RecommendationRow:
     r = verdict.recommendation
-    return RecommendationRow(dataclasses.replace(r, metrics=_metrics_row(r.metrics)), verdict.meets_sla,
+    return RecommendationRow(dataclasses.replace(r, metrics=_metrics_row(r)), verdict.meets_sla,
                              verdict.message[:1024])
 
 

@@ -14,6 +14,18 @@ from typing import Mapping, Sequence
 from rightsizer.model import Recommendation, describe_environment
 from rightsizer.spec import Percentile, RightsizeJobSpec
 
+# The scope of a recommendation's metrics: maxInvocations, costPerHour and costPerInference describe the endpoint
+# IR recommends, initialInstanceCount instances together. botocore's shape docs say "for the instance", but AWS's
+# own figures read only one way. "Improved ML model deployment using Amazon SageMaker Inference Recommender"
+# (aws.amazon.com/blogs/machine-learning/improved-ml-model-deployment-using-amazon-sagemaker-inference-recommender/)
+# lists CostPerHour 0.922 for two ml.m5.2xlarge (2 x 0.461 USD/h) with MaxInvocations 39,688 against a 30,000/min
+# stopping condition: a count of 2 that a per-instance 39,688 would not need. Its ListJobSteps sample has
+# CostPerInference = CostPerHour / (MaxInvocations x 60), and the developer guide defines InitialInstanceCount
+# as the instances to provision "in the endpoint to meet ModelLatencyThresholds and MaxInvocations mentioned in
+# StoppingConditions" (docs.aws.amazon.com/sagemaker/latest/dg/inference-recommender-load-test.html), whose
+# MaxInvocations botocore documents as "the maximum number of requests per minute expected for the endpoint".
+ENDPOINT_SCOPE = ("maxInvocations", "costPerHour", "costPerInference")
+
 # objective -> (metric, whether smaller is better, how the reason phrases it)
 OBJECTIVES = {
     "CostPerInference": ("costPerInference", True, "lowest cost per inference"),
@@ -74,7 +86,8 @@ def constraints_for(spec: RightsizeJobSpec) -> Constraints:
 
 
 def cost_per_inference(metrics: Mapping[str, float | int]) -> float | None:
-    """SageMaker's own figure, or cost per hour over an hour of invocations at the measured maximum."""
+    """SageMaker's own figure, or cost per hour over an hour of invocations at the measured maximum (both the
+    endpoint's, so the ratio is the same as one instance's)."""
     if metrics.get("costPerInference") is not None:
         return float(metrics["costPerInference"])
     if metrics.get("costPerHour") is not None and metrics.get("maxInvocations"):
@@ -89,16 +102,16 @@ def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     if constraints.max_model_latency_ms is not None and (latency is None or latency > constraints.max_model_latency_ms):
         failures.append("no latency measured" if latency is None
                         else f"{constraints.latency_name} {latency} ms > {constraints.max_model_latency_ms} ms")
+    # maxInvocations and costPerHour are the recommended endpoint's, all initialInstanceCount instances together
+    # (see ENDPOINT_SCOPE): compared as they are, never multiplied by the count again.
     count = recommendation.initial_instance_count or 1
-    # maxInvocations is per instance (SageMaker's definition); the recommended count serves the whole load.
-    endpoint_throughput = None if throughput is None else throughput * count
     if constraints.min_invocations_per_minute is not None and (
-            endpoint_throughput is None or endpoint_throughput < constraints.min_invocations_per_minute):
+            throughput is None or throughput < constraints.min_invocations_per_minute):
         if throughput is None:
             failures.append("no throughput measured")
         else:
-            shown = f"{throughput} x{count} = {endpoint_throughput}" if count > 1 else f"{throughput}"
-            failures.append(f"{shown} invocations/min < {constraints.min_invocations_per_minute}")
+            on = f" on {count} instances" if count > 1 else ""
+            failures.append(f"{throughput} invocations/min{on} < {constraints.min_invocations_per_minute}")
     if constraints.max_cost_per_hour is not None and (cost is None or cost > constraints.max_cost_per_hour):
         failures.append("no price known" if cost is None else f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
     return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")

@@ -11,7 +11,10 @@ DEFAULT_TRAFFIC_PATTERN when it has none.
 
 Metrics (SageMaker's RecommendationMetrics in the lowerCamelCase of status.recommendations[].metrics; the CRD
 declares maxInvocations, modelLatency and modelSetupTime as integers, as SageMaker reports them):
-- maxInvocations: the load result's best sustained invocations per minute within the latency threshold.
+- maxInvocationsPerInstance: the load result's best sustained invocations per minute within the latency threshold,
+  on the one instance the host emulates.
+- maxInvocations: the endpoint's, as SageMaker reports it (rightsizer.selection.ENDPOINT_SCOPE): one instance's
+  times initialInstanceCount, the load spread evenly over the instances behind the endpoint.
 - modelLatency: the latency at that load for the threshold's percentile, in whole ms rounded up, so that a
   latency a fraction above the threshold never reads as meeting it. The load result keeps P50, P95 and P99
   (load_generator.KEPT_PERCENTILES): another percentile (P90) is reported as P95, the stricter neighbour.
@@ -19,10 +22,10 @@ declares maxInvocations, modelLatency and modelSetupTime as integers, as SageMak
 - cpuUtilization: percent summed over cores (200 = two busy cores), the mean over that window.
 - memoryUtilization: the peak resident memory of the server's process tree in that window, in percent of the
   emulated instance's memory (not of the possibly lower cap).
-- costPerHour: the placement's price x initialInstanceCount; costPerInference: the price of one instance-hour
-  over an hour of invocations at maxInvocations. Both left out when the instance has no price.
-- initialInstanceCount: ceil(stoppingConditions.maxInvocations / maxInvocations) when maxInvocations is a
-  stopping condition, else 1.
+- costPerHour: the placement's price x initialInstanceCount; costPerInference: costPerHour over an hour of
+  invocations at maxInvocations (so one instance-hour over one instance's). Both left out without a price.
+- initialInstanceCount: ceil(stoppingConditions.maxInvocations / maxInvocationsPerInstance) when maxInvocations
+  is a stopping condition, else 1.
 
 A configuration whose latency threshold was breached before any window held it (even the lightest load was too
 slow) is COMPLETED, not failed: the server worked, and the measurement is the answer. It reports maxInvocations
@@ -188,14 +191,13 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     if latency_ms is None:
         return ConfigurationOutcome(planned, None, f"no successful invocation ({result.stop_reason}: "
                                                    f"{result.detail})", result, detail)
-    target = stopping.max_invocations if stopping else None
-    instances = math.ceil(target / max_invocations) if target and max_invocations > 0 else 1
-    metrics: dict[str, float | int] = {"maxInvocations": max_invocations, "modelLatency": math.ceil(latency_ms),
+    instances, scaled = endpoint_metrics(max_invocations, stopping.max_invocations if stopping else None,
+                                         placement.price_per_hour)
+    metrics: dict[str, float | int] = {**scaled, "modelLatency": math.ceil(latency_ms),
                                        "modelSetupTime": round(setup_seconds)}
     if usage is not None:
         metrics["cpuUtilization"] = round(usage.cpu_percent, 2)
         metrics["memoryUtilization"] = round(100.0 * usage.rss_bytes / placement.instance_memory_bytes, 2)
-    metrics.update(_costs(placement.price_per_hour, instances, max_invocations))
     recommendation = Recommendation(
         recommendation_id=planned.recommendation_id, instance_type=planned.instance_type,
         initial_instance_count=instances, environment=dict(planned.environment), metrics=metrics,
@@ -203,14 +205,18 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
 
 
-def _costs(price_per_hour: float | None, instances: int, max_invocations: int) -> dict[str, float]:
-    """costPerHour for the instances; costPerInference as one instance-hour over its invocations."""
-    if price_per_hour is None:
-        return {}
-    costs = {"costPerHour": round(price_per_hour * instances, 10)}
-    if max_invocations > 0:
-        costs["costPerInference"] = price_per_hour / (max_invocations * 60)
-    return costs
+def endpoint_metrics(per_instance: int, target: int | None,
+                     price_per_hour: float | None) -> tuple[int, dict[str, float | int]]:
+    """The instances an endpoint needs for `target` invocations/min, and its throughput and costs (see the module's
+    docstring: maxInvocations and costPerHour at endpoint scope, as SageMaker reports them)."""
+    instances = math.ceil(target / per_instance) if target and per_instance > 0 else 1
+    metrics: dict[str, float | int] = {"maxInvocations": per_instance * instances,
+                                       "maxInvocationsPerInstance": per_instance}
+    if price_per_hour is not None:
+        metrics["costPerHour"] = round(price_per_hour * instances, 10)
+        if per_instance > 0:
+            metrics["costPerInference"] = price_per_hour / (per_instance * 60)
+    return instances, metrics
 
 
 def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int | None = None) -> ConfigurationOutcome:
@@ -229,19 +235,18 @@ def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int
         if all(isinstance(v, int) for v in values):
             middle = math.ceil(middle) if key == "modelLatency" else round(middle)
         metrics[key] = middle
-    median_invocations = metrics.get("maxInvocations") or 0
-    # As for a single run: the median of the counts could need more instances than the median throughput does.
-    count = (math.ceil(target_invocations / median_invocations) if target_invocations and median_invocations > 0
-             else math.ceil(statistics.median(r.initial_instance_count or 1 for r in recommendations)))
-    # Cost follows the median throughput and count, as a single run's does.
-    metrics.pop("costPerHour", None)
-    metrics.pop("costPerInference", None)
-    metrics.update(_costs(runs[0].planned.placement.price_per_hour, count, metrics.get("maxInvocations") or 0))
-    by_throughput = sorted(runs, key=lambda run: run.recommendation.metrics.get("maxInvocations") or 0)
+    # The count, the endpoint's throughput and the costs follow the median of one instance's throughput, as a
+    # single run's do (the median of the counts could need more instances than the median throughput does).
+    for key in ("maxInvocations", "costPerHour", "costPerInference"):
+        metrics.pop(key, None)
+    count, scaled = endpoint_metrics(int(metrics.get("maxInvocationsPerInstance") or 0), target_invocations,
+                                     runs[0].planned.placement.price_per_hour)
+    metrics.update(scaled)
+    by_throughput = sorted(runs, key=lambda run: run.recommendation.metrics.get("maxInvocationsPerInstance") or 0)
     typical = by_throughput[len(by_throughput) // 2]
-    throughputs = [r.metrics.get("maxInvocations") or 0 for r in recommendations]
+    throughputs = [r.metrics.get("maxInvocationsPerInstance") or 0 for r in recommendations]
     latencies = [r.metrics.get("modelLatency") for r in recommendations if r.metrics.get("modelLatency") is not None]
-    spread = (f"median of {len(runs)} runs: maxInvocations {min(throughputs)}-{max(throughputs)}/min"
+    spread = (f"median of {len(runs)} runs: maxInvocationsPerInstance {min(throughputs)}-{max(throughputs)}/min"
               + (f", modelLatency {min(latencies)}-{max(latencies)} ms" if latencies else ""))
     recommendation = dataclasses.replace(
         recommendations[0], metrics=metrics, initial_instance_count=count,
