@@ -73,6 +73,10 @@ INVALID = [
     ("endpoint-name-pattern", SAGEMAKER,
      {"model": {"modelPackageVersionArn": DELETE, "endpointName": "-fraud"}, "instanceTypes": DELETE,
       "environmentParameterRanges": DELETE}, "spec.model.endpointName"),
+    ("endpoint-with-package-and-model-name", SAGEMAKER,
+     {"model": {"endpointName": "fraud-live", "modelName": "fraud"}, "instanceTypes": DELETE,
+      "environmentParameterRanges": DELETE, "containerConfig": {"framework": "XGBOOST"}}, "spec.model"),
+    ("endpoint-with-local-model", LOCAL, {"model": {"endpointName": "fraud-live"}}, "spec.model"),
     ("endpoint-with-instance-types", SAGEMAKER,
      {"model": {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live"}}, "spec.model.endpointName"),
     ("instance-types-too-many", SAGEMAKER, {"instanceTypes": [f"ml.m5.{n}xlarge" for n in range(2, 13)]},
@@ -254,6 +258,23 @@ def test_the_valid_bases_are_accepted(api, crd_installed):
     for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL)):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
+
+
+ENDPOINT_ONLY = merged(SAGEMAKER, {"instanceTypes": DELETE, "environmentParameterRanges": DELETE,
+                                   "trafficPattern": DELETE, "stoppingConditions": DELETE, "jobType": "Default"})
+
+
+@pytest.mark.parametrize("model", [
+    {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live"},
+    {"endpointName": "fraud-live"},  # with the base's model package
+    {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live", "modelName": "fraud"},
+], ids=["endpoint-alone", "endpoint-with-package", "endpoint-with-model-name"])
+def test_an_endpoint_is_accepted_alone_or_with_the_model_behind_it(api, crd_installed, model):
+    spec = merged(ENDPOINT_ONLY, {"model": model, **({"containerConfig": {"framework": "XGBOOST"}}
+                                                     if "modelName" in model else {})})
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        schema.GROUP, schema.VERSION, "default", schema.PLURAL, manifest("endpoint-model", spec), dry_run="All")
+    assert created["spec"]["model"] == {k: v for k, v in {**SAGEMAKER["model"], **model}.items() if v is not DELETE}
 
 
 def test_spec_is_required(api, crd_installed):

@@ -630,6 +630,7 @@ SAMPLE_EXPECTATIONS = {
     "fraud-advanced": ("sagemaker", "Advanced", False, 3,
                        ["spec.trafficPattern.phases[1].initialNumberOfUsers is 6; SageMaker documents 1-3"]),
     "fraud-existing-endpoint": ("sagemaker", "Default", False, 0, []),
+    "fraud-existing-endpoint-package": ("sagemaker", "Default", False, 0, []),
     "fraud-local": ("local", "Advanced", True, 8, []),
 }
 

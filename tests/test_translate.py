@@ -176,6 +176,34 @@ def test_render_existing_endpoint_sample_benchmarks_the_endpoint(sagemaker):
     send(sagemaker, request, owner)
 
 
+def test_render_existing_endpoint_with_its_model_package_sends_both(sagemaker):
+    code, out, err = render(SAMPLES / "fraud-existing-endpoint-package.yaml")
+    assert (code, err) == (0, "")
+    request = json.loads(out)
+    owner = Owner("ml", "fraud-existing-endpoint-package", RENDER_UID)
+    assert request == {
+        "JobName": expected_name(request, owner),
+        "JobType": "Default",
+        "RoleArn": ROLE,
+        "InputConfig": {"ModelPackageVersionArn": PACKAGE, "Endpoints": [{"EndpointName": "fraud-staging"}]},
+        "JobDescription": "rightsizer: RightsizeJob ml/fraud-existing-endpoint-package",
+        "Tags": owner_tags("ml", "fraud-existing-endpoint-package"),
+    }
+    validate_parameters(request, input_shape())
+    assert translate.model_violations(request) == []
+    send(sagemaker, request, owner)
+
+
+def test_an_existing_endpoint_with_a_model_name_sends_both_and_the_container_config(sagemaker):
+    raw = sample_spec("fraud-existing-endpoint.yaml", model={"endpointName": "fraud-staging", "modelName": "fraud-xgb"},
+                      containerConfig={"domain": "MACHINE_LEARNING", "framework": "XGBOOST"})
+    owner = Owner("ml", "fraud-existing-endpoint", RENDER_UID)
+    request = translate.build_request(spec_module.parse(raw), owner, 1)
+    assert request["InputConfig"] == {"ModelName": "fraud-xgb", "Endpoints": [{"EndpointName": "fraud-staging"}],
+                                      "ContainerConfig": {"Domain": "MACHINE_LEARNING", "Framework": "XGBOOST"}}
+    send(sagemaker, request, owner)
+
+
 def test_render_local_sample_sends_no_sagemaker_request():
     code, out, err = render(SAMPLES / "fraud-local.yaml")
     assert code == 0
