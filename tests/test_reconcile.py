@@ -304,9 +304,11 @@ def test_first_visit_of_an_invalid_spec():
 def test_invalid_spec_message_joins_every_error():
     spec = {**VALID, "instanceTypes": ["ml.m5.huge", "ml.t2.medium"],
             "trafficPattern": {"trafficType": "STAIRS",
-                               "stairs": {"durationInSeconds": 10, "numberOfSteps": 11, "usersPerStep": 1}}}
+                               "stairs": {"durationInSeconds": 10, "numberOfSteps": 11, "usersPerStep": 1}},
+            "jobDurationInSeconds": 100}
     outcome = reconcile(spec, {}, Observation(generation=1, now=T0))
-    message = ("invalid spec: spec.trafficPattern.stairs: 11 steps do not fit in 10 s (each step needs at least 1 s); "
+    message = ("invalid spec: spec.trafficPattern.stairs last 11 steps x 10 s = 110 s in total, longer than "
+               "spec.jobDurationInSeconds (100 s); "
                "spec.instanceTypes[0]: ml.m5.huge is not a SageMaker real-time hosting instance type; "
                "spec.instanceTypes[1]: Inference Recommender rejects burstable ml.t2.medium")
     assert by_type(outcome.status_patch["conditions"])["Ready"]["message"] == message

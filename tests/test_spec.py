@@ -78,15 +78,23 @@ def test_phases_longer_than_job_duration():
 
 
 def test_stairs_longer_than_job_duration():
-    raw = sagemaker(trafficPattern=stairs(700, 5), jobDurationInSeconds=600)
-    assert errors_of(raw) == ["spec.trafficPattern.stairs.durationInSeconds is 700 s in total, longer than "
+    # durationInSeconds is each step's (botocore: "how long each traffic step should be"): 5 x 140 s = 700 s.
+    raw = sagemaker(trafficPattern=stairs(140, 5), jobDurationInSeconds=600)
+    assert errors_of(raw) == ["spec.trafficPattern.stairs last 5 steps x 140 s = 700 s in total, longer than "
                               "spec.jobDurationInSeconds (600 s)"]
+
+
+def test_stairs_whose_step_fits_the_job_but_whose_steps_do_not_are_refused():
+    # The old reading (durationInSeconds = the whole pattern) let this through: 600 s <= 600 s.
+    assert errors_of(sagemaker(trafficPattern=stairs(600, 5), jobDurationInSeconds=600)) == [
+        "spec.trafficPattern.stairs last 5 steps x 600 s = 3000 s in total, longer than "
+        "spec.jobDurationInSeconds (600 s)"]
 
 
 def test_traffic_exactly_as_long_as_the_job_is_valid():
     assert parse(sagemaker(trafficPattern=phases(phase(1, 0, 200), phase(1, 0, 100)),
                            jobDurationInSeconds=300)).traffic_pattern.duration_seconds == 300
-    assert parse(sagemaker(trafficPattern=stairs(600, 5), jobDurationInSeconds=600)).traffic_pattern.duration_seconds \
+    assert parse(sagemaker(trafficPattern=stairs(120, 5), jobDurationInSeconds=600)).traffic_pattern.duration_seconds \
         == 600
 
 
@@ -100,10 +108,10 @@ def test_job_duration_rule_applies_to_the_local_backend_too():
                               "spec.jobDurationInSeconds (60 s)"]
 
 
-def test_more_stairs_steps_than_seconds():
-    assert errors_of(sagemaker(trafficPattern=stairs(150, 151))) == [
-        "spec.trafficPattern.stairs: 151 steps do not fit in 150 s (each step needs at least 1 s)"]
-    assert parse(sagemaker(trafficPattern=stairs(150, 150))).traffic_pattern.stairs.steps == 150
+def test_stairs_last_steps_times_the_duration_of_each():
+    # More steps than seconds in durationInSeconds is fine: every step lasts that long.
+    parsed = parse(sagemaker(trafficPattern=stairs(150, 151)))
+    assert (parsed.traffic_pattern.stairs.total_seconds, parsed.traffic_pattern.duration_seconds) == (22650, 22650)
 
 
 @pytest.mark.parametrize("first, expected_final", [
@@ -216,10 +224,12 @@ def test_every_error_is_reported_at_once():
     assert isinstance(caught.value, ValueError)
 
 
-def test_stairs_errors_are_reported_together():
-    assert errors_of(sagemaker(trafficPattern=stairs(100, 101), jobDurationInSeconds=50)) == [
-        "spec.trafficPattern.stairs.durationInSeconds is 100 s in total, longer than spec.jobDurationInSeconds (50 s)",
-        "spec.trafficPattern.stairs: 101 steps do not fit in 100 s (each step needs at least 1 s)",
+def test_stairs_errors_are_reported_with_the_others():
+    assert errors_of(sagemaker(trafficPattern=stairs(100, 101), jobDurationInSeconds=50,
+                               instanceTypes=["ml.m5.huge"])) == [
+        "spec.trafficPattern.stairs last 101 steps x 100 s = 10100 s in total, longer than "
+        "spec.jobDurationInSeconds (50 s)",
+        "spec.instanceTypes[0]: ml.m5.huge is not a SageMaker real-time hosting instance type",
     ]
 
 
@@ -550,9 +560,9 @@ def test_traffic_pattern_parsing():
     assert parsed.traffic_pattern == spec_module.TrafficPattern(
         "PHASES", (spec_module.Phase(1, 2, 120), spec_module.Phase(5, 0, 180)))
     assert parsed.traffic_pattern.duration_seconds == 300
-    parsed = parse(sagemaker(trafficPattern=stairs(600, 5, 3)))
-    assert parsed.traffic_pattern == spec_module.TrafficPattern("STAIRS", (), spec_module.Stairs(600, 5, 3))
-    assert parsed.traffic_pattern.duration_seconds == 600
+    parsed = parse(sagemaker(trafficPattern=stairs(120, 5, 3)))
+    assert parsed.traffic_pattern == spec_module.TrafficPattern("STAIRS", (), spec_module.Stairs(120, 5, 3))
+    assert parsed.traffic_pattern.duration_seconds == 600  # 5 steps of 120 s each
 
 
 # --- The typed values: what the CRD refuses, they refuse too ----------------------------------------------------
