@@ -190,6 +190,22 @@ def test_endpoint_configurations_without_serverless_entries_still_name_their_fie
     assert errors_of(raw) == ["spec.endpointConfigurations[0]: Inference Recommender rejects burstable ml.t2.medium"]
 
 
+@pytest.mark.parametrize("candidates, field", [
+    ({"instanceTypes": ["ml.m5.large"]}, "spec.instanceTypes"),
+    ({"endpointConfigurations": [{"instanceType": "ml.m5.large"}]}, "spec.endpointConfigurations"),
+])
+def test_supported_instance_types_with_candidates_is_refused_naming_both(candidates, field):
+    # Today's request would send one list and silently drop the other.
+    raw = sagemaker(containerConfig={"supportedInstanceTypes": ["ml.c5.large"]}, **candidates)
+    assert errors_of(raw) == [f"spec.containerConfig.supportedInstanceTypes and {field} both name the instance "
+                              "types to benchmark: give only one"]
+
+
+def test_supported_instance_types_alone_are_valid():
+    parsed = parse(sagemaker(containerConfig={"supportedInstanceTypes": ["ml.c5.large", "ml.m5.large"]}))
+    assert (parsed.job_type, parsed.candidates) == ("Default", ())
+
+
 def test_unknown_supported_instance_type():
     raw = sagemaker(containerConfig={"supportedInstanceTypes": ["ml.m5.large", "ml.bogus.large", "ml.c5.xlarge"]})
     assert errors_of(raw) == ["spec.containerConfig.supportedInstanceTypes[1]: ml.bogus.large is not a SageMaker "
@@ -218,6 +234,8 @@ def test_every_error_is_reported_at_once():
         "spec.instanceTypes[1]: Inference Recommender rejects burstable ml.t2.medium",
         "spec.containerConfig.supportedInstanceTypes[0]: ml.nope.large is not a SageMaker real-time hosting "
         "instance type",
+        "spec.containerConfig.supportedInstanceTypes and spec.instanceTypes both name the instance types to "
+        "benchmark: give only one",
     ]
     assert caught.value.errors == expected
     assert str(caught.value) == "; ".join(expected)
@@ -277,6 +295,18 @@ def test_one_phase_can_draw_three_warnings_in_field_order():
         "spec.trafficPattern.phases[0].spawnRate is 4; SageMaker documents 0-3 users per minute",
         "spec.trafficPattern.phases[0].durationInSeconds is 60; SageMaker documents 120-3600 s",
     ]
+
+
+def test_p99_threshold_on_an_advanced_job_warns():
+    p99 = {"modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 100}]}
+    assert warnings_of(advanced(stoppingConditions=p99)) == [
+        "spec.stoppingConditions.modelLatencyThresholds[0].percentile is P99; for custom load tests (Advanced jobs) "
+        "SageMaker says to specify P95"]
+
+
+def test_p99_threshold_on_the_local_backend_does_not_warn():
+    p99 = {"modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 100}]}
+    assert warnings_of(local(stoppingConditions=p99)) == []
 
 
 def test_max_invocations_above_30000_warns():

@@ -340,6 +340,19 @@ def test_advanced_only_fields_never_appear_in_a_default_request(sagemaker):
     send(sagemaker, request, OWNER)
 
 
+def test_a_default_job_sends_more_than_ten_instance_types_as_supported_instance_types(sagemaker):
+    # The 10-entry cap is EndpointConfigurations'; botocore's model sets none on SupportedInstanceTypes.
+    types = [f"ml.c5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge")] + \
+        [f"ml.m5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge")]
+    owner = owner_of(sample("fraud-default.yaml"))
+    request = translate.build_request(spec_module.parse(sample_spec("fraud-default.yaml", instanceTypes=types)),
+                                      owner, 1)
+    assert request["JobType"] == "Default"
+    assert request["InputConfig"]["ContainerConfig"] == {"SupportedInstanceTypes": types}
+    assert "EndpointConfigurations" not in request["InputConfig"]
+    send(sagemaker, request, owner)
+
+
 def test_job_duration_is_sent_for_a_default_job_too():
     spec = spec_module.parse(sample_spec("fraud-default.yaml", jobDurationInSeconds=3600))
     assert spec.job_type == "Default" and spec.job_type_inferred

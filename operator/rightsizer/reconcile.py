@@ -598,7 +598,7 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
     out.set(best={"recommendationId": best.recommendation_id, "instanceType": best.instance_type,
                   "initialInstanceCount": best.initial_instance_count, "environment": dict(best.environment),
-                  "metrics": _metrics_row(best.metrics), "reason": chosen.reason[:1024]})
+                  "metrics": _metrics_row(best.metrics), "reason": chosen.reason[:1024], **best.provenance()})
     out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED, chosen.reason)
 
@@ -646,6 +646,7 @@ def _row(verdict: selection_module.Verdict) -> dict[str, Any]:
         row["invocationStartTime"] = st.timestamp(r.invocation_start)
     if r.invocation_end:
         row["invocationEndTime"] = st.timestamp(r.invocation_end)
+    row.update(r.provenance())
     return row
 
 
