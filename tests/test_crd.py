@@ -173,6 +173,8 @@ INVALID = [
     ("region-pattern", SAGEMAKER, {"sagemaker": {"region": "US-EAST-1"}}, "spec.sagemaker.region"),
     ("kms-key-pattern", SAGEMAKER, {"sagemaker": {"volumeKmsKeyId": "key with spaces"}},
      "spec.sagemaker.volumeKmsKeyId"),
+    ("compiled-output-uri-scheme", SAGEMAKER, {"sagemaker": {"compiledOutputConfig": {"s3OutputUri": "gs://b/neo"}}},
+     "spec.sagemaker.compiledOutputConfig.s3OutputUri"),
     ("vpc-security-groups-too-many", SAGEMAKER, {"sagemaker": {"vpcConfig": {
         "securityGroupIds": [f"sg-{n}" for n in range(6)], "subnets": ["subnet-1"]}}},
      "spec.sagemaker.vpcConfig.securityGroupIds"),

@@ -86,6 +86,7 @@ FIELDS = [
     ("sagemaker.roleArn", "RoleArn", {"min", "max", "pattern"}),
     ("sagemaker.volumeKmsKeyId", "InputConfig.VolumeKmsKeyId", {"max", "pattern"}),
     ("sagemaker.outputKmsKeyId", "OutputConfig.KmsKeyId", {"max", "pattern"}),
+    ("sagemaker.compiledOutputConfig.s3OutputUri", "OutputConfig.CompiledOutputConfig.S3OutputUri", {"max", "pattern"}),
     ("sagemaker.vpcConfig.securityGroupIds", "InputConfig.VpcConfig.SecurityGroupIds", {"min", "max"}),
     ("sagemaker.vpcConfig.securityGroupIds.[]", "InputConfig.VpcConfig.SecurityGroupIds.[]", {"max", "pattern"}),
     ("sagemaker.vpcConfig.subnets", "InputConfig.VpcConfig.Subnets", {"min", "max"}),

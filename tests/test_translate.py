@@ -25,6 +25,7 @@ from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
 from rightsizer import cli, schema, spec as spec_module
+from rightsizer.backends import registry
 from rightsizer.backends.base import JobPlan, Submitted
 from rightsizer.model import Owner
 from rightsizer import naming
@@ -412,8 +413,11 @@ CONTAINER_CONFIG = {
 def test_container_config_camel_case_to_pascal_case_with_payload_config(sagemaker):
     raw = sample_spec("fraud-default.yaml", containerConfig=copy.deepcopy(CONTAINER_CONFIG))
     raw["model"] = {"modelName": "credit-card-fraud"}
-    raw["instanceTypes"] = ["ml.m5.xlarge"]  # the explicit supportedInstanceTypes win over the shorthand
-    request = translate.build_request(spec_module.parse(raw), OWNER, 1)
+    # With the shorthand beside them, one list would silently win: the spec is refused instead.
+    with pytest.raises(spec_module.InvalidSpec, match="supportedInstanceTypes and spec.instanceTypes both name"):
+        registry.validate({**raw, "instanceTypes": ["ml.m5.xlarge"]})
+    del raw["instanceTypes"]
+    request = translate.build_request(registry.validate(raw).spec, OWNER, 1)
     assert request["JobType"] == "Default"
     assert request["InputConfig"] == {
         "ModelName": "credit-card-fraud",
@@ -447,6 +451,24 @@ def test_vpc_config_and_kms_keys(sagemaker):
     assert "VolumeKmsKeyId" not in request and "OutputKmsKeyId" not in request["InputConfig"]
     validate_parameters(request, input_shape())
     send(sagemaker, request, OWNER)
+
+
+@pytest.mark.parametrize("kms", [None, "alias/fraud-output"])
+def test_neo_compiled_output_goes_to_output_config(sagemaker, kms):
+    raw = sample_spec("fraud-default.yaml")
+    raw["sagemaker"] = {"region": "us-east-1", "roleArn": ROLE,
+                        "compiledOutputConfig": {"s3OutputUri": "s3://fraud-bucket/neo/"},
+                        **({"outputKmsKeyId": kms} if kms else {})}
+    request = translate.build_request(spec_module.parse(raw), OWNER, 1)
+    assert request["OutputConfig"] == {**({"KmsKeyId": kms} if kms else {}),
+                                       "CompiledOutputConfig": {"S3OutputUri": "s3://fraud-bucket/neo/"}}
+    validate_parameters(request, input_shape())
+    assert translate.model_violations(request) == []
+    send(sagemaker, request, OWNER)
+
+
+def test_without_kms_key_or_compiled_output_there_is_no_output_config():
+    assert "OutputConfig" not in translate.build_request(spec_module.parse(sample_spec("fraud-default.yaml")), OWNER, 1)
 
 
 def test_job_description_from_the_spec_or_truncated_default():

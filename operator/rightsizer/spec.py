@@ -216,6 +216,7 @@ class FieldPaths:
     instance_type: str | None = None
     instance_count: str | None = None
     environment: str | None = None
+    compilation_job_name: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +236,8 @@ class Promotion:
                    mode=PromotionMode(raw["mode"]), force_conflicts=raw["forceConflicts"],
                    progress_deadline_seconds=raw["progressDeadlineSeconds"],
                    field_paths=FieldPaths(field_paths.get("instanceType"), field_paths.get("instanceCount"),
-                                          field_paths.get("environment")) if field_paths else None,
+                                          field_paths.get("environment"), field_paths.get("compilationJobName"))
+                   if field_paths else None,
                    variant_name=target.get("variantName"))
 
 
