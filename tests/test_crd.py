@@ -73,10 +73,25 @@ INVALID = [
     ("endpoint-name-pattern", SAGEMAKER,
      {"model": {"modelPackageVersionArn": DELETE, "endpointName": "-fraud"}, "instanceTypes": DELETE,
       "environmentParameterRanges": DELETE}, "spec.model.endpointName"),
+    ("endpoint-with-package-and-model-name", SAGEMAKER,
+     {"model": {"endpointName": "fraud-live", "modelName": "fraud"}, "instanceTypes": DELETE,
+      "environmentParameterRanges": DELETE, "containerConfig": {"framework": "XGBOOST"}}, "spec.model"),
+    ("endpoint-with-local-model", LOCAL, {"model": {"endpointName": "fraud-live"}}, "spec.model"),
     ("endpoint-with-instance-types", SAGEMAKER,
      {"model": {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live"}}, "spec.model.endpointName"),
     ("instance-types-too-many", SAGEMAKER, {"instanceTypes": [f"ml.m5.{n}xlarge" for n in range(2, 13)]},
      "spec.instanceTypes"),
+    ("instance-types-too-many-explicit-advanced", SAGEMAKER,
+     {"jobType": "Advanced", "trafficPattern": DELETE, "stoppingConditions": DELETE, "environmentParameterRanges": DELETE,
+      "instanceTypes": [f"ml.m5.{n}xlarge" for n in range(2, 13)]}, "spec.instanceTypes"),
+    ("instance-types-too-many-local", LOCAL, {"instanceTypes": [f"local-{n}cpu" for n in range(1, 12)]},
+     "spec.instanceTypes"),
+    ("supported-instance-types-with-instance-types", SAGEMAKER,
+     {"containerConfig": {"supportedInstanceTypes": ["ml.c5.large"]}}, "spec.containerConfig.supportedInstanceTypes"),
+    ("supported-instance-types-with-endpoint-configurations", SAGEMAKER,
+     {"instanceTypes": DELETE, "environmentParameterRanges": DELETE,
+      "endpointConfigurations": [{"instanceType": "ml.m5.large"}],
+      "containerConfig": {"supportedInstanceTypes": ["ml.c5.large"]}}, "spec.containerConfig.supportedInstanceTypes"),
     ("instance-types-duplicate", SAGEMAKER, {"instanceTypes": ["ml.m5.large", "ml.m5.large"]}, "spec.instanceTypes[1]"),
     ("instance-type-pattern", SAGEMAKER, {"instanceTypes": ["m5.large"]}, "spec.instanceTypes[0]"),
     ("local-profile-on-sagemaker", SAGEMAKER, {"instanceTypes": ["local-2cpu"]}, "spec.instanceTypes"),
@@ -158,6 +173,8 @@ INVALID = [
     ("region-pattern", SAGEMAKER, {"sagemaker": {"region": "US-EAST-1"}}, "spec.sagemaker.region"),
     ("kms-key-pattern", SAGEMAKER, {"sagemaker": {"volumeKmsKeyId": "key with spaces"}},
      "spec.sagemaker.volumeKmsKeyId"),
+    ("compiled-output-uri-scheme", SAGEMAKER, {"sagemaker": {"compiledOutputConfig": {"s3OutputUri": "gs://b/neo"}}},
+     "spec.sagemaker.compiledOutputConfig.s3OutputUri"),
     ("vpc-security-groups-too-many", SAGEMAKER, {"sagemaker": {"vpcConfig": {
         "securityGroupIds": [f"sg-{n}" for n in range(6)], "subnets": ["subnet-1"]}}},
      "spec.sagemaker.vpcConfig.securityGroupIds"),
@@ -254,6 +271,48 @@ def test_the_valid_bases_are_accepted(api, crd_installed):
     for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL)):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
+
+
+def real_time_instance_types() -> list[str]:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return list(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+DEFAULT_JOB = merged(SAGEMAKER, {"environmentParameterRanges": DELETE, "trafficPattern": DELETE,
+                                 "stoppingConditions": DELETE})
+
+
+@pytest.mark.parametrize("patch", [
+    {"instanceTypes": [f"ml.m5.{n}xlarge" for n in range(2, 13)]},  # inferred Default
+    {"jobType": "Default", "instanceTypes": [f"ml.c5.{n}xlarge" for n in range(2, 20)]},
+    {"instanceTypes": DELETE, "containerConfig": {"supportedInstanceTypes": "every real-time type"}},
+], ids=["inferred-default", "explicit-default", "supported-instance-types"])
+def test_a_default_job_may_name_more_than_ten_instance_types(api, crd_installed, patch):
+    # They become ContainerConfig.SupportedInstanceTypes, for which botocore's service model sets no maximum.
+    if "containerConfig" in patch:
+        patch = {**patch, "containerConfig": {"supportedInstanceTypes": real_time_instance_types()}}
+    spec = merged(DEFAULT_JOB, patch)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        schema.GROUP, schema.VERSION, "default", schema.PLURAL, manifest("many-types", spec), dry_run="All")
+
+
+ENDPOINT_ONLY = merged(SAGEMAKER, {"instanceTypes": DELETE, "environmentParameterRanges": DELETE,
+                                   "trafficPattern": DELETE, "stoppingConditions": DELETE, "jobType": "Default"})
+
+
+@pytest.mark.parametrize("model", [
+    {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live"},
+    {"endpointName": "fraud-live"},  # with the base's model package
+    {"modelPackageVersionArn": DELETE, "endpointName": "fraud-live", "modelName": "fraud"},
+], ids=["endpoint-alone", "endpoint-with-package", "endpoint-with-model-name"])
+def test_an_endpoint_is_accepted_alone_or_with_the_model_behind_it(api, crd_installed, model):
+    spec = merged(ENDPOINT_ONLY, {"model": model, **({"containerConfig": {"framework": "XGBOOST"}}
+                                                     if "modelName" in model else {})})
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        schema.GROUP, schema.VERSION, "default", schema.PLURAL, manifest("endpoint-model", spec), dry_run="All")
+    assert created["spec"]["model"] == {k: v for k, v in {**SAGEMAKER["model"], **model}.items() if v is not DELETE}
 
 
 def test_spec_is_required(api, crd_installed):

@@ -52,7 +52,7 @@ FIELDS = [
     ("containerConfig.supportedResponseMIMETypes.[]", "InputConfig.ContainerConfig.SupportedResponseMIMETypes.[]",
      {"max", "pattern"}),
     ("endpointConfigurations", "InputConfig.EndpointConfigurations", {"min", "max"}),
-    ("instanceTypes", "InputConfig.EndpointConfigurations", {"min", "max"}),
+    ("instanceTypes", "InputConfig.EndpointConfigurations", {"min"}),  # max: test_instance_types_cap_*
     ("endpointConfigurations.[].serverlessConfig.memorySizeInMB",
      "InputConfig.EndpointConfigurations.[].ServerlessConfig.MemorySizeInMB", {"min", "max"}),
     ("endpointConfigurations.[].serverlessConfig.maxConcurrency",
@@ -86,6 +86,7 @@ FIELDS = [
     ("sagemaker.roleArn", "RoleArn", {"min", "max", "pattern"}),
     ("sagemaker.volumeKmsKeyId", "InputConfig.VolumeKmsKeyId", {"max", "pattern"}),
     ("sagemaker.outputKmsKeyId", "OutputConfig.KmsKeyId", {"max", "pattern"}),
+    ("sagemaker.compiledOutputConfig.s3OutputUri", "OutputConfig.CompiledOutputConfig.S3OutputUri", {"max", "pattern"}),
     ("sagemaker.vpcConfig.securityGroupIds", "InputConfig.VpcConfig.SecurityGroupIds", {"min", "max"}),
     ("sagemaker.vpcConfig.securityGroupIds.[]", "InputConfig.VpcConfig.SecurityGroupIds.[]", {"max", "pattern"}),
     ("sagemaker.vpcConfig.subnets", "InputConfig.VpcConfig.Subnets", {"min", "max"}),
@@ -144,3 +145,21 @@ def test_latency_percentiles_are_the_documented_ones():
     documentation = botocore_shape("StoppingConditions.ModelLatencyThresholds.[]").members["Percentile"].documentation
     for percentile in crd_node("stoppingConditions.modelLatencyThresholds.[].percentile")["enum"]:
         assert percentile in documentation
+
+
+def test_instance_types_cap_is_endpoint_configurations_for_a_load_test_only():
+    # A load test makes one EndpointConfigurations entry per instance type; a Default job sends them as
+    # ContainerConfig.SupportedInstanceTypes, which the service model leaves unbounded.
+    maximum = botocore_shape("InputConfig.EndpointConfigurations").metadata["max"]
+    assert "max" not in botocore_shape("InputConfig.ContainerConfig.SupportedInstanceTypes").metadata
+    rules = [r["rule"] for r in schema.spec_schema()["x-kubernetes-validations"] if r.get("fieldPath") == ".instanceTypes"]
+    assert [r for r in rules if f"self.instanceTypes.size() <= {maximum} ||" in r]
+
+
+def test_instance_type_lists_hold_every_real_time_instance_type():
+    # The CRD's bound exists for the API server's cost estimates; it must not refuse what the service accepts.
+    real_time = botocore_shape("InputConfig.EndpointConfigurations.[].InstanceType").enum
+    supported = crd_node("containerConfig.supportedInstanceTypes")
+    assert supported["maxItems"] >= len(set(real_time))
+    assert crd_node("instanceTypes")["maxItems"] == supported["maxItems"]
+

@@ -122,7 +122,7 @@ def test_phases_drive_the_user_counts_and_every_request_is_accounted(start_serve
 
 def test_stairs_step_up_by_users_per_step_and_the_job_duration_cuts_them(start_server):
     _, target = start_server()
-    result = run_load_test(target, stairs(150, 5, 2), CONTINUE, time_scale=1 / 30,
+    result = run_load_test(target, stairs(30, 5, 2), CONTINUE, time_scale=1 / 30,
                            job_duration_s=120, settings=QUICK)
     assert result.stop_reason == StopReason.JOB_DURATION
     assert [(p.users, p.stage) for p in result.timeline] == [(2, "step 1/5"), (4, "step 2/5"), (6, "step 3/5"),
@@ -133,7 +133,7 @@ def test_a_latency_breach_stops_the_test_and_max_invocations_comes_from_before_i
     # 2 ms + 20 ms per request in flight: about 22 ms at 1 user, 42 at 2, 62 at 3.
     _, target = start_server(base_ms=2, per_inflight_ms=20)
     started = time.monotonic()
-    result = run_load_test(target, stairs(240, 8, 1), latency_threshold("P95", 52), time_scale=1 / 30,
+    result = run_load_test(target, stairs(30, 8, 1), latency_threshold("P95", 52), time_scale=1 / 30,
                            settings=QUICK)
     assert result.stop_reason == StopReason.LATENCY_THRESHOLD, result.detail
     assert "P95 latency" in result.detail and "52 ms threshold" in result.detail
@@ -158,7 +158,7 @@ def test_max_invocations_stops_once_a_full_window_reaches_it(start_server):
 def test_flat_throughput_stops_the_test_unless_told_to_continue(start_server):
     # One request at a time: from the first user on, more users only queue.
     _, target = start_server(base_ms=5, serial=True)
-    pattern = stairs(240, 8, 1)
+    pattern = stairs(30, 8, 1)
     flat = run_load_test(target, pattern, StoppingConditions(), time_scale=1 / 30, settings=QUICK)
     assert flat.stop_reason == StopReason.THROUGHPUT_FLAT, flat.detail
     assert 5 <= len(flat.timeline) <= 7

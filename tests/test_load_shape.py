@@ -28,11 +28,13 @@ def test_phases_run_one_after_another_each_from_its_own_initial_users():
     assert shape.total_duration() == 7
 
 
-def test_stairs_hold_k_times_users_per_step_for_an_equal_share_of_the_duration():
-    shape = LoadShape(stairs(600, 5, 2))  # SageMaker's example: 600 s in 5 steps of 120 s
+def test_stairs_hold_k_times_users_per_step_for_duration_seconds_each():
+    # botocore's Stairs.DurationInSeconds: "how long each traffic step should be"; 5 steps of 120 s last 600 s.
+    shape = LoadShape(stairs(120, 5, 2))
     assert [shape.users_at(t) for t in (0, 119.9, 120, 300, 480, 599.9)] == [2, 2, 4, 6, 10, 10]
     assert [shape.stage_label(t) for t in (0, 130, 599)] == ["step 1/5", "step 2/5", "step 5/5"]
     assert shape.total_duration() == 600
+    assert [s.duration_s for s in shape.stages] == [120] * 5
 
 
 def test_time_scale_shrinks_durations_and_speeds_spawning_through_the_same_user_counts():
@@ -46,12 +48,13 @@ def test_time_scale_shrinks_durations_and_speeds_spawning_through_the_same_user_
 
 
 def test_the_job_duration_cuts_the_pattern_and_says_so():
-    shape = LoadShape(stairs(600, 5, 1), job_duration_s=300, time_scale=0.01)
+    shape = LoadShape(stairs(120, 5, 1), job_duration_s=300, time_scale=0.01)
     assert shape.capped_by_job_duration
     assert shape.total_duration() == pytest.approx(3)
     assert [s.label for s in shape.stages] == ["step 1/5", "step 2/5", "step 3/5"]
     assert shape.users_at(2.9) == 3 and shape.users_at(3.0) == 0
-    assert not LoadShape(stairs(600, 5, 1), job_duration_s=600).capped_by_job_duration
+    assert not LoadShape(stairs(120, 5, 1), job_duration_s=600).capped_by_job_duration
+    assert LoadShape(stairs(120, 5, 1), job_duration_s=599).capped_by_job_duration
 
 
 def test_outside_the_pattern_there_are_no_users():

@@ -199,6 +199,48 @@ def test_a_local_profile_cannot_go_to_a_sagemaker_endpoint():
     assert step.effect is None and step.promoted[:2] == (st.FALSE, "UnsupportedConfiguration")
 
 
+COMPILED = {**BEST, "compilationJobName": "fraud-neo-m5"}
+KSERVE = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "fraud"}
+
+
+@pytest.mark.parametrize("mode", ["Automatic", "Manual", "DryRun"])
+@pytest.mark.parametrize("target, field_paths, keeps", [
+    (None, None, "an ACK Endpoint promotion copies the live Model, whose image and modelDataURL are the uncompiled "
+                 "model's"),
+    (KSERVE, None, "a KServe promotion keeps the predictor's storageUri, the uncompiled model"),
+    ({"apiVersion": "serving.example.com/v1", "kind": "ModelDeployment", "name": "fraud"},
+     {"instanceType": "spec.machineType"}, "spec.promotion.fieldPaths has no compilationJobName to carry it"),
+], ids=["ack", "kserve", "generic-without-path"])
+def test_a_winner_measured_on_a_compiled_model_is_not_promoted_uncompiled(mode, target, field_paths, keeps):
+    extra = {"fieldPaths": field_paths} if field_paths else {}
+    step = flow.advance(context(mode=mode, best=COMPILED, target=target,
+                                annotations={"rightsizer.io/approve": "best"}, **extra))
+    message = (f"ml.m5.2xlarge x2 (OMP_NUM_THREADS=4) was measured on the model SageMaker Neo compiled in "
+               f"compilation job fraud-neo-m5, and {keeps}: promoting it would serve a model other than the one "
+               f"measured. Deploy that job's artifacts yourself, or use a generic target with "
+               f"spec.promotion.fieldPaths.compilationJobName")
+    assert step.effect is None
+    assert step.promoted == (st.FALSE, "UnsupportedConfiguration", message)
+    assert step.ready == (st.FALSE, "UnsupportedConfiguration", message)
+
+
+def test_a_generic_target_with_a_compilation_job_path_gets_the_compiled_model():
+    field_paths = {"instanceType": "spec.machineType", "compilationJobName": "spec.neo.compilationJob"}
+    generic = {"apiVersion": "serving.example.com/v1", "kind": "ModelDeployment", "name": "fraud"}
+    live = {"apiVersion": generic["apiVersion"], "kind": "ModelDeployment", "metadata": {"name": "fraud"},
+            "spec": {"machineType": "ml.m5.large"}}
+    step = flow.advance(context(best=COMPILED, target=generic, fieldPaths=field_paths,
+                                world=World({ObjectRef(generic["apiVersion"], "ModelDeployment", NS, "fraud"): live})))
+    assert step.effect.bodies[0]["spec"] == {"machineType": "ml.m5.2xlarge", "neo": {"compilationJob": "fraud-neo-m5"}}
+    assert targets.generic_assignments(spec.FieldPaths(compilation_job_name="spec.neo.compilationJob"),
+                                       Configuration.from_row(BEST)) == []  # uncompiled: the field is left alone
+
+
+def test_an_uncompiled_winner_has_no_compiled_artifact_problem_on_any_target():
+    for kind in ("ack", "kserve", "generic"):
+        assert targets.compiled_artifact_problem(kind, None, Configuration.from_row(BEST)) is None
+
+
 # -- ACK: the whole way, one step at a time ---------------------------------------------------------------------
 
 def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_service():

@@ -308,9 +308,11 @@ def test_first_visit_of_an_invalid_spec():
 def test_invalid_spec_message_joins_every_error():
     spec = {**VALID, "instanceTypes": ["ml.m5.huge", "ml.t2.medium"],
             "trafficPattern": {"trafficType": "STAIRS",
-                               "stairs": {"durationInSeconds": 10, "numberOfSteps": 11, "usersPerStep": 1}}}
+                               "stairs": {"durationInSeconds": 10, "numberOfSteps": 11, "usersPerStep": 1}},
+            "jobDurationInSeconds": 100}
     outcome = reconcile(spec, {}, Observation(generation=1, now=T0))
-    message = ("invalid spec: spec.trafficPattern.stairs: 11 steps do not fit in 10 s (each step needs at least 1 s); "
+    message = ("invalid spec: spec.trafficPattern.stairs last 11 steps x 10 s = 110 s in total, longer than "
+               "spec.jobDurationInSeconds (100 s); "
                "spec.instanceTypes[0]: ml.m5.huge is not a SageMaker real-time hosting instance type; "
                "spec.instanceTypes[1]: Inference Recommender rejects burstable ml.t2.medium")
     assert by_type(outcome.status_patch["conditions"])["Ready"]["message"] == message
@@ -1635,3 +1637,27 @@ def test_a_promotion_past_its_deadline_warns_once_and_still_succeeds_late():
     conditions = by_type(served.status["conditions"])
     assert (conditions["Promoted"]["status"], conditions["Promoted"]["reason"]) == ("True", "Promoted")
     assert conditions["Ready"]["status"] == "True" and "startedAt" not in served.status["promotion"]
+
+
+def test_rows_and_best_keep_what_inference_recommender_measured_exactly():
+    # The Neo compilation job, the package's inference specification and IR's benchmark endpoint and variant.
+    def named(job_name: str) -> tuple[Recommendation, ...]:
+        return tuple(dataclasses.replace(r, compilation_job_name=f"neo-{i}" if i == 4 else None,
+                                         inference_specification_name="xgboost-cpu",
+                                         endpoint_name=f"sm-epc-{i}", variant_name=f"sm-epc-v-{i}")
+                     for i, r in enumerate(default_recommendations(job_name)))
+    status, name = completed(DEFAULT, named)
+    rows = {row["recommendationId"]: row for row in status["recommendations"]}
+    assert {(row["instanceType"], row.get("compilationJobName"), row["inferenceSpecificationName"],
+             row["endpointName"], row["variantName"]) for row in rows.values()} == {
+        (r.instance_type, r.compilation_job_name, "xgboost-cpu", r.endpoint_name, r.variant_name)
+        for r in named(name)}
+    best = status["best"]
+    assert best["instanceType"] == "ml.m5.2xlarge"  # the seed's winner, index 4
+    assert (best["compilationJobName"], best["endpointName"], best["variantName"]) == ("neo-4", "sm-epc-4",
+                                                                                       "sm-epc-v-4")
+    assert_admissible(status)
+    # Re-selected from status (an edit of spec.selection), the names stay.
+    reread = [Recommendation.from_status_row(row) for row in status["recommendations"]]
+    assert {r.recommendation_id: r.provenance() for r in reread} == {r.recommendation_id: r.provenance()
+                                                                      for r in named(name)}

@@ -289,11 +289,30 @@ def test_describe_a_completed_job_maps_every_metric(stubber, backend):
                      "maxInvocations": invocations, "modelLatency": latency, "cpuUtilization": cpu,
                      "memoryUtilization": memory},
             invocation_start=CREATED + datetime.timedelta(minutes=i),
-            invocation_end=CREATED + datetime.timedelta(minutes=i + 2))
+            invocation_end=CREATED + datetime.timedelta(minutes=i + 2),
+            endpoint_name=f"sm-epc-{JOB}-{i}", variant_name=f"sm-epc-v-{i}")
         for i, (instance_type, omp, workers, cost, invocations, latency, cpu, memory) in enumerate(SEED_DEFAULT))
     # Mapped, the seed's results select as the write-up's SLA says.
     chosen = selection.select(snapshot.recommendations, "CostPerInference", selection.Constraints(100, 30000))
     assert chosen.best.instance_type == "ml.m5.2xlarge"
+    stubber.assert_no_pending_responses()
+
+
+def test_describe_keeps_the_inference_specification_compilation_job_endpoint_and_variant(stubber, backend):
+    raw = seed_recommendation(0, *SEED_DEFAULT[1])
+    raw["ModelConfiguration"].update(InferenceSpecificationName="xgboost-neo", CompilationJobName="fraud-neo-c5")
+    uncompiled = seed_recommendation(1, *SEED_DEFAULT[0])
+    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw, uncompiled]))
+    compiled, plain = backend.describe(JOB).recommendations
+    assert (compiled.inference_specification_name, compiled.compilation_job_name, compiled.endpoint_name,
+            compiled.variant_name) == ("xgboost-neo", "fraud-neo-c5", f"sm-epc-{JOB}-0", "sm-epc-v-0")
+    assert compiled.provenance() == {"inferenceSpecificationName": "xgboost-neo", "compilationJobName": "fraud-neo-c5",
+                                     "endpointName": f"sm-epc-{JOB}-0", "variantName": "sm-epc-v-0"}
+    assert (plain.inference_specification_name, plain.compilation_job_name) == (None, None)
+    assert plain.provenance() == {"endpointName": f"sm-epc-{JOB}-1", "variantName": "sm-epc-v-1"}
+    # Read back from a status row, the names survive (re-selection after a restart keeps them).
+    row = {"recommendationId": compiled.recommendation_id, **compiled.provenance()}
+    assert model.Recommendation.from_status_row(row).provenance() == compiled.provenance()
     stubber.assert_no_pending_responses()
 
 
@@ -310,7 +329,8 @@ def test_describe_serverless_recommendation_drops_nan_metrics(stubber, backend):
         recommendation_id=f"{JOB}/Sv000001", instance_type=None, initial_instance_count=None, environment={},
         metrics={"costPerHour": 0.0, "costPerInference": 2.1e-6, "maxInvocations": 900, "modelLatency": 35,
                  "modelSetupTime": 12},
-        serverless={"memorySizeInMB": 2048, "maxConcurrency": 5})
+        serverless={"memorySizeInMB": 2048, "maxConcurrency": 5}, endpoint_name="sm-epc-sls",
+        variant_name="sm-epc-sls-v")
     assert not any(isinstance(v, float) and math.isnan(v) for v in recommendation.metrics.values())
     stubber.assert_no_pending_responses()
 

@@ -78,15 +78,23 @@ def test_phases_longer_than_job_duration():
 
 
 def test_stairs_longer_than_job_duration():
-    raw = sagemaker(trafficPattern=stairs(700, 5), jobDurationInSeconds=600)
-    assert errors_of(raw) == ["spec.trafficPattern.stairs.durationInSeconds is 700 s in total, longer than "
+    # durationInSeconds is each step's (botocore: "how long each traffic step should be"): 5 x 140 s = 700 s.
+    raw = sagemaker(trafficPattern=stairs(140, 5), jobDurationInSeconds=600)
+    assert errors_of(raw) == ["spec.trafficPattern.stairs last 5 steps x 140 s = 700 s in total, longer than "
                               "spec.jobDurationInSeconds (600 s)"]
+
+
+def test_stairs_whose_step_fits_the_job_but_whose_steps_do_not_are_refused():
+    # The old reading (durationInSeconds = the whole pattern) let this through: 600 s <= 600 s.
+    assert errors_of(sagemaker(trafficPattern=stairs(600, 5), jobDurationInSeconds=600)) == [
+        "spec.trafficPattern.stairs last 5 steps x 600 s = 3000 s in total, longer than "
+        "spec.jobDurationInSeconds (600 s)"]
 
 
 def test_traffic_exactly_as_long_as_the_job_is_valid():
     assert parse(sagemaker(trafficPattern=phases(phase(1, 0, 200), phase(1, 0, 100)),
                            jobDurationInSeconds=300)).traffic_pattern.duration_seconds == 300
-    assert parse(sagemaker(trafficPattern=stairs(600, 5), jobDurationInSeconds=600)).traffic_pattern.duration_seconds \
+    assert parse(sagemaker(trafficPattern=stairs(120, 5), jobDurationInSeconds=600)).traffic_pattern.duration_seconds \
         == 600
 
 
@@ -100,10 +108,10 @@ def test_job_duration_rule_applies_to_the_local_backend_too():
                               "spec.jobDurationInSeconds (60 s)"]
 
 
-def test_more_stairs_steps_than_seconds():
-    assert errors_of(sagemaker(trafficPattern=stairs(150, 151))) == [
-        "spec.trafficPattern.stairs: 151 steps do not fit in 150 s (each step needs at least 1 s)"]
-    assert parse(sagemaker(trafficPattern=stairs(150, 150))).traffic_pattern.stairs.steps == 150
+def test_stairs_last_steps_times_the_duration_of_each():
+    # More steps than seconds in durationInSeconds is fine: every step lasts that long.
+    parsed = parse(sagemaker(trafficPattern=stairs(150, 151)))
+    assert (parsed.traffic_pattern.stairs.total_seconds, parsed.traffic_pattern.duration_seconds) == (22650, 22650)
 
 
 @pytest.mark.parametrize("first, expected_final", [
@@ -182,6 +190,22 @@ def test_endpoint_configurations_without_serverless_entries_still_name_their_fie
     assert errors_of(raw) == ["spec.endpointConfigurations[0]: Inference Recommender rejects burstable ml.t2.medium"]
 
 
+@pytest.mark.parametrize("candidates, field", [
+    ({"instanceTypes": ["ml.m5.large"]}, "spec.instanceTypes"),
+    ({"endpointConfigurations": [{"instanceType": "ml.m5.large"}]}, "spec.endpointConfigurations"),
+])
+def test_supported_instance_types_with_candidates_is_refused_naming_both(candidates, field):
+    # Today's request would send one list and silently drop the other.
+    raw = sagemaker(containerConfig={"supportedInstanceTypes": ["ml.c5.large"]}, **candidates)
+    assert errors_of(raw) == [f"spec.containerConfig.supportedInstanceTypes and {field} both name the instance "
+                              "types to benchmark: give only one"]
+
+
+def test_supported_instance_types_alone_are_valid():
+    parsed = parse(sagemaker(containerConfig={"supportedInstanceTypes": ["ml.c5.large", "ml.m5.large"]}))
+    assert (parsed.job_type, parsed.candidates) == ("Default", ())
+
+
 def test_unknown_supported_instance_type():
     raw = sagemaker(containerConfig={"supportedInstanceTypes": ["ml.m5.large", "ml.bogus.large", "ml.c5.xlarge"]})
     assert errors_of(raw) == ["spec.containerConfig.supportedInstanceTypes[1]: ml.bogus.large is not a SageMaker "
@@ -210,16 +234,20 @@ def test_every_error_is_reported_at_once():
         "spec.instanceTypes[1]: Inference Recommender rejects burstable ml.t2.medium",
         "spec.containerConfig.supportedInstanceTypes[0]: ml.nope.large is not a SageMaker real-time hosting "
         "instance type",
+        "spec.containerConfig.supportedInstanceTypes and spec.instanceTypes both name the instance types to "
+        "benchmark: give only one",
     ]
     assert caught.value.errors == expected
     assert str(caught.value) == "; ".join(expected)
     assert isinstance(caught.value, ValueError)
 
 
-def test_stairs_errors_are_reported_together():
-    assert errors_of(sagemaker(trafficPattern=stairs(100, 101), jobDurationInSeconds=50)) == [
-        "spec.trafficPattern.stairs.durationInSeconds is 100 s in total, longer than spec.jobDurationInSeconds (50 s)",
-        "spec.trafficPattern.stairs: 101 steps do not fit in 100 s (each step needs at least 1 s)",
+def test_stairs_errors_are_reported_with_the_others():
+    assert errors_of(sagemaker(trafficPattern=stairs(100, 101), jobDurationInSeconds=50,
+                               instanceTypes=["ml.m5.huge"])) == [
+        "spec.trafficPattern.stairs last 101 steps x 100 s = 10100 s in total, longer than "
+        "spec.jobDurationInSeconds (50 s)",
+        "spec.instanceTypes[0]: ml.m5.huge is not a SageMaker real-time hosting instance type",
     ]
 
 
@@ -267,6 +295,18 @@ def test_one_phase_can_draw_three_warnings_in_field_order():
         "spec.trafficPattern.phases[0].spawnRate is 4; SageMaker documents 0-3 users per minute",
         "spec.trafficPattern.phases[0].durationInSeconds is 60; SageMaker documents 120-3600 s",
     ]
+
+
+def test_p99_threshold_on_an_advanced_job_warns():
+    p99 = {"modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 100}]}
+    assert warnings_of(advanced(stoppingConditions=p99)) == [
+        "spec.stoppingConditions.modelLatencyThresholds[0].percentile is P99; for custom load tests (Advanced jobs) "
+        "SageMaker says to specify P95"]
+
+
+def test_p99_threshold_on_the_local_backend_does_not_warn():
+    p99 = {"modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 100}]}
+    assert warnings_of(local(stoppingConditions=p99)) == []
 
 
 def test_max_invocations_above_30000_warns():
@@ -550,9 +590,9 @@ def test_traffic_pattern_parsing():
     assert parsed.traffic_pattern == spec_module.TrafficPattern(
         "PHASES", (spec_module.Phase(1, 2, 120), spec_module.Phase(5, 0, 180)))
     assert parsed.traffic_pattern.duration_seconds == 300
-    parsed = parse(sagemaker(trafficPattern=stairs(600, 5, 3)))
-    assert parsed.traffic_pattern == spec_module.TrafficPattern("STAIRS", (), spec_module.Stairs(600, 5, 3))
-    assert parsed.traffic_pattern.duration_seconds == 600
+    parsed = parse(sagemaker(trafficPattern=stairs(120, 5, 3)))
+    assert parsed.traffic_pattern == spec_module.TrafficPattern("STAIRS", (), spec_module.Stairs(120, 5, 3))
+    assert parsed.traffic_pattern.duration_seconds == 600  # 5 steps of 120 s each
 
 
 # --- The typed values: what the CRD refuses, they refuse too ----------------------------------------------------
@@ -630,6 +670,7 @@ SAMPLE_EXPECTATIONS = {
     "fraud-advanced": ("sagemaker", "Advanced", False, 3,
                        ["spec.trafficPattern.phases[1].initialNumberOfUsers is 6; SageMaker documents 1-3"]),
     "fraud-existing-endpoint": ("sagemaker", "Default", False, 0, []),
+    "fraud-existing-endpoint-package": ("sagemaker", "Default", False, 0, []),
     "fraud-local": ("local", "Advanced", True, 8, []),
 }
 

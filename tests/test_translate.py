@@ -25,6 +25,7 @@ from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
 from rightsizer import cli, schema, spec as spec_module
+from rightsizer.backends import registry
 from rightsizer.backends.base import JobPlan, Submitted
 from rightsizer.model import Owner
 from rightsizer import naming
@@ -176,6 +177,34 @@ def test_render_existing_endpoint_sample_benchmarks_the_endpoint(sagemaker):
     send(sagemaker, request, owner)
 
 
+def test_render_existing_endpoint_with_its_model_package_sends_both(sagemaker):
+    code, out, err = render(SAMPLES / "fraud-existing-endpoint-package.yaml")
+    assert (code, err) == (0, "")
+    request = json.loads(out)
+    owner = Owner("ml", "fraud-existing-endpoint-package", RENDER_UID)
+    assert request == {
+        "JobName": expected_name(request, owner),
+        "JobType": "Default",
+        "RoleArn": ROLE,
+        "InputConfig": {"ModelPackageVersionArn": PACKAGE, "Endpoints": [{"EndpointName": "fraud-staging"}]},
+        "JobDescription": "rightsizer: RightsizeJob ml/fraud-existing-endpoint-package",
+        "Tags": owner_tags("ml", "fraud-existing-endpoint-package"),
+    }
+    validate_parameters(request, input_shape())
+    assert translate.model_violations(request) == []
+    send(sagemaker, request, owner)
+
+
+def test_an_existing_endpoint_with_a_model_name_sends_both_and_the_container_config(sagemaker):
+    raw = sample_spec("fraud-existing-endpoint.yaml", model={"endpointName": "fraud-staging", "modelName": "fraud-xgb"},
+                      containerConfig={"domain": "MACHINE_LEARNING", "framework": "XGBOOST"})
+    owner = Owner("ml", "fraud-existing-endpoint", RENDER_UID)
+    request = translate.build_request(spec_module.parse(raw), owner, 1)
+    assert request["InputConfig"] == {"ModelName": "fraud-xgb", "Endpoints": [{"EndpointName": "fraud-staging"}],
+                                      "ContainerConfig": {"Domain": "MACHINE_LEARNING", "Framework": "XGBOOST"}}
+    send(sagemaker, request, owner)
+
+
 def test_render_local_sample_sends_no_sagemaker_request():
     code, out, err = render(SAMPLES / "fraud-local.yaml")
     assert code == 0
@@ -312,6 +341,19 @@ def test_advanced_only_fields_never_appear_in_a_default_request(sagemaker):
     send(sagemaker, request, OWNER)
 
 
+def test_a_default_job_sends_more_than_ten_instance_types_as_supported_instance_types(sagemaker):
+    # The 10-entry cap is EndpointConfigurations'; botocore's model sets none on SupportedInstanceTypes.
+    types = [f"ml.c5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge")] + \
+        [f"ml.m5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge")]
+    owner = owner_of(sample("fraud-default.yaml"))
+    request = translate.build_request(spec_module.parse(sample_spec("fraud-default.yaml", instanceTypes=types)),
+                                      owner, 1)
+    assert request["JobType"] == "Default"
+    assert request["InputConfig"]["ContainerConfig"] == {"SupportedInstanceTypes": types}
+    assert "EndpointConfigurations" not in request["InputConfig"]
+    send(sagemaker, request, owner)
+
+
 def test_job_duration_is_sent_for_a_default_job_too():
     spec = spec_module.parse(sample_spec("fraud-default.yaml", jobDurationInSeconds=3600))
     assert spec.job_type == "Default" and spec.job_type_inferred
@@ -371,8 +413,11 @@ CONTAINER_CONFIG = {
 def test_container_config_camel_case_to_pascal_case_with_payload_config(sagemaker):
     raw = sample_spec("fraud-default.yaml", containerConfig=copy.deepcopy(CONTAINER_CONFIG))
     raw["model"] = {"modelName": "credit-card-fraud"}
-    raw["instanceTypes"] = ["ml.m5.xlarge"]  # the explicit supportedInstanceTypes win over the shorthand
-    request = translate.build_request(spec_module.parse(raw), OWNER, 1)
+    # With the shorthand beside them, one list would silently win: the spec is refused instead.
+    with pytest.raises(spec_module.InvalidSpec, match="supportedInstanceTypes and spec.instanceTypes both name"):
+        registry.validate({**raw, "instanceTypes": ["ml.m5.xlarge"]})
+    del raw["instanceTypes"]
+    request = translate.build_request(registry.validate(raw).spec, OWNER, 1)
     assert request["JobType"] == "Default"
     assert request["InputConfig"] == {
         "ModelName": "credit-card-fraud",
@@ -406,6 +451,24 @@ def test_vpc_config_and_kms_keys(sagemaker):
     assert "VolumeKmsKeyId" not in request and "OutputKmsKeyId" not in request["InputConfig"]
     validate_parameters(request, input_shape())
     send(sagemaker, request, OWNER)
+
+
+@pytest.mark.parametrize("kms", [None, "alias/fraud-output"])
+def test_neo_compiled_output_goes_to_output_config(sagemaker, kms):
+    raw = sample_spec("fraud-default.yaml")
+    raw["sagemaker"] = {"region": "us-east-1", "roleArn": ROLE,
+                        "compiledOutputConfig": {"s3OutputUri": "s3://fraud-bucket/neo/"},
+                        **({"outputKmsKeyId": kms} if kms else {})}
+    request = translate.build_request(spec_module.parse(raw), OWNER, 1)
+    assert request["OutputConfig"] == {**({"KmsKeyId": kms} if kms else {}),
+                                       "CompiledOutputConfig": {"S3OutputUri": "s3://fraud-bucket/neo/"}}
+    validate_parameters(request, input_shape())
+    assert translate.model_violations(request) == []
+    send(sagemaker, request, OWNER)
+
+
+def test_without_kms_key_or_compiled_output_there_is_no_output_config():
+    assert "OutputConfig" not in translate.build_request(spec_module.parse(sample_spec("fraud-default.yaml")), OWNER, 1)
 
 
 def test_job_description_from_the_spec_or_truncated_default():

@@ -61,6 +61,12 @@ class Recommendation:
     serverless: Mapping[str, int] | None = None
     invocation_start: datetime.datetime | None = None
     invocation_end: datetime.datetime | None = None
+    # What Inference Recommender measured exactly (its ModelConfiguration and EndpointConfiguration): the package's
+    # inference specification, the Neo compilation job whose artifacts ran, and the benchmark endpoint it made.
+    inference_specification_name: str | None = None
+    compilation_job_name: str | None = None
+    endpoint_name: str | None = None
+    variant_name: str | None = None
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
@@ -69,7 +75,18 @@ class Recommendation:
                    initial_instance_count=row.get("initialInstanceCount"),
                    environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
                    serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
-                   invocation_end=parse_timestamp(row.get("invocationEndTime")))
+                   invocation_end=parse_timestamp(row.get("invocationEndTime")),
+                   **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
+
+    def provenance(self) -> dict[str, str]:
+        """The names above as status rows and status.best spell them, those that are set."""
+        return {key: value for field, key in _PROVENANCE_KEYS.items()
+                if (value := getattr(self, field)) is not None}
+
+
+_PROVENANCE_KEYS = {"inference_specification_name": "inferenceSpecificationName",
+                    "compilation_job_name": "compilationJobName", "endpoint_name": "endpointName",
+                    "variant_name": "variantName"}
 
 
 @dataclasses.dataclass(frozen=True)

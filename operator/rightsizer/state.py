@@ -53,6 +53,7 @@ class RecommendationRow:
             row["invocationStartTime"] = st.timestamp(r.invocation_start)
         if r.invocation_end:
             row["invocationEndTime"] = st.timestamp(r.invocation_end)
+        row.update(r.provenance())
         return row
 
 
@@ -71,7 +72,7 @@ class Best:
         r = self.recommendation
         stored = {"recommendationId": r.recommendation_id, "instanceType": r.instance_type,
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
-                  "metrics": dict(r.metrics), "reason": self.reason}
+                  "metrics": dict(r.metrics), "reason": self.reason, **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}
 
 

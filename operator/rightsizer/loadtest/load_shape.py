@@ -3,8 +3,8 @@ Recommender's semantics. Pure: no clock and no I/O, so the load generator and it
 
 PHASES run one after another. A phase starts at `initialNumberOfUsers` and adds `spawnRate` users per *minute*
 (SageMaker's unit; Locust's spawn rate is per second), rounded down to whole users.
-STAIRS split `durationInSeconds` into `numberOfSteps` equal steps; step k (0-based) holds (k + 1) * `usersPerStep`
-users.
+STAIRS run `numberOfSteps` steps of `durationInSeconds` each (botocore: "how long each traffic step should be"),
+so the pattern lasts their product; step k (0-based) holds (k + 1) * `usersPerStep` users.
 
 `time_scale` compresses a pattern for tests and demos: every duration is multiplied by it and every spawn rate
 divided by it, so a scaled run passes through the same user counts, only faster. All times this module returns
@@ -106,7 +106,7 @@ def _phases(pattern: TrafficPattern, time_scale: float) -> list[Stage]:
 
 def _stairs(pattern: TrafficPattern, time_scale: float) -> list[Stage]:
     stairs = pattern.stairs
-    step_duration = stairs.duration_seconds * time_scale / stairs.steps
+    step_duration = stairs.duration_seconds * time_scale
     return [Stage(f"step {k + 1}/{stairs.steps}", k * step_duration, step_duration, (k + 1) * stairs.users_per_step,
                   0.0)
             for k in range(stairs.steps)]

@@ -121,6 +121,12 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
                          f"{configuration.describe()} is a local profile; an ACK SageMaker Endpoint needs an ml.* type")
         step.ready = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, step.promoted[2])
         return None
+    compiled = targets.compiled_artifact_problem(target, ctx.promotion.field_paths, configuration)
+    if compiled is not None:
+        # Never the uncompiled model in the measured one's place, and before approval: no approval could help.
+        step.promoted = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
+        step.ready = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
+        return None
     if mode == PromotionMode.MANUAL:
         approval = ctx.annotations.get(APPROVE_ANNOTATION)
         if approval not in ("best", best.get("recommendationId")):

@@ -45,13 +45,15 @@ class Configuration:
     instance_type: str | None
     instance_count: int
     environment: Mapping[str, str]
+    # The Neo compilation job whose artifacts were measured (status.best.compilationJobName); None: uncompiled.
+    compilation_job_name: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Configuration":
         """From status.best or a status.promotion entry."""
         count = row.get("initialInstanceCount", row.get("instanceCount"))
         return cls(row.get("recommendationId"), row.get("instanceType"), int(count or 1),
-                   dict(row.get("environment") or {}))
+                   dict(row.get("environment") or {}), row.get("compilationJobName"))
 
     def describe(self) -> str:
         if self.recommendation_id is None and self.instance_type is None and not self.environment:
@@ -142,10 +144,27 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
     return assignments
 
 
+def compiled_artifact_problem(kind: str, field_paths: FieldPaths | None, configuration: Configuration) -> str | None:
+    """Why the target cannot be given the compiled model `configuration` was measured with, or None if it can (or
+    nothing was compiled). The operator knows only the compilation job's name, not its artifact or image."""
+    job = configuration.compilation_job_name
+    if not job or (kind == "generic" and field_paths is not None and field_paths.compilation_job_name):
+        return None
+    keeps = {"ack": "an ACK Endpoint promotion copies the live Model, whose image and modelDataURL are the "
+                    "uncompiled model's",
+             "kserve": "a KServe promotion keeps the predictor's storageUri, the uncompiled model",
+             "generic": "spec.promotion.fieldPaths has no compilationJobName to carry it"}[kind]
+    return (f"{configuration.describe()} was measured on the model SageMaker Neo compiled in compilation job {job}, "
+            f"and {keeps}: promoting it would serve a model other than the one measured. Deploy that job's "
+            f"artifacts yourself, or use a generic target with spec.promotion.fieldPaths.compilationJobName")
+
+
 def generic_assignments(field_paths: FieldPaths, configuration: Configuration) -> list[tuple[Path, Any]]:
     assignments: list[tuple[Path, Any]] = []
     if field_paths.instance_type and configuration.instance_type:
         assignments.append((paths.parse(field_paths.instance_type), configuration.instance_type))
+    if field_paths.compilation_job_name and configuration.compilation_job_name:
+        assignments.append((paths.parse(field_paths.compilation_job_name), configuration.compilation_job_name))
     if field_paths.instance_count:
         assignments.append((paths.parse(field_paths.instance_count), configuration.instance_count))
     if field_paths.environment:

@@ -159,6 +159,7 @@ def _metrics(raw: dict | None) -> dict[str, float | int]:
 
 def _recommendation(raw: dict, region: str | None = None) -> model.Recommendation:
     endpoint = raw.get("EndpointConfiguration") or {}
+    configuration = raw.get("ModelConfiguration") or {}
     serverless = endpoint.get("ServerlessConfig")
     metrics = _metrics(raw.get("Metrics"))
     instance_type, count = endpoint.get("InstanceType"), endpoint.get("InitialInstanceCount") or 1
@@ -171,11 +172,15 @@ def _recommendation(raw: dict, region: str | None = None) -> model.Recommendatio
         recommendation_id=raw.get("RecommendationId") or endpoint.get("EndpointName", ""),
         instance_type=instance_type,
         initial_instance_count=endpoint.get("InitialInstanceCount"),
-        environment=_environment(raw.get("ModelConfiguration")),
+        environment=_environment(configuration),
         metrics=metrics,
         serverless={SERVERLESS_KEYS[k]: v for k, v in serverless.items()} if serverless else None,
         invocation_start=raw.get("InvocationStartTime"),
         invocation_end=raw.get("InvocationEndTime"),
+        inference_specification_name=configuration.get("InferenceSpecificationName"),
+        compilation_job_name=configuration.get("CompilationJobName"),
+        endpoint_name=endpoint.get("EndpointName"),
+        variant_name=endpoint.get("VariantName"),
     )
 
 

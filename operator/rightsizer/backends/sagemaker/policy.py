@@ -17,6 +17,9 @@ PHASE_SPAWN_RATE_MAX = 3
 TRAFFIC_DURATION_RANGE_SECONDS = (120, 3600)
 MAX_INVOCATIONS_DOCUMENTED = 30000
 RESOURCE_LIMIT_DOCUMENTED_MAX = 10
+# botocore's ModelLatencyThreshold.Percentile: "Acceptable values are P95 and P99. For custom load tests, specify
+# the value as P95."
+CUSTOM_LOAD_TEST_PERCENTILE = "P95"
 # Consecutive phases may differ by at most this many users (a documented failure cause of Advanced jobs).
 PHASE_CONTINUITY_MAX_USER_JUMP = 3
 
@@ -78,10 +81,16 @@ class SageMakerPolicy:
                               "instance type")
             elif name.startswith(REJECTED_INSTANCE_FAMILIES):
                 errors.append(f"{spec.candidates_field}[{index}]: Inference Recommender rejects burstable {name}")
-        for index, name in enumerate((spec.container_config or {}).get("supportedInstanceTypes") or ()):
+        supported = (spec.container_config or {}).get("supportedInstanceTypes") or ()
+        for index, name in enumerate(supported):
             if name not in known:
                 errors.append(f"spec.containerConfig.supportedInstanceTypes[{index}]: {name} is not a SageMaker "
                               "real-time hosting instance type")
+        if supported and spec.candidates:
+            # The CRD refuses this too; repeated here for `rightsizer render`/`validate`, which see no API server,
+            # and for objects admitted before that rule existed.
+            errors.append(f"spec.containerConfig.supportedInstanceTypes and {spec.candidates_field} both name the "
+                          "instance types to benchmark: give only one")
         return errors
 
     def warnings(self, spec: RightsizeJobSpec) -> list[str]:
@@ -104,6 +113,11 @@ class SageMakerPolicy:
                 warnings.append(f"spec.trafficPattern.stairs.durationInSeconds is {traffic.stairs.duration_seconds}; "
                                 f"SageMaker documents {low}-{high} s")
         stopping = spec.stopping_conditions
+        threshold = stopping.latency_threshold if stopping else None
+        if spec.job_type == "Advanced" and threshold and threshold.percentile != CUSTOM_LOAD_TEST_PERCENTILE:
+            warnings.append(f"spec.stoppingConditions.modelLatencyThresholds[0].percentile is {threshold.percentile}; "
+                            f"for custom load tests (Advanced jobs) SageMaker says to specify "
+                            f"{CUSTOM_LOAD_TEST_PERCENTILE}")
         if stopping and stopping.max_invocations and stopping.max_invocations > MAX_INVOCATIONS_DOCUMENTED:
             warnings.append(f"spec.stoppingConditions.maxInvocations is {stopping.max_invocations}; SageMaker "
                             f"documents 1-{MAX_INVOCATIONS_DOCUMENTED} per minute")

@@ -134,8 +134,13 @@ def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
     request["InputConfig"] = input_config
     request["JobDescription"] = (spec.job_description or
                                  f"rightsizer: RightsizeJob {owner.namespace}/{owner.name}")[:128]
+    output: dict[str, Any] = {}
     if settings.get("outputKmsKeyId"):
-        request["OutputConfig"] = {"KmsKeyId": settings["outputKmsKeyId"]}
+        output["KmsKeyId"] = settings["outputKmsKeyId"]
+    if settings.get("compiledOutputConfig"):
+        output["CompiledOutputConfig"] = {"S3OutputUri": settings["compiledOutputConfig"]["s3OutputUri"]}
+    if output:
+        request["OutputConfig"] = output
     request["Tags"] = _tags(spec, owner)
     return request
 
