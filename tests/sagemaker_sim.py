@@ -20,7 +20,7 @@ import boto3
 from botocore.stub import Stubber
 
 from rightsizer.backends.sagemaker.client import use_client_factory
-from seed import ADVANCED_RESULTS, DEFAULT_RESULTS, seed_step
+from seed import ADVANCED_RESULTS, DEFAULT_RESULTS
 
 ACCOUNT, REGION = "111122223333", "us-east-1"
 T0 = datetime.datetime(2026, 11, 29, 8, 0, tzinfo=datetime.timezone.utc)
@@ -53,6 +53,15 @@ def advanced_recommendations(job_name: str) -> list[dict[str, Any]]:
     } for index, (instance, omp, cost, invocations, latency, cpu, memory) in enumerate(ADVANCED_RESULTS)]
 
 
+def benchmark_step(job_name: str, recommendation: dict[str, Any], status: str) -> dict[str, Any]:
+    """The ListInferenceRecommendationsJobSteps entry of the benchmark behind one of IR's recommendations."""
+    benchmark: dict[str, Any] = {"EndpointConfiguration": recommendation["EndpointConfiguration"],
+                                 "ModelConfiguration": recommendation["ModelConfiguration"]}
+    if status == "COMPLETED":
+        benchmark["Metrics"] = recommendation["Metrics"]
+    return {"StepType": "BENCHMARK", "JobName": job_name, "Status": status, "InferenceBenchmark": benchmark}
+
+
 @dataclasses.dataclass
 class SimulatedJob:
     request: dict[str, Any]
@@ -61,6 +70,8 @@ class SimulatedJob:
     recommendations: list[dict[str, Any]]
     failure_reason: str | None = None
     failed_steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Benchmarks IR ran and did not recommend (each an InferenceBenchmark).
+    extra_benchmarks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     endpoint_performances: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     describes: int = 0
     stopped: bool = False
@@ -83,7 +94,7 @@ class SimulatedJob:
 class SimulatedInferenceRecommender:
     def __init__(self, script: list[str] | None = None, results=default_recommendations,
                  failure_reason: str | None = None, failed_steps: list[dict] | None = None,
-                 endpoint_performances=None):
+                 endpoint_performances=None, extra_benchmarks: list[dict] | None = None):
         self.client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="testing",
                                    aws_secret_access_key="testing")
         self.stubber = Stubber(self.client)
@@ -92,6 +103,7 @@ class SimulatedInferenceRecommender:
         self.script = script or ["PENDING", "IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]
         self.results, self.failure_reason = results, failure_reason
         self.failed_steps, self.endpoint_performances = failed_steps or [], endpoint_performances or []
+        self.extra_benchmarks = extra_benchmarks or []  # whole steps, as seed.seed_step gives them
         self.jobs: dict[str, SimulatedJob] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.injected: list[tuple[str, str, int, str]] = []  # (operation, error code, http status, message)
@@ -132,7 +144,9 @@ class SimulatedInferenceRecommender:
     # -- the service -----------------------------------------------------------------------------------------
     def _new_job(self, request: dict[str, Any]) -> SimulatedJob:
         job = SimulatedJob(copy.deepcopy(request), list(self.script), self.results(request["JobName"]),
-                           self.failure_reason, list(self.failed_steps), list(self.endpoint_performances))
+                           failure_reason=self.failure_reason, failed_steps=list(self.failed_steps),
+                           extra_benchmarks=[step["InferenceBenchmark"] for step in self.extra_benchmarks],
+                           endpoint_performances=list(self.endpoint_performances))
         self.jobs[job.name] = job
         return job
 
@@ -190,11 +204,18 @@ class SimulatedInferenceRecommender:
         job = self.jobs.get(params["JobName"])
         if job is None:
             return self._not_found(name, params["JobName"])
-        status = job.script[min(max(job.describes - 1, 0), len(job.script) - 1)]
-        steps = [seed_step(job.name)]
-        if status in ("IN_PROGRESS", "PENDING"):
-            steps.append({"StepType": "BENCHMARK", "JobName": job.name, "Status": "IN_PROGRESS",
-                          "InferenceBenchmark": {"ModelConfiguration": {}}})
+        status = job.status() if job.stopped else job.script[min(max(job.describes - 1, 0), len(job.script) - 1)]
+        # One benchmark per configuration IR recommends, as it measured it; the first only while the job runs, two
+        # when it was stopped (what describe reports then), plus the extra benchmarks IR did not recommend.
+        measured = {"COMPLETED": len(job.recommendations), "STOPPED": 2}.get(status, 1)
+        steps = [benchmark_step(job.name, recommendation, "COMPLETED")
+                 for recommendation in job.recommendations[:measured]]
+        steps += [{"StepType": "BENCHMARK", "JobName": job.name, "Status": "COMPLETED", "InferenceBenchmark": step}
+                  for step in job.extra_benchmarks]
+        unfinished = "STOPPED" if status in ("STOPPED", "STOPPING") else "IN_PROGRESS"
+        if status != "COMPLETED":
+            steps += [benchmark_step(job.name, recommendation, unfinished)
+                      for recommendation in job.recommendations[measured:]]
         steps += [{"StepType": "BENCHMARK", "JobName": job.name, "Status": "FAILED", "InferenceBenchmark": step}
                   for step in job.failed_steps]
         # One step per page, so the operator's pagination is exercised on every describe.

@@ -241,6 +241,33 @@ def test_an_uncompiled_winner_has_no_compiled_artifact_problem_on_any_target():
         assert targets.compiled_artifact_problem(kind, None, Configuration.from_row(BEST)) is None
 
 
+PARTIAL = {**BEST, "partial": "the job was stopped with 3 benchmark(s) unfinished"}
+
+
+def test_automatic_waits_for_an_approval_of_a_winner_from_partial_results():
+    step = flow.advance(context(best=PARTIAL))
+    assert step.effect is None
+    assert step.awaiting == (st.TRUE, "PartialResults",
+                             "the selection is from partial results (the job was stopped with 3 benchmark(s) "
+                             "unfinished); annotate the RightsizeJob with rightsizer.io/approve=job/00000001 (or "
+                             "rightsizer.io/approve=best) to promote ml.m5.2xlarge x2 (OMP_NUM_THREADS=4) to "
+                             "Endpoint/fraud-endpoint, or set spec.promotion.allowPartialResults to true")
+    assert step.promoted[:2] == (st.FALSE, "AwaitingApproval") and step.memory.state == "AwaitingApproval"
+
+
+@pytest.mark.parametrize("how", ["approved", "allowed"])
+def test_a_partial_winner_is_promoted_once_approved_or_allowed(how):
+    extra = {"annotations": {"rightsizer.io/approve": "best"}} if how == "approved" else {"allowPartialResults": True}
+    step = flow.advance(context(best=PARTIAL, **extra))
+    assert isinstance(step.effect, ReadWorld)
+    assert step.awaiting[:2] == ((st.FALSE, "Approved") if how == "approved" else (st.FALSE, "NotRequired"))
+
+
+def test_a_complete_selection_needs_no_approval_in_automatic_mode():
+    step = flow.advance(context(best=BEST))
+    assert isinstance(step.effect, ReadWorld) and step.awaiting[:2] == (st.FALSE, "NotRequired")
+
+
 # -- ACK: the whole way, one step at a time ---------------------------------------------------------------------
 
 def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_service():

@@ -964,7 +964,8 @@ def test_the_whole_default_lifecycle_emits_each_event_once():
     for index, now in enumerate(polls):
         status = "COMPLETED" if index == len(polls) - 1 else "IN_PROGRESS"
         rows = default_recommendations(name) if status == "COMPLETED" else ()
-        steps = step_summary([SEED_STEP] * (index + 1) + [RUNNING_STEP] * (4 - index))
+        steps = step_summary([SEED_STEP] * 5 if status == "COMPLETED" else
+                             [SEED_STEP] * (index + 1) + [RUNNING_STEP] * (4 - index))
         observations += [at(now), at(now, job=snapshot(name, status, recommendations=rows, steps=steps))]
     trace = run(DEFAULT, {}, *observations)
     assert [outcome.effect.__class__.__name__ for outcome in trace.outcomes] == \
@@ -1052,23 +1053,64 @@ def test_failed_job_without_a_reason_says_so():
     assert "failureReason" not in trace.status
 
 
-def test_stopped_job_lists_its_partial_results_but_selects_none():
+def test_a_stopped_job_selects_from_what_it_measured_and_says_the_selection_is_partial():
     status, name = running(DEFAULT)
     partial = default_recommendations(name)[:2]
     steps = StepSummary(5, {"COMPLETED": 2, "STOPPED": 3})
     trace = run(DEFAULT, status, at(T1), at(T1, job=snapshot(name, "STOPPED", recommendations=partial, steps=steps)))
-    message = (f"job {name} was stopped before it completed (2 of 5 benchmarks completed); its partial results are "
-               "listed but not selected from")
+    stopped = f"job {name} was stopped before it completed (2 of 5 benchmarks completed)"
+    why = "the job was stopped with 3 benchmark(s) unfinished"
+    reason = (f"ml.m5.4xlarge x1 (OMP_NUM_THREADS=3, SAGEMAKER_MODEL_SERVER_WORKERS=3): lowest cost per inference "
+              f"(costPerInference 4.71e-07) among 1 of 2 configurations meeting {SLA}")
+    conditions = by_type(trace.status["conditions"])
+    assert (conditions["Succeeded"]["status"], conditions["Succeeded"]["reason"], conditions["Succeeded"]["message"]) \
+        == ("False", "JobStopped", stopped)
+    # Kept and judged, as the SDK uses a STOPPED job's results; Ready's reason says the selection is partial.
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"], conditions["Ready"]["message"]) == \
+        ("True", "BestSelectedFromPartialResults", f"{reason} (partial results: {why})")
+    assert (conditions["SLASatisfied"]["status"], conditions["SLASatisfied"]["reason"]) == ("True", "CandidateMeetsSLA")
+    assert trace.status["phase"] == "Stopped"
+    assert (trace.status["best"]["instanceType"], trace.status["best"]["partial"]) == ("ml.m5.4xlarge", why)
+    assert [(r["instanceType"], r["meetsSLA"]) for r in trace.status["recommendations"]] == \
+        [("ml.m5.4xlarge", True), ("ml.m5.xlarge", False)]
+    assert [(e.type, e.reason) for e in trace.events] == [
+        ("Warning", "JobStopped"), ("Normal", "CandidateMeetsSLA"), ("Normal", "BestSelectedFromPartialResults")]
+    assert_settled(DEFAULT, trace.status, T2)
+
+    # A policy edit judges the same rows again, and the selection stays marked partial.
+    stricter = {**DEFAULT, "selection": {"objective": "ModelLatency"}}
+    edited = run(stricter, trace.status, at(T2, generation=2))
+    assert edited.status["best"]["partial"] == why
+    assert by_type(edited.status["conditions"])["Ready"]["reason"] == "BestSelectedFromPartialResults"
+
+
+def test_a_job_stopped_before_measuring_anything_has_nothing_to_select():
+    status, name = running(DEFAULT)
+    steps = StepSummary(5, {"STOPPED": 5})
+    trace = run(DEFAULT, status, at(T1), at(T1, job=snapshot(name, "STOPPED", steps=steps)))
+    message = f"job {name} was stopped before it measured any configuration (0 of 5 benchmarks completed)"
     conditions = by_type(trace.status["conditions"])
     assert [(conditions[k]["status"], conditions[k]["reason"], conditions[k]["message"]) for k in ("Ready", "Succeeded")] \
         == [("False", "JobStopped", message)] * 2
     assert conditions["SLASatisfied"]["status"] == "Unknown"
     assert trace.status["phase"] == "Stopped" and "best" not in trace.status
-    assert [(r["instanceType"], r["meetsSLA"]) for r in trace.status["recommendations"]] == \
-        [("ml.m5.4xlarge", True), ("ml.m5.xlarge", False)]
-    assert trace.status["recommendationsTotal"] == 2
     assert trace.events == [EmitEvent("Warning", "JobStopped", message)]
-    assert_settled(DEFAULT, trace.status, T2)
+
+
+def test_a_job_that_ran_out_of_time_completes_with_a_partial_selection():
+    status, name = running(DEFAULT)
+    ended = "spec.jobDurationInSeconds (600 s) was reached; 3 configurations not measured"
+    done = snapshot(name, "COMPLETED", recommendations=default_recommendations(name)[:2],
+                    steps=StepSummary(5, {"COMPLETED": 2, "STOPPED": 3}))
+    trace = run(DEFAULT, status, at(T1), at(T1, job=dataclasses.replace(done, ended_early=ended)))
+    conditions = by_type(trace.status["conditions"])
+    assert conditions["Succeeded"]["message"] == f"job {name} completed (2 of 5 benchmarks completed); {ended}"
+    assert conditions["Ready"]["reason"] == "BestSelectedFromPartialResults"
+    assert conditions["Ready"]["message"].endswith(f" (partial results: {ended})")
+    assert trace.status["best"]["partial"] == ended and trace.status["phase"] == "Completed"
+    # Without the backend's word, unfinished steps at the end say it.
+    trace = run(DEFAULT, status, at(T1), at(T1, job=done))
+    assert trace.status["best"]["partial"] == "the job ended with 3 benchmark(s) unfinished"
 
 
 def test_a_deleted_job_ends_like_a_failure():

@@ -10,6 +10,8 @@ import threading
 
 import boto3
 import botocore.exceptions
+import re
+
 import pytest
 from botocore.stub import Stubber
 
@@ -209,11 +211,48 @@ def test_describe_throttled_is_transient(stubber, backend):
     stubber.assert_no_pending_responses()
 
 
-def test_describe_counts_the_seed_step(stubber, backend):
+# The seed step's benchmark as a row: IR measured it, whether or not it recommends it.
+SEED_BENCHMARK = model.Recommendation(
+    f"{JOB}/sm-epc-seed", "ml.c5.9xlarge", 1, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "OMP_NUM_THREADS": "28"},
+    {"costPerHour": 1.8359999656677246, "costPerInference": 1.6814110495033674e-06, "maxInvocations": 18199,
+     "modelLatency": 40, "cpuUtilization": 106.06400299072266, "memoryUtilization": 0.3920480012893677},
+    endpoint_name="sm-epc-seed", variant_name="sm-epc-seed-v", recommended=False)
+
+
+def test_describe_counts_the_seed_step_and_keeps_its_benchmark(stubber, backend):
     expect_describe(stubber, describe_response())
     snapshot = backend.describe(JOB)
     assert snapshot == model.JobSnapshot(job_name=JOB, status="IN_PROGRESS", job_arn=ARN, creation_time=CREATED,
-                                        steps=model.StepSummary(1, {"COMPLETED": 1}, ()))
+                                        steps=model.StepSummary(1, {"COMPLETED": 1}, ()),
+                                        recommendations=(SEED_BENCHMARK,))
+    stubber.assert_no_pending_responses()
+
+
+def test_every_benchmark_is_a_row_and_ir_recommendations_are_marked(stubber, backend):
+    # IR recommends one configuration and benchmarked two: its pick (the same benchmark endpoint) is one row, marked
+    # recommended, with IR's id; the other benchmark is kept beside it, unmarked, for selection to judge.
+    pick = {"RecommendationId": f"{JOB}/00000000", "Metrics": {"CostPerHour": 0.461, "MaxInvocations": 32427,
+                                                                "ModelLatency": 13},
+            "EndpointConfiguration": {"EndpointName": "sm-epc-pick", "VariantName": "v", "InstanceType": "ml.m5.2xlarge",
+                                      "InitialInstanceCount": 1},
+            "ModelConfiguration": {"EnvironmentParameters": environment_parameters(OMP_NUM_THREADS="2")}}
+    pick_step = {"StepType": "BENCHMARK", "JobName": JOB, "Status": "COMPLETED", "InferenceBenchmark": {
+        key: pick[key] for key in ("Metrics", "EndpointConfiguration", "ModelConfiguration")}}
+    # EndpointConfiguration is optional in an InferenceBenchmark (botocore's model): named by what it measured.
+    unnamed = {"StepType": "BENCHMARK", "JobName": JOB, "Status": "COMPLETED", "InferenceBenchmark": {
+        "Metrics": {"CostPerHour": 0.23, "MaxInvocations": 15189, "ModelLatency": 18},
+        "ModelConfiguration": {"EnvironmentParameters": environment_parameters(OMP_NUM_THREADS="3")}}}
+    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[pick]),
+                    ({"Steps": [pick_step, SEED_STEP, unnamed]},))
+    snapshot = backend.describe(JOB)
+    ids = [(r.recommendation_id, r.instance_type, r.recommended) for r in snapshot.recommendations]
+    assert ids[:2] == [(f"{JOB}/00000000", "ml.m5.2xlarge", True), (f"{JOB}/sm-epc-seed", "ml.c5.9xlarge", False)]
+    assert re.fullmatch(rf"{JOB}/benchmark-[0-9a-f]{{12}}", ids[2][0]) and ids[2][1:] == (None, False)
+    assert snapshot.recommendations[1] == SEED_BENCHMARK
+    # The same step always gets the same id: a row keeps its name from one describe to the next.
+    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[pick]),
+                    ({"Steps": [unnamed]},))
+    assert backend.describe(JOB).recommendations[1].recommendation_id == ids[2][0]
     stubber.assert_no_pending_responses()
 
 
@@ -290,8 +329,9 @@ def test_describe_a_completed_job_maps_every_metric(stubber, backend):
                      "memoryUtilization": memory},
             invocation_start=CREATED + datetime.timedelta(minutes=i),
             invocation_end=CREATED + datetime.timedelta(minutes=i + 2),
-            endpoint_name=f"sm-epc-{JOB}-{i}", variant_name=f"sm-epc-v-{i}")
-        for i, (instance_type, omp, workers, cost, invocations, latency, cpu, memory) in enumerate(SEED_DEFAULT))
+            endpoint_name=f"sm-epc-{JOB}-{i}", variant_name=f"sm-epc-v-{i}", recommended=True)
+        for i, (instance_type, omp, workers, cost, invocations, latency, cpu, memory) in enumerate(SEED_DEFAULT)
+    ) + (SEED_BENCHMARK,)  # the one step listed: a benchmark IR did not recommend
     # Mapped, the seed's results select as the write-up's SLA says.
     chosen = selection.select(snapshot.recommendations, "CostPerInference", selection.Constraints(100, 30000))
     assert chosen.best.instance_type == "ml.m5.2xlarge"
@@ -303,7 +343,8 @@ def test_describe_keeps_the_inference_specification_compilation_job_endpoint_and
     raw["ModelConfiguration"].update(InferenceSpecificationName="xgboost-neo", CompilationJobName="fraud-neo-c5")
     uncompiled = seed_recommendation(1, *SEED_DEFAULT[0])
     expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw, uncompiled]))
-    compiled, plain = backend.describe(JOB).recommendations
+    compiled, plain, benchmark = backend.describe(JOB).recommendations
+    assert benchmark == SEED_BENCHMARK
     assert (compiled.inference_specification_name, compiled.compilation_job_name, compiled.endpoint_name,
             compiled.variant_name) == ("xgboost-neo", "fraud-neo-c5", f"sm-epc-{JOB}-0", "sm-epc-v-0")
     assert compiled.provenance() == {"inferenceSpecificationName": "xgboost-neo", "compilationJobName": "fraud-neo-c5",
@@ -323,14 +364,14 @@ def test_describe_serverless_recommendation_drops_nan_metrics(stubber, backend):
            "EndpointConfiguration": {"EndpointName": "sm-epc-sls", "VariantName": "sm-epc-sls-v",
                                      "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}},
            "ModelConfiguration": {}}
-    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw]))
+    expect_describe(stubber, describe_response("COMPLETED", InferenceRecommendations=[raw]), ({"Steps": []},))
     (recommendation,) = backend.describe(JOB).recommendations
     assert recommendation == model.Recommendation(
         recommendation_id=f"{JOB}/Sv000001", instance_type=None, initial_instance_count=None, environment={},
         metrics={"costPerHour": 0.0, "costPerInference": 2.1e-6, "maxInvocations": 900, "modelLatency": 35,
                  "modelSetupTime": 12},
         serverless={"memorySizeInMB": 2048, "maxConcurrency": 5}, endpoint_name="sm-epc-sls",
-        variant_name="sm-epc-sls-v")
+        variant_name="sm-epc-sls-v", recommended=True)
     assert not any(isinstance(v, float) and math.isnan(v) for v in recommendation.metrics.values())
     stubber.assert_no_pending_responses()
 
@@ -339,7 +380,9 @@ def test_describe_a_failed_job_keeps_its_reason(stubber, backend):
     reason = "ResourceLimitExceeded when calling CreateEndpoint"
     expect_describe(stubber, describe_response("FAILED", FailureReason=reason, CompletionTime=MODIFIED))
     snapshot = backend.describe(JOB)
-    assert (snapshot.status, snapshot.failure_reason, snapshot.recommendations) == ("FAILED", reason, ())
+    # What it measured before failing is kept (listed, never selected from: a failed job has no selection).
+    assert (snapshot.status, snapshot.failure_reason, snapshot.recommendations) == ("FAILED", reason,
+                                                                                    (SEED_BENCHMARK,))
     stubber.assert_no_pending_responses()
 
 

@@ -18,6 +18,7 @@ from rightsizer.model import Owner
 from rightsizer.backends.sagemaker import translate
 from rightsizer import spec as spec_module
 from sagemaker_sim import SimulatedInferenceRecommender, advanced_recommendations
+from seed import seed_step
 
 pytestmark = pytest.mark.cluster
 def operator_args(namespace: str) -> list[str]:
@@ -105,10 +106,33 @@ def test_default_job_runs_to_a_selected_best(api, namespace, operator):
     rows = {row["instanceType"]: row for row in status["recommendations"]}
     assert rows["ml.m5.large"]["meetsSLA"] is False and "13793 invocations/min < 30000" in rows["ml.m5.large"]["slaMessage"]
     assert rows["ml.m5.4xlarge"]["metrics"]["cpuUtilization"] == pytest.approx(220.57001)
-    assert status["steps"]["byStatus"] == {"COMPLETED": 1} and status["completionTime"]
+    assert status["steps"]["byStatus"] == {"COMPLETED": 5} and status["completionTime"]
+    assert all(row["recommended"] for row in status["recommendations"])  # each benchmark is one IR recommends
     assert "nextPollTime" not in status
     wait_for(lambda: {("Normal", "JobSubmitted"), ("Normal", "BestSelected")} <= set(events(api, namespace,
                                                                                          "fraud-default")))
+
+
+def test_a_benchmark_sagemaker_did_not_recommend_is_judged_and_can_win(api, namespace, operator):
+    # IR also benchmarked the seed's ml.c5.9xlarge (too slow here) and an ml.c5.xlarge cheaper per inference than
+    # all five it recommends: every measured benchmark is a row, and selection judges them all.
+    cheaper = seed_step("unused")
+    cheaper["InferenceBenchmark"] = {**cheaper["InferenceBenchmark"], "Metrics": {
+        "CostPerHour": 0.204, "MaxInvocations": 31000, "ModelLatency": 20},
+        "EndpointConfiguration": {"EndpointName": "sm-epc-c5x", "VariantName": "sm-epc-c5x",
+                                  "InstanceType": "ml.c5.xlarge", "InitialInstanceCount": 1}}
+    sim = SimulatedInferenceRecommender(extra_benchmarks=[seed_step("unused"), cheaper])
+    sim.install()
+    create(api, namespace, sample("fraud-default"))
+    body = wait_for_ready(api, namespace, "fraud-default", "True", "BestSelected")
+    status = body["status"]
+    assert status["recommendationsTotal"] == 7 and status["steps"]["byStatus"] == {"COMPLETED": 7}
+    rows = {row["instanceType"]: row for row in status["recommendations"]}
+    assert [rows[t]["recommended"] for t in ("ml.c5.9xlarge", "ml.c5.xlarge", "ml.m5.2xlarge")] == [False, False, True]
+    assert rows["ml.c5.9xlarge"]["slaMessage"] == "18199 invocations/min < 30000"
+    best = status["best"]
+    assert (best["instanceType"], best["recommended"]) == ("ml.c5.xlarge", False)
+    assert best["recommendationId"] == f"{status['jobName']}/sm-epc-c5x"
 
 
 def test_advanced_job_with_a_policy_edit_reselects_without_a_new_job(api, namespace, operator):
@@ -149,14 +173,16 @@ def test_failed_job_reports_the_reason_and_failed_steps(api, namespace, operator
     wait_for(lambda: ("Warning", "JobFailed") in events(api, namespace, "fraud-advanced"))
 
 
-def test_stopped_job_is_not_a_success(api, namespace, operator):
+def test_a_stopped_job_is_not_a_success_but_its_results_are_judged_as_partial(api, namespace, operator):
     sim = SimulatedInferenceRecommender(script=["IN_PROGRESS", "STOPPED"])
     sim.install()
     create(api, namespace, sample("fraud-default"))
-    body = wait_for_ready(api, namespace, "fraud-default", "False", "JobStopped")
-    assert body["status"]["phase"] == "Stopped" and "best" not in body["status"]
-    assert condition(body, "Succeeded")["reason"] == "JobStopped"
-    assert len(body["status"]["recommendations"]) == 2  # the partial results are kept, not chosen from
+    body = wait_for_ready(api, namespace, "fraud-default", "True", "BestSelectedFromPartialResults")
+    assert body["status"]["phase"] == "Stopped"
+    assert condition(body, "Succeeded")["status"] == "False" and condition(body, "Succeeded")["reason"] == "JobStopped"
+    assert len(body["status"]["recommendations"]) == 2  # what the two finished benchmarks measured
+    assert body["status"]["best"]["partial"] == "the job was stopped with 3 benchmark(s) unfinished"
+    assert body["status"]["steps"]["byStatus"] == {"COMPLETED": 2, "STOPPED": 3}
 
 
 def test_delete_mid_run_stops_the_job_once_and_releases_the_finalizer(api, namespace, operator):

@@ -67,6 +67,9 @@ class Recommendation:
     compilation_job_name: str | None = None
     endpoint_name: str | None = None
     variant_name: str | None = None
+    # Whether the backend itself recommended this configuration (SageMaker: listed in InferenceRecommendations, or
+    # only measured as a benchmark step); None for a backend that measures without recommending.
+    recommended: bool | None = None
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
@@ -76,6 +79,7 @@ class Recommendation:
                    environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
                    serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
                    invocation_end=parse_timestamp(row.get("invocationEndTime")),
+                   recommended=row.get("recommended"),
                    **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
 
     def provenance(self) -> dict[str, str]:
@@ -110,6 +114,11 @@ class StepSummary:
     by_status: Mapping[str, int]
     failures: tuple[StepFailure, ...] = ()
 
+    @property
+    def unfinished(self) -> int:
+        """Steps neither measured nor failed: at the job's end, configurations it never got to."""
+        return self.total - self.by_status.get(JobStatus.COMPLETED, 0) - self.by_status.get(JobStatus.FAILED, 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class EndpointPerformance:
@@ -142,3 +151,5 @@ class JobSnapshot:
     endpoint_performances: tuple[EndpointPerformance, ...] = ()
     # The local backend's; SageMaker reports steps.
     progress: Progress | None = None
+    # Why a job that ended did not get to every configuration, when the backend knows (its duration ran out).
+    ended_early: str | None = None

@@ -169,6 +169,14 @@ def job_may_be_running(status: JobState) -> bool:
     return not (succeeded and succeeded.reason == Reason.JOB_NOT_FOUND)
 
 
+def results_final(status: JobState) -> bool:
+    """Whether the job has ended with results to select from: completed, or stopped after measuring some."""
+    if status.condition_is(st.SUCCEEDED, st.TRUE):
+        return True
+    succeeded = status.condition(st.SUCCEEDED)
+    return bool(succeeded and succeeded.reason == Reason.JOB_STOPPED and status.recommendations)
+
+
 class _Builder:
     """Accumulates one outcome: conditions, status fields, events and actions."""
 
@@ -282,7 +290,7 @@ def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
     observation, status = out.observation, out.status
     owner = observation.owner
     assert owner is not None, "a job is driven only with its owner known"
-    job_done = status.condition_is(st.SUCCEEDED, st.TRUE)
+    job_done = results_final(status)
     if not job_done and not status.promotion:
         return  # nothing was promoted and nothing can be yet
     sla = status.condition(st.SLA_SATISFIED)
@@ -450,14 +458,16 @@ def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     if job_may_be_running(out.status) and (due is None or now >= due or policy_edited):
         out.actions.append(DescribeJob(name))
         return
-    if out.status.condition_is(st.SUCCEEDED, st.TRUE) and policy_edited:
+    if results_final(out.status) and policy_edited:
         # Only the policy can have changed: judge the stored results again (the job itself is not touched).
         performances = out.status.endpoint_performances
         if performances and not out.status.recommendations:
             _judge_endpoint(out, parsed, performances)
             return
         total = out.status.recommendations_total
-        _select(out, parsed, [row.recommendation for row in out.status.recommendations or ()])
+        partial = out.status.best.partial if out.status.best else _partial(model.JobSnapshot(
+            name, out.status.backend_status or JobStatus.COMPLETED, steps=out.status.steps))
+        _select(out, parsed, [row.recommendation for row in out.status.recommendations or ()], partial=partial)
         if total is not None and total > (out.status.recommendations_total or 0):
             out.set(recommendations_total=total)  # status keeps 20 rows; the job had more
 
@@ -530,16 +540,26 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         return
 
     out.set(next_poll_time=None)
+    partial = _partial(snapshot)
     if snapshot.status == JobStatus.COMPLETED:
         out.set(phase=st.COMPLETED)
-        out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED, f"job {name} completed{progress}")
+        out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED,
+                      f"job {name} completed{progress}{'; ' + partial if partial else ''}")
         if snapshot.endpoint_performances and not snapshot.recommendations:
             _judge_endpoint(out, parsed, snapshot.endpoint_performances)
         else:
-            _select(out, parsed, snapshot.recommendations)
+            _select(out, parsed, snapshot.recommendations, partial=partial)
         return
 
     failed_steps = _failed_steps_text(snapshot.steps)
+    if snapshot.status == JobStatus.STOPPED and snapshot.recommendations:
+        # What a stopped job measured is kept and judged, as the SDK uses a STOPPED job's results; the selection
+        # says it is partial, and Automatic promotion waits for an approval (spec.promotion.allowPartialResults).
+        message = f"job {name} was stopped before it completed{progress}{failed_steps}"
+        out.set(phase=st.STOPPED)
+        out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_STOPPED, message)
+        _select(out, parsed, snapshot.recommendations, partial=partial)
+        return
     if snapshot.status == JobStatus.FAILED:
         reason = snapshot.failure_reason or f"{_policy(out).display_name} gave no reason"
         message = f"job {name} failed: {reason}{failed_steps}"
@@ -547,8 +567,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
     elif snapshot.status == JobStatus.STOPPED:
-        message = (f"job {name} was stopped before it completed{progress}; its partial results are listed but "
-                   f"not selected from{failed_steps}")
+        message = f"job {name} was stopped before it measured any configuration{progress}{failed_steps}"
         out.set(phase=st.STOPPED)
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_STOPPED, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_STOPPED, message)
@@ -563,26 +582,41 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         _select(out, parsed, snapshot.recommendations, final=False)
 
 
+def _partial(snapshot: model.JobSnapshot) -> str | None:
+    """Why an ended job's results are partial (it did not measure every configuration), or None."""
+    unfinished = snapshot.steps.unfinished if snapshot.steps else 0
+    if snapshot.status == JobStatus.STOPPED:
+        return f"the job was stopped{f' with {unfinished} benchmark(s) unfinished' if unfinished else ''}"
+    if snapshot.ended_early:
+        return snapshot.ended_early
+    if unfinished:
+        return f"the job ended with {unfinished} benchmark(s) unfinished"
+    return None
+
+
 def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations: Sequence[model.Recommendation],
-            final: bool = True) -> None:
+            final: bool = True, partial: str | None = None) -> None:
     constraints = selection_module.constraints_for(parsed)
     chosen = selection_module.select(recommendations, parsed.selection.objective, constraints)
     rows = tuple(_row(v) for v in chosen.verdicts)
     out.set(recommendations=rows[:MAX_RECOMMENDATION_ROWS], recommendations_total=len(rows))
     if not final:
         return
+    suffix = f" (partial results: {partial})" if partial else ""
     if chosen.best is None:
         out.set(best=None)
-        out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason)
-        out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason)
+        out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason + suffix)
+        out.condition(st.READY, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason + suffix)
         return
     best = chosen.best
     previous = out.before.best.recommendation.recommendation_id if out.before.best else None
     if previous and previous != best.recommendation_id:
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
-    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best)), chosen.reason[:1024]))
-    out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason)
-    out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED, chosen.reason)
+    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best)), chosen.reason[:1024],
+                      partial[:1024] if partial else None))
+    out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason + suffix)
+    out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED_FROM_PARTIAL_RESULTS if partial else Reason.BEST_SELECTED,
+                  chosen.reason + suffix)
 
 
 def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,

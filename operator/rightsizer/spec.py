@@ -227,6 +227,7 @@ class Promotion:
     progress_deadline_seconds: int
     field_paths: FieldPaths | None = None
     variant_name: str | None = None  # spec.promotion.target.variantName: ACK only, the production variant to change
+    allow_partial_results: bool = False  # Automatic may act on a selection from a job that did not finish
 
     @classmethod
     def from_spec(cls, raw: Mapping[str, Any]) -> "Promotion":
@@ -235,6 +236,7 @@ class Promotion:
         return cls(target=TargetRef(target["apiVersion"], target["kind"], target["name"]),
                    mode=PromotionMode(raw["mode"]), force_conflicts=raw["forceConflicts"],
                    progress_deadline_seconds=raw["progressDeadlineSeconds"],
+                   allow_partial_results=raw["allowPartialResults"],
                    field_paths=FieldPaths(field_paths.get("instanceType"), field_paths.get("instanceCount"),
                                           field_paths.get("environment"), field_paths.get("compilationJobName"))
                    if field_paths else None,

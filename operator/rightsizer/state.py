@@ -53,6 +53,8 @@ class RecommendationRow:
             row["invocationStartTime"] = st.timestamp(r.invocation_start)
         if r.invocation_end:
             row["invocationEndTime"] = st.timestamp(r.invocation_end)
+        if r.recommended is not None:
+            row["recommended"] = r.recommended
         row.update(r.provenance())
         return row
 
@@ -63,16 +65,19 @@ class Best:
 
     recommendation: model.Recommendation
     reason: str
+    # Why the selection is from partial results (the job stopped, or ended before measuring every configuration).
+    partial: str | None = None
 
     @classmethod
     def from_storage(cls, raw: Mapping[str, Any]) -> Best:
-        return cls(model.Recommendation.from_status_row(raw), raw.get("reason", ""))
+        return cls(model.Recommendation.from_status_row(raw), raw.get("reason", ""), raw.get("partial"))
 
     def for_storage(self) -> dict[str, Any]:
         r = self.recommendation
         stored = {"recommendationId": r.recommendation_id, "instanceType": r.instance_type,
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
-                  "metrics": dict(r.metrics), "reason": self.reason, **r.provenance()}
+                  "metrics": dict(r.metrics), "reason": self.reason, "partial": self.partial,
+                  "recommended": r.recommended, **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}
 
 

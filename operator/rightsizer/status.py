@@ -68,6 +68,7 @@ class Reason(enum.StrEnum):
     ENDPOINT_MEETS_SLA = "EndpointMeetsSLA"
     ENDPOINT_BENCHMARKED = "EndpointBenchmarked"
     BEST_SELECTED = "BestSelected"
+    BEST_SELECTED_FROM_PARTIAL_RESULTS = "BestSelectedFromPartialResults"
     BEST_CHANGED = "BestChanged"
 
 

@@ -127,11 +127,18 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
         step.promoted = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
         step.ready = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
         return None
-    if mode == PromotionMode.MANUAL:
+    # A winner among what a cut-short job measured may not be the winner of the grid: a person decides, unless the
+    # spec lets Automatic act on it.
+    partial = best.get("partial") if mode == PromotionMode.AUTOMATIC and not ctx.promotion.allow_partial_results \
+        else None
+    if mode == PromotionMode.MANUAL or partial:
         approval = ctx.annotations.get(APPROVE_ANNOTATION)
         if approval not in ("best", best.get("recommendationId")):
             hint = (f"annotate the RightsizeJob with {APPROVE_ANNOTATION}={best.get('recommendationId')} "
                     f"(or {APPROVE_ANNOTATION}=best) to promote {configuration.describe()} to {what}")
+            if partial:
+                hint = (f"the selection is from partial results ({partial}); {hint}, or set "
+                        f"spec.promotion.allowPartialResults to true")
             if _converged(step.memory, configuration):
                 return configuration  # what is approved is already there: nothing to wait for
             if approval:
@@ -139,7 +146,7 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
                                  f"the approval names {approval}, which is not the best configuration "
                                  f"{best.get('recommendationId')}; {hint}")
             else:
-                step.awaiting = (st.TRUE, Reason.APPROVAL_REQUIRED, hint)
+                step.awaiting = (st.TRUE, Reason.PARTIAL_RESULTS if partial else Reason.APPROVAL_REQUIRED, hint)
             step.memory = _between_attempts(step.memory, State.AWAITING_APPROVAL)
             if step.memory.current is None:
                 step.promoted = (st.FALSE, Reason.AWAITING_APPROVAL, f"waiting for approval to promote to {what}")

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     TARGET_NOT_FOUND = "TargetNotFound"
     # AwaitingApproval (also NoBestConfiguration and RolledBack)
     APPROVAL_REQUIRED = "ApprovalRequired"
+    PARTIAL_RESULTS = "PartialResults"  # Automatic, but the selection is from a job that did not finish
     APPROVAL_STALE = "ApprovalStale"
     APPROVED = "Approved"
     NOT_REQUIRED = "NotRequired"

@@ -141,9 +141,10 @@ def _snapshot(run: _Run) -> model.JobSnapshot:
     current = run.progress.current if run.progress and run.finished is None else None
     progress = model.Progress(len(outcomes), total, current[:experiment_module.PROGRESS_TEXT_MAX] if current else None)
     status, failure = _status(run, recommendations, outcomes)
+    ended_early = experiment.end_reason if run.finished is not None and experiment.end_reason != "stopped" else None
     return model.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
                             failure_reason=failure, creation_time=run.created, completion_time=run.finished,
-                            recommendations=recommendations, steps=steps, progress=progress)
+                            recommendations=recommendations, steps=steps, progress=progress, ended_early=ended_early)
 
 
 def _status(run: _Run, recommendations, outcomes) -> tuple[model.JobStatus, str | None]:

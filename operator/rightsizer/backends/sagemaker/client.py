@@ -7,6 +7,9 @@ into a later retry. Errors that retrying will not fix become Rejected, with a co
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import threading
@@ -157,6 +160,33 @@ def _metrics(raw: dict | None) -> dict[str, float | int]:
     return metrics
 
 
+def _benchmark_id(job_name: str, benchmark: dict) -> str:
+    """A benchmark step has no RecommendationId: name it by IR's benchmark endpoint, or by what it measured."""
+    endpoint = benchmark.get("EndpointConfiguration") or {}
+    if endpoint.get("EndpointName"):
+        return f"{job_name}/{endpoint['EndpointName']}"
+    measured = json.dumps([endpoint, benchmark.get("ModelConfiguration") or {}], sort_keys=True, default=str)
+    return f"{job_name}/benchmark-{hashlib.sha256(measured.encode()).hexdigest()[:12]}"
+
+
+def _measured_key(recommendation: model.Recommendation) -> tuple[Any, ...]:
+    return (recommendation.instance_type, tuple(sorted(recommendation.environment.items())),
+            tuple(sorted((recommendation.serverless or {}).items())), recommendation.compilation_job_name,
+            recommendation.inference_specification_name)
+
+
+def _with_benchmarks(recommended: tuple[model.Recommendation, ...],
+                     benchmarks: tuple[model.Recommendation, ...]) -> tuple[model.Recommendation, ...]:
+    """IR's recommendations, then every measured benchmark it did not recommend: selection judges them all (IR's
+    list is its own pick; ListInferenceRecommendationsJobSteps holds every benchmark it ran). A benchmark is IR's
+    recommendation when both name one benchmark endpoint, or measured the same configuration."""
+    endpoints = {r.endpoint_name for r in recommended if r.endpoint_name}
+    keys = {_measured_key(r) for r in recommended}
+    others = tuple(b for b in benchmarks
+                   if not (b.endpoint_name and b.endpoint_name in endpoints) and _measured_key(b) not in keys)
+    return recommended + others
+
+
 def _recommendation(raw: dict, region: str | None = None) -> model.Recommendation:
     endpoint = raw.get("EndpointConfiguration") or {}
     configuration = raw.get("ModelConfiguration") or {}
@@ -247,22 +277,26 @@ class SageMakerBackend:
             if error.rejected.reason == "ResourceNotFound":
                 return None
             raise
+        steps, benchmarks = self._steps(job_name)
         return model.JobSnapshot(
             job_name=raw["JobName"], status=model.JobStatus(raw["Status"]), job_arn=raw.get("JobArn"),
             failure_reason=raw.get("FailureReason"), creation_time=raw.get("CreationTime"),
             completion_time=raw.get("CompletionTime"),
-            recommendations=tuple(_recommendation(r, self.region)
-                                  for r in raw.get("InferenceRecommendations") or ()),
-            steps=self._steps(job_name),
+            recommendations=_with_benchmarks(
+                tuple(dataclasses.replace(_recommendation(r, self.region), recommended=True)
+                      for r in raw.get("InferenceRecommendations") or ()), benchmarks),
+            steps=steps,
             endpoint_performances=tuple(
                 model.EndpointPerformance(p["EndpointInfo"]["EndpointName"], p["Metrics"]["MaxInvocations"],
                                          p["Metrics"]["ModelLatency"])
                 for p in raw.get("EndpointPerformances") or ()),
         )
 
-    def _steps(self, job_name: str) -> model.StepSummary:
+    def _steps(self, job_name: str) -> tuple[model.StepSummary, tuple[model.Recommendation, ...]]:
+        """The benchmark steps counted by status with their failures, and every measured benchmark as a row."""
         by_status: dict[str, int] = {}
         failures: list[model.StepFailure] = []
+        benchmarks: list[model.Recommendation] = []
         token = None
         for _page in range(MAX_STEP_PAGES):
             kwargs = {"JobName": job_name, "MaxResults": 100, **({"NextToken": token} if token else {})}
@@ -275,10 +309,15 @@ class SageMakerBackend:
                         instance_type=(benchmark.get("EndpointConfiguration") or {}).get("InstanceType"),
                         environment=_environment(benchmark.get("ModelConfiguration")),
                         failure_reason=benchmark.get("FailureReason") or "no reason given"))
+                elif step["Status"] == model.JobStatus.COMPLETED and benchmark.get("Metrics"):
+                    benchmarks.append(dataclasses.replace(
+                        _recommendation({**benchmark, "RecommendationId": _benchmark_id(job_name, benchmark)},
+                                        self.region), recommended=False))
             token = page.get("NextToken")
             if not token:
                 break
-        return model.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures))
+        return (model.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures)),
+                tuple(benchmarks))
 
     def stop(self, job_name: str) -> base.StopDone:
         try:
