@@ -132,6 +132,8 @@ class SimulatedInferenceRecommender:
             """The operator may call from several threads; the Stubber's queue must see one call at a time."""
 
             def __getattr__(self, name):
+                if name == "meta":
+                    return client.meta  # the client's events and config, not a call
                 method = getattr(client, name)
 
                 def call(**kwargs):

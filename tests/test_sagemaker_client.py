@@ -4,14 +4,16 @@ botocore's service model. No call leaves the process."""
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import re
 import sys
 import threading
 
 import boto3
+import botocore.awsrequest
+import botocore.config
 import botocore.exceptions
-import re
-
 import pytest
 from botocore.stub import Stubber
 
@@ -434,19 +436,71 @@ def test_stop_errors(stubber, backend):
     stubber.assert_no_pending_responses()
 
 
-def test_every_call_takes_a_token(stubber):
-    taken = []
+class Counting(RateLimiter):
+    def __init__(self):
+        super().__init__(1000, 1000)
+        self.taken = 0
 
-    class Counting(RateLimiter):
-        def acquire(self):
-            taken.append(1)
-            return super().acquire()
+    def acquire(self):
+        self.taken += 1
+        return super().acquire()
 
-    backend = SageMakerBackend(REGION, rate_limiter=Counting(1000, 1000))
-    _name_in_use(stubber, REQUEST["Tags"])
-    assert isinstance(backend.submit(PLAN, OWNER), base.Adopted)
-    assert len(taken) == 4  # create, describe, list steps, list tags
-    stubber.assert_no_pending_responses()
+
+class CannedBody:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def answering_client(answers: list[tuple[int, dict]], **credentials):
+    """A real client that signs each request and gets its HTTP answer from `answers` at botocore's before-send
+    (after the operator's own hook), so retries and a missing credential behave as they would against AWS."""
+    made = boto3.session.Session(**credentials).client(
+        "sagemaker", region_name=REGION, config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}))
+
+    def answer(request, **_):
+        status, body = answers.pop(0)
+        return botocore.awsrequest.AWSResponse(request.url, status, {"content-type": "application/x-amz-json-1.1"},
+                                               CannedBody(json.dumps(body, default=str).encode()))
+    made.meta.events.register("before-send.sagemaker", answer)
+    return made
+
+
+def test_every_request_sent_takes_a_token_retries_included():
+    described = describe_response("COMPLETED", CreationTime=CREATED.timestamp(), LastModifiedTime=MODIFIED.timestamp())
+    throttled = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+    answers = [(400, throttled), (200, described), (200, {"Steps": []})]
+    use_client_factory(lambda region: answering_client(answers, aws_access_key_id="testing",
+                                                       aws_secret_access_key="testing"))
+    limiter = Counting()
+    try:
+        snapshot = SageMakerBackend(REGION, rate_limiter=limiter).describe(JOB)
+    finally:
+        use_client_factory(None)
+    assert snapshot.status == "COMPLETED" and answers == []
+    assert limiter.taken == 3  # the throttled describe, its retry, the steps: each went over the wire
+
+
+def test_a_call_that_cannot_be_sent_takes_no_token_and_never_waits(monkeypatch, tmp_path):
+    # No credentials anywhere (and no metadata service to ask): botocore refuses before sending. A thousand such
+    # jobs must each hear NoCredentials at once, not queue behind the rate limit for a call that never happens.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    never = RateLimiter(per_second=1e-9, burst=0, sleep=lambda seconds: pytest.fail("waited for a token"))
+    use_client_factory(lambda region: answering_client([]))
+    try:
+        with pytest.raises(base.RejectedError) as refused:
+            SageMakerBackend(REGION, rate_limiter=never).describe(JOB)
+    finally:
+        use_client_factory(None)
+    assert refused.value.rejected.reason == "NoCredentials"
 
 
 # -- rate limiter ---------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.watching.connect_timeout = 30
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = int(os.environ.get("RIGHTSIZER_WORKERS", "8"))
 
 
 @kopf.on.login()
@@ -112,10 +112,12 @@ def _backend_for(spec: dict[str, Any]) -> base.Backend:
     return clients.open_client(parsed)
 
 
-def _write_status(body: kopf.Body, patch: dict[str, Any]) -> None:
-    client.CustomObjectsApi(_api()).patch_namespaced_custom_object_status(
+def _write_status(body: kopf.Body, patch: dict[str, Any]) -> dict[str, Any]:
+    """Patch the status subresource; returns the object as the API server now has it."""
+    written: dict[str, Any] = client.CustomObjectsApi(_api()).patch_namespaced_custom_object_status(
         schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name,
         {"status": patch})
+    return written
 
 
 def _merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -163,12 +165,13 @@ def _fresh(body: kopf.Body) -> dict[str, Any] | None:
         raise
 
 
-def _ensure_finalizer(body: kopf.Body) -> None:
+def _ensure_finalizer(body: kopf.Body, latest: dict[str, Any] | None) -> None:
     """Put our finalizer on before a job can exist, so that a delete racing the create still stops the job.
-    kopf keeps it while the delete handler's filter matches (a job may be running) and drops it after."""
+    kopf keeps it while the delete handler's filter matches (a job may be running) and drops it after.
+    `latest` is the object as this visit last wrote it: tried first, read afresh only after a conflict."""
     api = client.CustomObjectsApi(_api())
-    for _attempt in range(5):
-        current = _fresh(body)
+    for attempt in range(5):
+        current = latest if attempt == 0 and latest is not None else _fresh(body)
         if current is None:
             return
         finalizers = current["metadata"].get("finalizers") or []
@@ -220,7 +223,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
             outcome = core.reconcile(spec, status, observation)
             if outcome.status_patch:
                 updated = _merged(status, outcome.status_patch)
-                _write_status(body, st.merge_patch(status, updated))
+                current = _write_status(body, st.merge_patch(status, updated))
                 status = updated
             for action in outcome.actions:
                 if isinstance(action, core.EmitEvent):
@@ -233,7 +236,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 metrics.observe_phase(owner.uid, None if deleting else status.get("phase"))
                 return
             if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
-                _ensure_finalizer(body)
+                _ensure_finalizer(body, current)
             if logger:
                 logger.info(f"{type(effect).__name__} {_describe_effect(effect)}")
             result = _execute(effect, backend_of, owner, spec)

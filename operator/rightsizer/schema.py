@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from importlib import resources
 from typing import Any, Mapping
 
@@ -15,9 +16,18 @@ PLURAL = "rightsizejobs"
 KIND = "RightsizeJob"
 
 
+_crd_lock = threading.Lock()
+
+
 @functools.cache
-def crd() -> dict[str, Any]:
+def _load_crd() -> dict[str, Any]:
     return yaml.safe_load(resources.files("rightsizer").joinpath("data/rightsizejobs.yaml").read_text())
+
+
+def crd() -> dict[str, Any]:
+    # Parsed once, also when the first visits arrive on several worker threads at once.
+    with _crd_lock:
+        return _load_crd()
 
 
 def rightsize_jobs(text: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ into a later retry. Errors that retrying will not fix become Rejected, with a co
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,7 @@ import botocore.exceptions
 from rightsizer import metrics, pricing
 from rightsizer import model
 from rightsizer.backends import base
+from rightsizer.backends.sagemaker import translate
 from rightsizer.backends.sagemaker.translate import OWNER_TAG_KEYS
 
 RETRY_CONFIG = botocore.config.Config(
@@ -77,7 +79,10 @@ ClientFactory = Callable[[str], Any]
 
 def _default_factory(region: str):
     # Credentials come from the default chain: IRSA's web identity, EKS Pod Identity, the environment, ...
-    return boto3.session.Session().client("sagemaker", region_name=region, config=RETRY_CONFIG)
+    shared = translate.botocore_session()
+    with translate.BOTOCORE_LOCK:
+        return boto3.session.Session(botocore_session=shared).client("sagemaker", region_name=region,
+                                                                     config=RETRY_CONFIG)
 
 
 _factory: ClientFactory = _default_factory
@@ -100,10 +105,25 @@ def region_for(spec_region: str | None) -> str:
     return region
 
 
+# The limiter of the backend making the call now: botocore sends on the caller's thread, so a context variable
+# carries it from SageMakerBackend._call to the before-send hook.
+_call_limiter: contextvars.ContextVar[RateLimiter | None] = contextvars.ContextVar("sagemaker_limiter", default=None)
+
+
+def _take_a_token(**_: Any) -> None:
+    """botocore's before-send: a token for each request that goes over the wire, each retry included. A call
+    refused before sending (no credentials, an invalid parameter) costs none and never waits for one."""
+    limiter = _call_limiter.get()
+    if limiter is not None:
+        limiter.acquire()
+
+
 def client_for(region: str):
     with _clients_lock:
         if region not in _clients:
-            _clients[region] = _factory(region)
+            made = _factory(region)
+            made.meta.events.register_first("before-send.sagemaker", _take_a_token)
+            _clients[region] = made
         return _clients[region]
 
 
@@ -220,7 +240,7 @@ class SageMakerBackend:
         self.rate_limiter = rate_limiter
 
     def _call(self, operation: str, **kwargs):
-        self.rate_limiter.acquire()
+        token = _call_limiter.set(self.rate_limiter)
         try:
             response = getattr(client_for(self.region), operation)(**kwargs)
         except botocore.exceptions.ClientError as error:
@@ -229,6 +249,8 @@ class SageMakerBackend:
         except botocore.exceptions.BotoCoreError as error:
             metrics.SAGEMAKER_CALLS.labels(operation, type(error).__name__).inc()
             raise
+        finally:
+            _call_limiter.reset(token)
         metrics.SAGEMAKER_CALLS.labels(operation, "ok").inc()
         return response
 

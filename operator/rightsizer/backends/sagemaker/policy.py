@@ -46,10 +46,7 @@ POLL_RAMP_SECONDS = 3600.0
 @functools.cache
 def instance_types() -> frozenset[str]:
     """Real-time hosting instance types, from botocore's service model (the same enum the service checks)."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+    return frozenset(translate.service_model().shape_for("ProductionVariantInstanceType").enum)
 
 
 class SageMakerPolicy:

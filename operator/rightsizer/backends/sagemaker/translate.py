@@ -8,6 +8,7 @@ skips — patterns, enums and maximums — so nothing the service would refuse l
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any, Mapping
 
 import regex
@@ -35,11 +36,32 @@ class RequestInvalid(ValueError):
         super().__init__("; ".join(errors))
 
 
+# One botocore session for the process, used under this lock: its loader parses SageMaker's large service model
+# once, for validation and for the clients alike (each new session would parse it again, ~25 MiB each).
+BOTOCORE_LOCK = threading.Lock()
+
+
 @functools.cache
-def service_model():
+def _botocore_session() -> Any:
     import botocore.session
 
-    return botocore.session.get_session().get_service_model("sagemaker")
+    return botocore.session.get_session()
+
+
+def botocore_session() -> Any:
+    with BOTOCORE_LOCK:
+        return _botocore_session()
+
+
+@functools.cache
+def _load_service_model() -> Any:
+    return _botocore_session().get_service_model("sagemaker")
+
+
+def service_model() -> Any:
+    # Loaded once: the first visits run on several worker threads at once, and each would parse the large model.
+    with BOTOCORE_LOCK:
+        return _load_service_model()
 
 
 def _container_config(spec: RightsizeJobSpec) -> dict[str, Any] | None:
