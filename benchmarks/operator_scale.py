@@ -10,7 +10,9 @@ Ready=False/NoCredentials with no network call), then watch until every object h
   (measured to the last change);
 - peak RSS of the operator process (VmHWM) and its CPU seconds;
 - API requests: the API server's apiserver_request_total over the run, less the benchmark's own creates.
-Then the ratios rightsizer / bare. `--profile out.txt` runs rightsizer under py-spy (pip install py-spy; every
+Then the ratios rightsizer / bare. `--steady` instead submits N SageMaker jobs that stay in progress (the
+operator's clients answered at botocore's before-send: benchmarks/steady_operator.py) and reports, once all are
+submitted, SageMaker requests per minute against the rate limit and the operator's CPU over --minutes. `--profile out.txt` runs rightsizer under py-spy (pip install py-spy; every
 thread sampled, waiting ones too) and writes collapsed stacks.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import json
 import os
 import re
 import signal
@@ -165,12 +168,65 @@ def measure(which: str, api: client.ApiClient, kubeconfig: Path, jobs: int, quie
             "cpu_s": cpu, "requests": requests}
 
 
+def steady(api: client.ApiClient, kubeconfig: Path, jobs: int, minutes: float) -> None:
+    """N submitted SageMaker jobs, all in progress: the operator's CPU and SageMaker requests per minute, against the
+    configured rate limit, once every job is submitted."""
+    namespace = "scale-steady"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    counts = Path(tempfile.mkdtemp()) / "arrivals.json"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    per_second = float(env.get("RIGHTSIZER_SAGEMAKER_CALLS_PER_SECOND", "4"))
+    burst = int(env.get("RIGHTSIZER_SAGEMAKER_BURST", "8"))
+    log = tempfile.NamedTemporaryFile("w", prefix="scale-steady-", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "steady_operator.py"), namespace,
+                                str(counts)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    objects = client.CustomObjectsApi(api)
+    body = yaml.safe_load(SAMPLE.read_text())
+    try:
+        time.sleep(3)
+        started = time.perf_counter()
+        for index in range(jobs):
+            item = copy.deepcopy(body)
+            item["metadata"] = {"name": f"fraud-{index:04d}", "namespace": namespace}
+            objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL, item)
+        deadline = time.perf_counter() + 3600
+        while time.perf_counter() < deadline:
+            listed = objects.list_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL)
+            submitted = sum(1 for o in listed["items"] if (o.get("status") or {}).get("jobArn"))
+            if submitted == jobs:
+                break
+            time.sleep(5)
+        print(f"steady: {submitted} of {jobs} jobs submitted {time.perf_counter() - started:.0f} s after the first "
+              f"create", flush=True)
+        operator = psutil.Process(process.pid)
+        cpu_before, window_start = sum(operator.cpu_times()[:2]), time.monotonic()
+        time.sleep(minutes * 60)
+        cpu = sum(operator.cpu_times()[:2]) - cpu_before
+        time.sleep(6)  # the operator rewrites its counts every 5 s
+        arrivals = json.loads(counts.read_text())
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+    end = max(arrivals)
+    window = [t for t in arrivals if t >= end - minutes * 60]
+    busiest = max(sum(1 for t in window if start <= t < start + 60) for start in window) if window else 0
+    print(f"steady: over the last {minutes:g} min, {len(window) / minutes:.0f} SageMaker requests/min "
+          f"(limit {per_second * 60:.0f}/min + a burst of {burst}); busiest minute {busiest}; "
+          f"{len(window) / minutes / 2 / jobs:.2f} polls per job per minute (a poll is 2 requests); "
+          f"operator CPU {cpu:.1f} s ({100 * cpu / (minutes * 60):.0f} % of a core)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--quiet", type=float, default=10.0, help="seconds without a status change = settled")
     parser.add_argument("--only", choices=("rightsizer", "bare"))
     parser.add_argument("--profile", help="run rightsizer under py-spy (on PATH), writing collapsed stacks here")
+    parser.add_argument("--steady", action="store_true",
+                        help="instead: N in-progress SageMaker jobs, requests per minute and CPU over --minutes")
+    parser.add_argument("--minutes", type=float, default=3.0)
     args = parser.parse_args()
     binaries.resolve(build=True)
     with tempfile.TemporaryDirectory() as state:
@@ -179,6 +235,9 @@ def main() -> None:
         try:
             api = kube.api_client(running.kubeconfig)
             kube.install_crds(api)
+            if args.steady:
+                steady(api, running.kubeconfig, args.jobs, args.minutes)
+                return
             results = {}
             for which in ("bare", "rightsizer"):
                 if args.only and which != args.only:
