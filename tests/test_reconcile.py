@@ -280,6 +280,38 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert_admissible(status)
 
 
+def test_a_local_job_without_a_price_meets_its_sla_and_says_why_nothing_is_selected():
+    spec = {**sample("fraud-local"), "instanceTypes": ["local-1cpu"]}
+    spec["local"] = {k: v for k, v in (spec.get("local") or {}).items() if k != "pricePerHour"}
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    # Warned at validation, before any load test ran.
+    assert status["warnings"] == ["no price known for local-1cpu: spec.selection.objective CostPerInference cannot "
+                                  "rank it; set spec.local.pricePerHour or choose objective ModelLatency or "
+                                  "MaxInvocations"]
+    unpriced = tuple(dataclasses.replace(r, metrics={k: v for k, v in r.metrics.items() if k != "costPerHour"})
+                     for r in local_rows(name, 1))
+    done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=unpriced,
+                       steps=StepSummary(4, {"COMPLETED": 1, "FAILED": 3}), progress=Progress(4, 4))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(done))))
+    conditions = by_type(status["conditions"])
+    assert status["recommendations"][0]["meetsSLA"] is True
+    # The SLA is met: saying otherwise (NoCandidateMeetsSLA, "none of the 1 configurations meets") was false.
+    assert (conditions["SLASatisfied"]["status"], conditions["SLASatisfied"]["reason"]) == ("True",
+                                                                                          "CandidateMeetsSLA")
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "ObjectiveUnmeasured")
+    assert conditions["Ready"]["message"].startswith(
+        "1 of 1 configurations meet P95 latency <= 100 ms and >= 30000 invocations/min, but lowest cost per "
+        "inference cannot rank them: no "
+        "price known for local-1cpu; set spec.local.pricePerHour or choose spec.selection.objective")
+    assert "none of" not in conditions["Ready"]["message"] and "best" not in status
+    assert status["phase"] == "Completed"
+    assert_admissible(status)
+
+
 def test_editing_the_local_selection_keeps_the_job():
     spec = sample("fraud-local")
     first = reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)).effect.plan.job_name

@@ -603,6 +603,12 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     if not final:
         return
     suffix = f" (partial results: {partial})" if partial else ""
+    if chosen.best is None and selection_module.meets_sla(chosen):
+        # The SLA is met but the objective cannot rank the configurations meeting it (no price known).
+        out.set(best=None)
+        out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason + suffix)
+        out.condition(st.READY, st.FALSE, Reason.OBJECTIVE_UNMEASURED, chosen.reason + suffix)
+        return
     if chosen.best is None:
         out.set(best=None)
         out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason + suffix)

@@ -48,6 +48,8 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
             print(f"{path}: {job}: error: {error}", file=sys.stderr)
         return 1
     parsed = validated.spec
+    for warning in validated.warnings:  # before the load tests, not after them
+        print(f"{path}: {job}: warning: {warning}", file=sys.stderr)
     if parsed.backend != "local":
         print(f"{path}: {job}: backend {parsed.backend} does not run here", file=sys.stderr)
         return 1
