@@ -328,7 +328,7 @@ def test_first_visit_of_an_invalid_spec():
     common = {"reason": "InvalidSpec", "message": INVALID_MESSAGE, "observedGeneration": 1,
               "lastTransitionTime": T0_STAMP}
     assert outcome.status_patch == {
-        "observedGeneration": 1, "phase": "Pending",
+        "observedGeneration": 1, "phase": "Failed",  # refused: nothing is about to run (Pending said it was)
         "conditions": [{"type": "Ready", "status": "False", **common},
                        {"type": "Validated", "status": "False", **common}],
     }
@@ -423,7 +423,8 @@ def test_invalid_then_valid_flips_ready_and_validated():
                                    ("JobSubmitted", "False", "NotSubmitted"), ("Succeeded", "Unknown", "JobPending"),
                                    ("SLASatisfied", "Unknown", "NoResults")]
     assert {(c["observedGeneration"], c["lastTransitionTime"]) for c in conditions} == {(2, T1_STAMP)}
-    assert "phase" not in outcome.status_patch and apply(status, outcome)["phase"] == "Pending"
+    # Refused, it was Failed; valid, it waits to be submitted again.
+    assert status["phase"] == "Failed" and outcome.status_patch["phase"] == "Pending"
 
 
 def test_invalid_then_valid_with_warnings_emits_a_warning_event():
@@ -1403,6 +1404,7 @@ def test_a_validation_failure_is_never_retried_for_the_same_generation():
                                                        ("JobSubmitted", "False", "ValidationFailed")]
     assert by_type(trace.status["conditions"])["Ready"]["message"] == message
     assert "nextPollTime" not in trace.status and trace.status["submitAttempts"] == 1
+    assert trace.status["phase"] == "Failed"  # refused for good: not Pending
     assert trace.events == [EmitEvent("Warning", "ValidationFailed", message)]
     for later in (T1, T2, T2 + datetime.timedelta(days=30)):
         assert_settled(DEFAULT, trace.status, later)
@@ -1423,6 +1425,7 @@ def test_a_name_taken_by_someone_else_is_not_ready():
         assert (conditions[kind]["status"], conditions[kind]["reason"], conditions[kind]["message"]) == \
             ("False", "NameTaken", taken.message)
     assert "nextPollTime" not in trace.status and "submitAttempts" not in trace.status
+    assert trace.status["phase"] == "Failed"
     assert trace.events == [EmitEvent("Warning", "NameTaken", taken.message)]
     assert_settled(DEFAULT, trace.status, T2)
 
@@ -1443,6 +1446,48 @@ def test_deleting_with_a_running_job_stops_it_once(result, detail, recorded):
         {"backendStatus": recorded})]
     assert not stops_on_delete(DEFAULT, trace.status)
     assert reconcile(DEFAULT, trace.status, at(T1 + seconds(1), deleting=True)) == Outcome((), {})
+
+
+def test_a_failed_local_jobs_message_says_each_reason_once():
+    spec = sample("fraud-local")
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    crash = "the model server exited with code 1 before it was ready: ValueError: OMP_NUM_THREADS"
+    failures = (StepFailure("local-1cpu", {"OMP_NUM_THREADS": "99999999"}, crash),
+                StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"}, "local-2cpu needs 2 vCPUs", skipped=True))
+    # As the local backend words it: every configuration's reason is in the job's.
+    reason = f"no configuration could be measured: local-1cpu (OMP_NUM_THREADS=99999999): {crash}; " \
+             f"local-2cpu (OMP_NUM_THREADS=1): local-2cpu needs 2 vCPUs"
+    failed = JobSnapshot(name, "FAILED", failure_reason=reason, completion_time=T2,
+                         steps=StepSummary(2, {"FAILED": 2}, failures=failures))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(failed))))
+    message = by_type(status["conditions"])["Ready"]["message"]
+    assert message == f"job {name} failed: {reason}"
+    assert message.count(crash) == 1 and status["phase"] == "Failed"
+    # A reason that does not list them (SageMaker's) still gets the failed benchmarks after it.
+    other = dataclasses.replace(failed, failure_reason="the job ran out of capacity")
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(other))))
+    assert by_type(status["conditions"])["Ready"]["message"] == (
+        f"job {name} failed: the job ran out of capacity; failed benchmarks: local-1cpu (OMP_NUM_THREADS=99999999): "
+        f"{crash}; local-2cpu (OMP_NUM_THREADS=1): local-2cpu needs 2 vCPUs")
+
+
+def test_deleting_a_local_job_after_a_restart_does_not_blame_sagemaker():
+    spec = sample("fraud-local")
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    assert stops_on_delete(spec, status)
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, deleting=True,
+                                                  result=StopDone(not_found=True)))
+    assert outcome == Outcome((EmitEvent("Normal", "JobStopped", f"the RightsizeJob is being deleted: job {name}: "
+                                         f"it was not running on the local backend (it ended when the operator "
+                                         f"restarted)"),), {"backendStatus": "STOPPED"})
 
 
 def test_a_refused_stop_on_deletion_keeps_the_finalizer_and_retries():

@@ -272,10 +272,14 @@ def _refuse(out: _Builder, errors: list[str]) -> None:
     out.condition(st.VALIDATED, st.FALSE, Reason.INVALID_SPEC, message)
     out.condition(st.READY, st.FALSE, Reason.INVALID_SPEC, message)
     out.set(warnings=None)
+    if out.status.phase == st.PENDING:
+        out.set(phase=st.FAILED)  # nothing will run until an edit: Pending would say it is about to
 
 
 def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) -> None:
     suffix = f" ({why})" if why else ""
+    if out.status.phase == st.FAILED and not out.status.job_name:
+        out.set(phase=st.PENDING)  # refused as invalid before, valid now: it waits to be submitted
     out.condition(st.READY, st.UNKNOWN, Reason.JOB_PENDING,
                   f"the spec is valid; {_policy(out).describe_job(parsed)} is not submitted yet{suffix}")
     out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NOT_SUBMITTED,
@@ -407,7 +411,7 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     if isinstance(result, base.NameTaken):
         out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NAME_TAKEN, result.message)
         out.condition(st.READY, st.FALSE, Reason.NAME_TAKEN, result.message)
-        out.set(next_poll_time=None)
+        out.set(next_poll_time=None, phase=st.FAILED)
         return
 
     attempts = (out.status.submit_attempts or 0) + 1
@@ -424,7 +428,8 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         out.set(next_poll_time=retry_at, submit_attempts=attempts)
     else:
         message += " (not retried until a job-defining field of the spec changes)"
-        out.set(next_poll_time=None, submit_attempts=attempts)
+        # Refused for good: Failed, not Pending (a refusal retried later stays Pending: it will be submitted).
+        out.set(next_poll_time=None, submit_attempts=attempts, phase=st.FAILED)
     out.condition(st.JOB_SUBMITTED, st.FALSE, result.reason, message)
     out.condition(st.READY, st.FALSE, result.reason, message)
 
@@ -562,7 +567,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         return
     if snapshot.status == JobStatus.FAILED:
         reason = snapshot.failure_reason or f"{_policy(out).display_name} gave no reason"
-        message = f"job {name} failed: {reason}{failed_steps}"
+        # The local backend's reason already lists each configuration's: say each once.
+        message = f"job {name} failed: {reason}{_failed_steps_text(snapshot.steps, already_said=reason)}"
         out.set(phase=st.FAILED)
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
@@ -675,12 +681,14 @@ def _progress(steps: model.StepSummary | None) -> str:
     return f" ({steps.by_status.get(JobStatus.COMPLETED, 0)} of {steps.total} benchmarks completed)"
 
 
-def _failed_steps_text(steps: model.StepSummary | None) -> str:
-    if not steps or not steps.failures:
+def _failed_steps_text(steps: model.StepSummary | None, already_said: str = "") -> str:
+    failures = [f for f in (steps.failures if steps else ())[:MAX_FAILED_STEPS]
+                if not (already_said and f.failure_reason in already_said)]
+    if not failures:
         return ""
     parts = [f"{f.instance_type or 'serverless'}"
              f"{' (' + model.describe_environment(f.environment) + ')' if f.environment else ''}"
-             f": {f.failure_reason}" for f in steps.failures[:MAX_FAILED_STEPS]]
+             f": {f.failure_reason}" for f in failures]
     return "; failed benchmarks: " + "; ".join(parts)
 
 
@@ -707,9 +715,12 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
                         RetryLater(out.observation.timing.retry_first, message)), {})
     if result is None:
         return Outcome((StopJob(name),), {})
-    backend = registry.policy(spec_module.parse(spec, check=False).backend).display_name
+    policy = registry.policy(spec_module.parse(spec, check=False).backend)
+    # A job that lives in the operator's process is not unknown after a restart: it ended with the process.
+    gone = (f"{policy.display_name} did not know it" if policy.capabilities.jobs_outlive_operator
+            else f"it was not running on {policy.display_name} (it ended when the operator restarted)")
     detail = "it had already finished" if result.already_finished else \
-        f"{backend} did not know it" if result.not_found else "stop requested"
+        gone if result.not_found else "stop requested"
     # Recorded so that the delete handler's filter stops matching and the finalizer is released.
     out.set(backend_status=JobStatus.STOPPED if result.already_finished or result.not_found else JobStatus.STOPPING)
     return Outcome((EmitEvent(NORMAL, Reason.JOB_STOPPED, f"the RightsizeJob is being deleted: job {name}: {detail}"),),
