@@ -280,6 +280,53 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert_admissible(status)
 
 
+def local_job_submitted(spec: dict) -> tuple[dict, str]:
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    return status, name
+
+
+def test_a_queued_local_job_says_what_it_waits_for_and_resumes_with_its_whole_duration():
+    spec = sample("fraud-local")
+    status, name = local_job_submitted(spec)
+    waiting = "waiting for this host, where job other-0123abcd-g1 of RightsizeJob ml/other runs"
+    queued = JobSnapshot(name, "PENDING", steps=StepSummary(8, {"PENDING": 8}), progress=Progress(0, 8, waiting))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
+                                                               result=JobSeen(queued))))
+    assert by_type(status["conditions"])["Ready"]["message"] == \
+        f"job {name} is PENDING (0 of 8 benchmarks completed): {waiting}"
+    assert "startedAt" not in status["progress"]
+    # Killed while it waited: resumed, its duration counts from when it gets the host, not from its submission
+    # (status.startTime); it keeps its place in the queue by that submission.
+    resubmit = reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobMissing())).effect
+    assert resubmit.plan.resume.started_at is None
+    assert resubmit.plan.resume.submitted_at == T0 == st.parse_timestamp(status["startTime"])
+
+
+def test_a_resumed_local_job_counts_its_duration_from_when_it_got_the_host_and_keeps_finished_runs():
+    spec = sample("fraud-local")
+    status, name = local_job_submitted(spec)
+    got_host = T0 + datetime.timedelta(seconds=43)  # after 43 s behind another job
+    (finished_run,) = local_rows(name, 1)
+    running = JobSnapshot(name, "IN_PROGRESS", steps=StepSummary(8, {"PENDING": 8}),
+                          progress=Progress(0, 8, "run 2/2: local-1cpu (OMP_NUM_THREADS=1): phase 1/1",
+                                            started=got_host, runs=(finished_run,)), results_version=1)
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
+                                                               result=JobSeen(running))))
+    assert status["progress"]["startedAt"] == "2026-03-01T12:00:43Z"
+    assert [r["recommendationId"] for r in status["progress"]["runs"]] == [finished_run.recommendation_id]
+    assert_admissible(status)
+    outcome = reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobMissing()))
+    resume = outcome.effect.plan.resume
+    assert resume.started_at == got_host and resume.submitted_at == T0
+    assert resume.runs == (finished_run,)  # read back from status as written: not run again
+    resumed = [a.message for a in outcome.actions if isinstance(a, EmitEvent) and a.reason == "JobResumed"]
+    assert resumed == [f"job {name} was interrupted (the operator restarted); running the configurations it had "
+                       f"not finished (0 measured and 0 failed before, 1 run(s) of repeated ones kept)"]
+
+
 def test_a_local_job_without_a_price_meets_its_sla_and_says_why_nothing_is_selected():
     spec = {**sample("fraud-local"), "instanceTypes": ["local-1cpu"]}
     spec["local"] = {k: v for k, v in (spec.get("local") or {}).items() if k != "pricePerHour"}

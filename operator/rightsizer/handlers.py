@@ -222,6 +222,9 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 updated = _merged(status, outcome.status_patch)
                 _write_status(body, st.merge_patch(status, updated))
                 status = updated
+            seen = result.snapshot if isinstance(result, (core.JobSeen, base.Adopted)) else None
+            if seen is not None and seen.results_version is not None:
+                backend_of().persisted(seen)  # status now holds it: the backend may start its next load test
             for action in outcome.actions:
                 if isinstance(action, core.EmitEvent):
                     kopf.event(body, type=action.type, reason=action.reason, message=action.message)

@@ -31,6 +31,7 @@ from rightsizer.state import Best, JobState, RecommendationRow
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
+MAX_PROGRESS_RUNS = 100  # status.progress.runs' maxItems: runs beyond it are not kept across a restart
 # status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
 MAX_FAILURE_REASON_CHARS = 4096
 
@@ -487,12 +488,19 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         # A configuration that failed (its server crashed, the threshold broke at once) would fail again; one
         # skipped for want of room is judged afresh (the pod may have been given more).
         failed = [f for f in (out.status.steps.failures if out.status.steps else ()) if not f.skipped]
+        progress = out.status.progress
+        runs = progress.runs if progress else ()
+        kept = f", {len(runs)} run(s) of repeated ones kept" if runs else ""
         out.event(NORMAL, Reason.JOB_RESUMED, f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
-                                        f"{len(failed)} failed before)")
+                                        f"{len(failed)} failed before{kept})")
+        # The duration counts from when the job got the host, not from its submission (a wait in the queue is not
+        # spent). A status written before startedAt existed: a job seen running had the host since its start.
+        started = progress.started if progress and progress.started else \
+            out.status.start_time if out.status.backend_status == JobStatus.IN_PROGRESS else None
         resume = base.ResumeState(
             completed=tuple(row.recommendation for row in finished if row.recommendation.recommendation_id),
-            failed=tuple(failed), started_at=out.status.start_time)
+            failed=tuple(failed), started_at=started, runs=runs, submitted_at=out.status.start_time)
         out.actions.append(SubmitJob(dataclasses.replace(plan, resume=resume)))
         return
     if isinstance(result, base.Adopted):
@@ -532,13 +540,17 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
     progress = _progress(snapshot.steps)
 
     if snapshot.progress is not None:
-        out.set(progress=snapshot.progress)
+        out.set(progress=dataclasses.replace(snapshot.progress, runs=snapshot.progress.runs[:MAX_PROGRESS_RUNS]))
     if snapshot.status in model.ACTIVE_STATUSES:
         timing = out.observation.timing
         interval = _policy(out).poll_interval(timing, (now - started).total_seconds())
         out.set(phase=st.SUBMITTED if snapshot.status == JobStatus.PENDING else st.IN_PROGRESS,
                 next_poll_time=timing.after(now, interval))
-        out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
+        # A queued job says what it waits for (the backend's words: the host, behind which job).
+        waiting = f": {snapshot.progress.current}" if snapshot.status == JobStatus.PENDING and snapshot.progress \
+            and snapshot.progress.current else ""
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS,
+                      f"job {name} is {snapshot.status}{progress}{waiting}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
         if snapshot.recommendations:
             _select(out, parsed, snapshot.recommendations, final=False)
