@@ -147,12 +147,17 @@ def test_an_operator_killed_mid_run_resumes_only_the_unfinished_configurations(a
     assert done["status"]["jobName"] == partial["status"]["jobName"]
 
 
-def model_servers_with(variable: str, value: str) -> list[psutil.Process]:
-    """Model servers (of any process) started with `variable=value` in their environment."""
+def model_servers_with(operator: subprocess.Popen, variable: str, value: str) -> list[psutil.Process]:
+    """The operator's model servers started with `variable=value` in their environment (only its own: other
+    test runs on this machine may run model servers too)."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    try:
+        descendants = psutil.Process(operator.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for process in descendants:
         try:
-            if ("rightsizer.reference.model_server" in " ".join(process.info["cmdline"] or ())
+            if ("rightsizer.reference.model_server" in " ".join(process.cmdline())
                     and process.environ().get(variable) == value):
                 found.append(process)
         except psutil.Error:
@@ -169,11 +174,11 @@ def test_every_finished_run_is_in_status_before_the_next_starts_and_a_kill_rerun
         try:
             create(api, namespace, body)
             # Run 1 of OMP_NUM_THREADS=2 starts only once status holds run 1 of OMP_NUM_THREADS=1.
-            wait_for(lambda: model_servers_with("OMP_NUM_THREADS", "2"), timeout=90, interval=0.05)
+            wait_for(lambda: model_servers_with(first, "OMP_NUM_THREADS", "2"), timeout=90, interval=0.05)
             held = read(api, namespace, "fraud-local")["status"]["progress"]
             assert [r["environment"]["OMP_NUM_THREADS"] for r in held.get("runs", [])] == ["1"], held
             # Killed during run 2 of OMP_NUM_THREADS=1: both first runs are in status by then.
-            wait_for(lambda: model_servers_with("OMP_NUM_THREADS", "1"), timeout=90, interval=0.05)
+            wait_for(lambda: model_servers_with(first, "OMP_NUM_THREADS", "1"), timeout=90, interval=0.05)
             kept = read(api, namespace, "fraud-local")["status"]["progress"]
             assert sorted(r["environment"]["OMP_NUM_THREADS"] for r in kept["runs"]) == ["1", "2"], kept
         finally:
