@@ -3,8 +3,10 @@ it, and a fresh namespace per test (namespaces are never finalized without a con
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -92,3 +94,47 @@ def no_unstubbed_sagemaker():
     use_client_factory(refuse)
     yield
     use_client_factory(refuse)
+
+
+# ---- nothing leaves the machine -------------------------------------------------------------------------------
+
+# Set before boto3 is imported anywhere: its credential chain would otherwise probe the instance-metadata address.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+def allowed_address(host: str) -> bool:
+    """Whether a test may connect to `host`: loopback only. The one place to extend, e.g. with the addresses the
+    harness's own node and Pods are given once they exist."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 scope (fe80::1%eth0) is not the address
+    except ValueError:
+        return host == "localhost"  # any other name would need a lookup that may itself leave the machine
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+class NetworkRefused(AssertionError):
+    """A test tried to open a connection to an address outside allowed_address()."""
+
+
+def _guarded(original):
+    def connect(sock: socket.socket, address, *args, **kwargs):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else str(address)
+            if not allowed_address(str(host)):
+                raise NetworkRefused(f"a test tried to connect to {host}: only loopback is allowed "
+                                     f"(tests/conftest.py allowed_address)")
+        return original(sock, address, *args, **kwargs)
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    return connect
+
+
+@pytest.fixture(autouse=True)
+def no_connection_leaves_the_machine(monkeypatch):
+    """Fails any connect() of this process to a non-loopback address before a packet is sent (asyncio, aiohttp,
+    urllib3 and botocore all connect through socket.socket). Child processes are not covered: they connect only to
+    127.0.0.1 by construction (model servers, load generators, the control plane)."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded(socket.socket.connect_ex))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield

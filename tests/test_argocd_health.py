@@ -172,7 +172,7 @@ CASES = [
 
 # Ready=False reasons the operator does not retry (they wait for an edit or are final) and the ones it retries.
 TERMINAL = ["InvalidSpec", "ValidationFailed", "NameTaken", "JobFailed", "JobStopped", "JobNotFound", "JobDeleted",
-            "NoCandidateMeetsSLA", "EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget",
+            "NoCandidateMeetsSLA", "ObjectiveUnmeasured", "EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget",
             "UnsupportedConfiguration", "NothingToRollBack"]
 RETRIED_REASONS = ["AccessDenied", "RoleNotAssumable", "ResourceLimitExceeded", "NoCredentials", "RegionUnknown",
                    "BackendError", "ServiceQuotaExceededException", "SomethingNew", "FieldConflict", "TargetNotFound",

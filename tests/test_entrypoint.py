@@ -52,7 +52,7 @@ def test_the_operator_process_serves_health_and_metrics_and_logs_json(api, crd_i
             schema.GROUP, schema.VERSION, namespace, schema.PLURAL, "fraud-local").get("status", {}).get("phase"))
         assert wait_for(lambda: fetch(f"http://127.0.0.1:{health}/healthz")) is not None
         exposition = wait_for(lambda: (text := fetch(f"http://127.0.0.1:{metrics_port}/metrics"))
-                              and 'rightsizer_jobs{phase="Pending"} 1.0' in text and text)
+                              and 'rightsizer_jobs{phase="Failed"} 1.0' in text and text)  # refused: Failed
         assert 'rightsizer_reconcile_duration_seconds_count{trigger="change"}' in exposition
     finally:
         process.send_signal(signal.SIGTERM)

@@ -580,3 +580,77 @@ def test_the_median_of_runs_takes_each_metric_and_the_typical_runs_timeline(exam
     assert counted.recommendation.metrics["maxInvocations"] == 134000  # the endpoint of two
     two = median_outcome([run(50000, 9, 90.0), run(40000, 10, 80.0)])
     assert two.recommendation.metrics["modelLatency"] == 10  # 9.5 rounded up: latency is never flattered
+
+
+# ---- the host queue, durability and restored runs (#16) -----------------------------------------------------------
+
+def test_queued_jobs_get_the_host_first_come_first_served_and_say_behind_whom(example, stand_in,
+                                                                            no_leftover_processes):
+    from rightsizer.backends.local import backend as backend_module
+    command, started = stand_in
+    backend = LocalBackend(time_scale=QUICK_SCALE)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    jobs = {}
+    with backend_module._host:  # another holder: every job below queues
+        # Submitted in this order; "early" was first submitted before an operator restart, so it goes first.
+        for mode, submitted in (("first", None), ("second", None), ("early", now - datetime.timedelta(hours=1))):
+            name = f"fraud-local-{mode}-g1"
+            raw = raw_local_spec(example, server_command=command, ranges={"MODE": [mode]})
+            resume = ResumeState((), (), None, submitted_at=submitted) if submitted else None
+            assert isinstance(backend.submit(JobPlan(name, spec_module.parse(raw), {"JobName": name}, resume),
+                                             Owner("ml", mode, f"uid-{mode}")), Submitted)
+            jobs[mode] = name
+        queued = backend.describe(jobs["second"])
+        assert queued.status == JobStatus.PENDING
+        assert queued.progress.current == "waiting for this host; 2 more jobs ahead in the queue"
+        assert queued.progress.started is None
+    # "early" runs first; "second" waits behind it and "first".
+    waiting = wait_for(lambda: (s := backend.describe(jobs["second"])) and s.progress.current
+                       and "where job" in s.progress.current and s, timeout=20)
+    assert waiting.progress.current == (f"waiting for this host, where job {jobs['early']} of RightsizeJob ml/early "
+                                        f"runs; 1 more job ahead in the queue")
+    for name in jobs.values():
+        wait_for(lambda: backend.describe(name).status == JobStatus.COMPLETED, timeout=60)
+    assert started() == ["early", "first", "second"]
+    first, second = backend.describe(jobs["first"]), backend.describe(jobs["second"])
+    assert first.progress.started < second.progress.started  # each from when it got the host
+
+
+def test_no_load_test_starts_before_status_holds_every_finished_one(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["a", "b"]},
+                         local={"pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1], "repetitions": 2})
+    backend, name = LocalBackend(time_scale=QUICK_SCALE), "fraud-local-durable-g1"
+    assert isinstance(backend.submit(JobPlan(name, spec_module.parse(raw), {"JobName": name}),
+                                     Owner("ml", "durable", "uid-d")), Submitted)
+    for expected_starts, held in ((["a"], 1), (["a", "b"], 2), (["a", "b", "a"], 3)):
+        # Run 1 of a finished (or b, or a's second run with a's median): the next waits until status holds it.
+        snapshot = wait_for(lambda: (s := backend.describe(name)) and s.results_version == held and s, timeout=30)
+        time.sleep(1.5)  # time enough to start the next server, were it not held back
+        assert started() == expected_starts
+        assert len(snapshot.progress.runs) + len(snapshot.recommendations) == min(held, 2)
+        backend.persisted(snapshot)  # what the operator does once it has written status
+        wait_for(lambda: len(started()) == len(expected_starts) + 1, timeout=10)
+    done = wait_for(lambda: (s := backend.describe(name)) and s.status == JobStatus.COMPLETED and s, timeout=30)
+    assert started() == ["a", "b", "a", "b"] and len(done.recommendations) == 2 and done.progress.runs == ()
+
+
+def test_a_resumed_job_runs_no_finished_repetition_again(example, stand_in, no_leftover_processes):
+    command, started = stand_in
+    raw = raw_local_spec(example, server_command=command, ranges={"MODE": ["a"]},
+                         local={"pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1], "repetitions": 2})
+    name = "fraud-local-resumed-g1"
+    (planned,) = plan_experiment(spec_module.parse(raw), name, HostFacts.detect())
+    earlier = datetime.datetime(2026, 11, 29, 9, tzinfo=datetime.timezone.utc)
+    finished_run = Recommendation(planned.recommendation_id, "local-1cpu", 1, {"MODE": "a"},
+                                  {"maxInvocations": 6000, "maxInvocationsPerInstance": 6000, "modelLatency": 9},
+                                  invocation_start=earlier, invocation_end=earlier + datetime.timedelta(seconds=5))
+    backend = LocalBackend(time_scale=QUICK_SCALE)
+    resume = ResumeState((), (), None, runs=(finished_run,))
+    assert isinstance(backend.submit(JobPlan(name, spec_module.parse(raw), {"JobName": name}, resume),
+                                     Owner("ml", "resumed", "uid-r")), Submitted)
+    assert backend.describe(name).progress.runs == (finished_run,)  # status keeps it while the job runs
+    done = wait_for(lambda: (s := backend.describe(name)) and s.status == JobStatus.COMPLETED and s, timeout=30)
+    assert started() == ["a"]  # only the second run
+    (row,) = done.recommendations
+    assert row.invocation_start == earlier  # the median of the kept run and the new one

@@ -145,3 +145,61 @@ def test_an_operator_killed_mid_run_resumes_only_the_unfinished_configurations(a
         assert rows[recommendation_id]["metrics"] == before["metrics"]  # kept, not measured again
     assert ("Normal", "JobResumed") in events(api, namespace, "fraud-local")
     assert done["status"]["jobName"] == partial["status"]["jobName"]
+
+
+def model_servers_with(operator: subprocess.Popen, variable: str, value: str) -> list[psutil.Process]:
+    """The operator's model servers started with `variable=value` in their environment (only its own: other
+    test runs on this machine may run model servers too)."""
+    found = []
+    try:
+        descendants = psutil.Process(operator.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for process in descendants:
+        try:
+            if ("rightsizer.reference.model_server" in " ".join(process.cmdline())
+                    and process.environ().get(variable) == value):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_every_finished_run_is_in_status_before_the_next_starts_and_a_kill_reruns_none(api, crd_installed, namespace,
+                                                                                       model, tmp_path):
+    body = local_job(model, phase_seconds=3)
+    body["spec"]["local"]["repetitions"] = 2
+    with open(tmp_path / "operator.log", "w") as log:
+        first = operator_process(namespace, log)
+        try:
+            create(api, namespace, body)
+            # Run 1 of OMP_NUM_THREADS=2 starts only once status holds run 1 of OMP_NUM_THREADS=1.
+            wait_for(lambda: model_servers_with(first, "OMP_NUM_THREADS", "2"), timeout=90, interval=0.05)
+            held = read(api, namespace, "fraud-local")["status"]["progress"]
+            assert [r["environment"]["OMP_NUM_THREADS"] for r in held.get("runs", [])] == ["1"], held
+            # Killed during run 2 of OMP_NUM_THREADS=1: both first runs are in status by then.
+            wait_for(lambda: model_servers_with(first, "OMP_NUM_THREADS", "1"), timeout=90, interval=0.05)
+            kept = read(api, namespace, "fraud-local")["status"]["progress"]
+            assert sorted(r["environment"]["OMP_NUM_THREADS"] for r in kept["runs"]) == ["1", "2"], kept
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        wait_for(lambda: not orphaned_load_processes(), timeout=15)
+        second = operator_process(namespace, log)
+        try:
+            done = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                            and condition(b, "Succeeded").get("status") == "True" and b, timeout=120)
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+    first_runs = {r["recommendationId"]: r for r in kept["runs"]}
+    rows = done["status"]["recommendations"]
+    assert len(rows) == 2
+    for row in rows:
+        # Each row is the median of the kept first run and one new run: the first run was not done again.
+        assert row["invocationStartTime"] == first_runs[row["recommendationId"]]["invocationStartTime"]
+    assert "runs" not in done["status"]["progress"]
+    assert done["status"]["progress"]["startedAt"] == kept["startedAt"]  # the duration's start survives the kill
+    resumed = [e.message for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
+               if e.reason == "JobResumed"]
+    assert resumed and "2 run(s) of repeated ones kept" in resumed[0]

@@ -318,6 +318,9 @@ def test_a_missing_or_corrupt_model_fails_fast_with_a_clear_message(tmp_path, ma
     ("SAGEMAKER_BIND_TO_PORT", "http", "SAGEMAKER_BIND_TO_PORT='http' is not an integer"),
     ("SAGEMAKER_MODEL_SERVER_WORKERS", "0", "SAGEMAKER_MODEL_SERVER_WORKERS=0 is below 1"),
     ("OMP_NUM_THREADS", "-2", "OMP_NUM_THREADS=-2 is below 1"),
+    # Absurd: XGBoost raised mid-startup, and the traceback became the configuration's failure reason.
+    ("OMP_NUM_THREADS", "99999999999999999999", "OMP_NUM_THREADS=99999999999999999999 is above 1024"),
+    ("SAGEMAKER_BIND_TO_PORT", "70000", "SAGEMAKER_BIND_TO_PORT=70000 is above 65535"),
 ])
 def test_invalid_settings_are_named(example, name, value, message):
     environment = {"SM_MODEL_DIR": str(example.model.parent), name: value}

@@ -62,7 +62,7 @@ def test_a_sample_gets_its_initial_status(api, operator, namespace):
                     and condition(b, "Ready")["status"] != "Unknown" and b)
     status = body["status"]
     assert status["observedGeneration"] == body["metadata"]["generation"] == 1
-    assert status["phase"] == "Pending"
+    assert status["phase"] == "Failed"  # refused until an edit (it stayed Pending before #16)
     # The sample's model lives at /models/fraud (`rightsizer example fraud-model /models/fraud` makes it): absent
     # here, so the local backend refuses the job, saying which file, and waits for an edit.
     ready = condition(body, "Ready")

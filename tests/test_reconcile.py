@@ -280,6 +280,85 @@ def test_a_local_job_is_written_ahead_then_followed_configuration_by_configurati
     assert_admissible(status)
 
 
+def local_job_submitted(spec: dict) -> tuple[dict, str]:
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    return status, name
+
+
+def test_a_queued_local_job_says_what_it_waits_for_and_resumes_with_its_whole_duration():
+    spec = sample("fraud-local")
+    status, name = local_job_submitted(spec)
+    waiting = "waiting for this host, where job other-0123abcd-g1 of RightsizeJob ml/other runs"
+    queued = JobSnapshot(name, "PENDING", steps=StepSummary(8, {"PENDING": 8}), progress=Progress(0, 8, waiting))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
+                                                               result=JobSeen(queued))))
+    assert by_type(status["conditions"])["Ready"]["message"] == \
+        f"job {name} is PENDING (0 of 8 benchmarks completed): {waiting}"
+    assert "startedAt" not in status["progress"]
+    # Killed while it waited: resumed, its duration counts from when it gets the host, not from its submission
+    # (status.startTime); it keeps its place in the queue by that submission.
+    resubmit = reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobMissing())).effect
+    assert resubmit.plan.resume.started_at is None
+    assert resubmit.plan.resume.submitted_at == T0 == st.parse_timestamp(status["startTime"])
+
+
+def test_a_resumed_local_job_counts_its_duration_from_when_it_got_the_host_and_keeps_finished_runs():
+    spec = sample("fraud-local")
+    status, name = local_job_submitted(spec)
+    got_host = T0 + datetime.timedelta(seconds=43)  # after 43 s behind another job
+    (finished_run,) = local_rows(name, 1)
+    running = JobSnapshot(name, "IN_PROGRESS", steps=StepSummary(8, {"PENDING": 8}),
+                          progress=Progress(0, 8, "run 2/2: local-1cpu (OMP_NUM_THREADS=1): phase 1/1",
+                                            started=got_host, runs=(finished_run,)), results_version=1)
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER,
+                                                               result=JobSeen(running))))
+    assert status["progress"]["startedAt"] == "2026-03-01T12:00:43Z"
+    assert [r["recommendationId"] for r in status["progress"]["runs"]] == [finished_run.recommendation_id]
+    assert_admissible(status)
+    outcome = reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobMissing()))
+    resume = outcome.effect.plan.resume
+    assert resume.started_at == got_host and resume.submitted_at == T0
+    assert resume.runs == (finished_run,)  # read back from status as written: not run again
+    resumed = [a.message for a in outcome.actions if isinstance(a, EmitEvent) and a.reason == "JobResumed"]
+    assert resumed == [f"job {name} was interrupted (the operator restarted); running the configurations it had "
+                       f"not finished (0 measured and 0 failed before, 1 run(s) of repeated ones kept)"]
+
+
+def test_a_local_job_without_a_price_meets_its_sla_and_says_why_nothing_is_selected():
+    spec = {**sample("fraud-local"), "instanceTypes": ["local-1cpu"]}
+    spec["local"] = {k: v for k, v in (spec.get("local") or {}).items() if k != "pricePerHour"}
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    # Warned at validation, before any load test ran.
+    assert status["warnings"] == ["no price known for local-1cpu: spec.selection.objective CostPerInference cannot "
+                                  "rank it; set spec.local.pricePerHour or choose objective ModelLatency or "
+                                  "MaxInvocations"]
+    unpriced = tuple(dataclasses.replace(r, metrics={k: v for k, v in r.metrics.items() if k != "costPerHour"})
+                     for r in local_rows(name, 1))
+    done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=unpriced,
+                       steps=StepSummary(4, {"COMPLETED": 1, "FAILED": 3}), progress=Progress(4, 4))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(done))))
+    conditions = by_type(status["conditions"])
+    assert status["recommendations"][0]["meetsSLA"] is True
+    # The SLA is met: saying otherwise (NoCandidateMeetsSLA, "none of the 1 configurations meets") was false.
+    assert (conditions["SLASatisfied"]["status"], conditions["SLASatisfied"]["reason"]) == ("True",
+                                                                                          "CandidateMeetsSLA")
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "ObjectiveUnmeasured")
+    assert conditions["Ready"]["message"].startswith(
+        "1 of 1 configurations meet P95 latency <= 100 ms and >= 30000 invocations/min, but lowest cost per "
+        "inference cannot rank them: no "
+        "price known for local-1cpu; set spec.local.pricePerHour or choose spec.selection.objective")
+    assert "none of" not in conditions["Ready"]["message"] and "best" not in status
+    assert status["phase"] == "Completed"
+    assert_admissible(status)
+
+
 def test_editing_the_local_selection_keeps_the_job():
     spec = sample("fraud-local")
     first = reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)).effect.plan.job_name
@@ -296,7 +375,7 @@ def test_first_visit_of_an_invalid_spec():
     common = {"reason": "InvalidSpec", "message": INVALID_MESSAGE, "observedGeneration": 1,
               "lastTransitionTime": T0_STAMP}
     assert outcome.status_patch == {
-        "observedGeneration": 1, "phase": "Pending",
+        "observedGeneration": 1, "phase": "Failed",  # refused: nothing is about to run (Pending said it was)
         "conditions": [{"type": "Ready", "status": "False", **common},
                        {"type": "Validated", "status": "False", **common}],
     }
@@ -391,7 +470,8 @@ def test_invalid_then_valid_flips_ready_and_validated():
                                    ("JobSubmitted", "False", "NotSubmitted"), ("Succeeded", "Unknown", "JobPending"),
                                    ("SLASatisfied", "Unknown", "NoResults")]
     assert {(c["observedGeneration"], c["lastTransitionTime"]) for c in conditions} == {(2, T1_STAMP)}
-    assert "phase" not in outcome.status_patch and apply(status, outcome)["phase"] == "Pending"
+    # Refused, it was Failed; valid, it waits to be submitted again.
+    assert status["phase"] == "Failed" and outcome.status_patch["phase"] == "Pending"
 
 
 def test_invalid_then_valid_with_warnings_emits_a_warning_event():
@@ -1371,6 +1451,7 @@ def test_a_validation_failure_is_never_retried_for_the_same_generation():
                                                        ("JobSubmitted", "False", "ValidationFailed")]
     assert by_type(trace.status["conditions"])["Ready"]["message"] == message
     assert "nextPollTime" not in trace.status and trace.status["submitAttempts"] == 1
+    assert trace.status["phase"] == "Failed"  # refused for good: not Pending
     assert trace.events == [EmitEvent("Warning", "ValidationFailed", message)]
     for later in (T1, T2, T2 + datetime.timedelta(days=30)):
         assert_settled(DEFAULT, trace.status, later)
@@ -1391,6 +1472,7 @@ def test_a_name_taken_by_someone_else_is_not_ready():
         assert (conditions[kind]["status"], conditions[kind]["reason"], conditions[kind]["message"]) == \
             ("False", "NameTaken", taken.message)
     assert "nextPollTime" not in trace.status and "submitAttempts" not in trace.status
+    assert trace.status["phase"] == "Failed"
     assert trace.events == [EmitEvent("Warning", "NameTaken", taken.message)]
     assert_settled(DEFAULT, trace.status, T2)
 
@@ -1411,6 +1493,48 @@ def test_deleting_with_a_running_job_stops_it_once(result, detail, recorded):
         {"backendStatus": recorded})]
     assert not stops_on_delete(DEFAULT, trace.status)
     assert reconcile(DEFAULT, trace.status, at(T1 + seconds(1), deleting=True)) == Outcome((), {})
+
+
+def test_a_failed_local_jobs_message_says_each_reason_once():
+    spec = sample("fraud-local")
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    crash = "the model server exited with code 1 before it was ready: ValueError: OMP_NUM_THREADS"
+    failures = (StepFailure("local-1cpu", {"OMP_NUM_THREADS": "99999999"}, crash),
+                StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"}, "local-2cpu needs 2 vCPUs", skipped=True))
+    # As the local backend words it: every configuration's reason is in the job's.
+    reason = f"no configuration could be measured: local-1cpu (OMP_NUM_THREADS=99999999): {crash}; " \
+             f"local-2cpu (OMP_NUM_THREADS=1): local-2cpu needs 2 vCPUs"
+    failed = JobSnapshot(name, "FAILED", failure_reason=reason, completion_time=T2,
+                         steps=StepSummary(2, {"FAILED": 2}, failures=failures))
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(failed))))
+    message = by_type(status["conditions"])["Ready"]["message"]
+    assert message == f"job {name} failed: {reason}"
+    assert message.count(crash) == 1 and status["phase"] == "Failed"
+    # A reason that does not list them (SageMaker's) still gets the failed benchmarks after it.
+    other = dataclasses.replace(failed, failure_reason="the job ran out of capacity")
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER,
+                                                               result=JobSeen(other))))
+    assert by_type(status["conditions"])["Ready"]["message"] == (
+        f"job {name} failed: the job ran out of capacity; failed benchmarks: local-1cpu (OMP_NUM_THREADS=99999999): "
+        f"{crash}; local-2cpu (OMP_NUM_THREADS=1): local-2cpu needs 2 vCPUs")
+
+
+def test_deleting_a_local_job_after_a_restart_does_not_blame_sagemaker():
+    spec = sample("fraud-local")
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    assert stops_on_delete(spec, status)
+    outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, deleting=True,
+                                                  result=StopDone(not_found=True)))
+    assert outcome == Outcome((EmitEvent("Normal", "JobStopped", f"the RightsizeJob is being deleted: job {name}: "
+                                         f"it was not running on the local backend (it ended when the operator "
+                                         f"restarted)"),), {"backendStatus": "STOPPED"})
 
 
 def test_a_refused_stop_on_deletion_keeps_the_finalizer_and_retries():

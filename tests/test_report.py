@@ -469,3 +469,15 @@ def test_write_html_replaces_the_file_whole(tmp_path):
     assert write_html(target, document) == target
     assert target.read_text(encoding="utf-8") == document
     assert [path.name for path in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_a_met_sla_without_a_price_is_no_winner_rather_than_no_qualifier():
+    from rightsizer.selection import Constraints, select
+
+    unpriced = Recommendation("r", "local-1cpu", 1, {}, {"maxInvocations": 9000, "modelLatency": 8})
+    table = report.results_table(select([unpriced], "CostPerInference", Constraints(max_model_latency_ms=100)))
+    assert "No winner: 1 of 1 configurations meet latency <= 100 ms, but lowest cost per inference" in table
+    assert "No configuration qualifies" not in table
+    slow = Recommendation("s", "local-1cpu", 1, {}, {"maxInvocations": 9000, "modelLatency": 800})
+    table = report.results_table(select([slow], "CostPerInference", Constraints(max_model_latency_ms=100)))
+    assert "No configuration qualifies: none of the 1 configurations meets latency <= 100 ms." in table

@@ -12,7 +12,7 @@ import yaml
 
 from rightsizer import spec as spec_module
 from rightsizer.backends.base import Recommendation
-from rightsizer.selection import Constraints, constraints_for, cost_per_inference, select
+from rightsizer.selection import Constraints, constraints_for, cost_per_inference, meets_sla, select
 from rightsizer.spec import Percentile
 
 SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
@@ -220,7 +220,42 @@ def test_a_lone_row_without_the_objective_metric_is_not_chosen():
     selection = select([blank], "MaxInvocations", Constraints())
     assert selection.best is None
     assert selection.verdicts[0].meets_sla  # it breaks no constraint, but has nothing to rank by
-    assert selection.reason.startswith("none of the 1 configurations meets")
+    # Said as it is: not an SLA failure ("none of the 1 configurations meets" was the old, false, claim).
+    assert selection.reason == ("1 of 1 configurations meet no constraints, but highest throughput cannot rank "
+                                "them: no maxInvocations measured for ml.m5.large x1")
+
+
+def local_row(rid, omp, metrics):
+    return Recommendation(rid, "local-1cpu", 1, {"OMP_NUM_THREADS": omp}, metrics)
+
+
+def test_no_price_is_not_an_sla_failure():
+    unpriced = local_row("a", "1", {"maxInvocations": 9000, "modelLatency": 8})
+    selection = select([unpriced], "CostPerInference", Constraints(max_model_latency_ms=100,
+                                                                    latency_percentile=Percentile("P95")))
+    assert selection.best is None and meets_sla(selection)
+    assert selection.reason == (
+        "1 of 1 configurations meet P95 latency <= 100 ms, but lowest cost per inference cannot rank them: no "
+        "price known for local-1cpu; set spec.local.pricePerHour or choose spec.selection.objective ModelLatency "
+        "or MaxInvocations")
+    assert "none of" not in selection.reason
+
+
+def test_priced_rows_win_and_the_unpriced_are_named():
+    priced = local_row("a", "1", {"maxInvocations": 9000, "modelLatency": 8, "costPerHour": 0.05})
+    unpriced = Recommendation("b", "local-2cpu", 1, {}, {"maxInvocations": 19000, "modelLatency": 5})
+    selection = select([unpriced, priced], "CostPerHour", Constraints(max_model_latency_ms=100))
+    assert selection.best is priced
+    assert selection.reason.endswith("; not ranked, though meeting it: no price known for local-2cpu; set "
+                                     "spec.local.pricePerHour or choose spec.selection.objective ModelLatency or "
+                                     "MaxInvocations")
+
+
+def test_an_sla_failure_is_still_one():
+    slow = local_row("a", "1", {"maxInvocations": 9000, "modelLatency": 800})
+    selection = select([slow], "CostPerInference", Constraints(max_model_latency_ms=100))
+    assert selection.best is None and not meets_sla(selection)
+    assert selection.reason == "none of the 1 configurations meets latency <= 100 ms"
 
 
 def test_a_row_order_shuffle_never_changes_the_choice():

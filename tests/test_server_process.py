@@ -21,7 +21,7 @@ import pytest
 
 from rightsizer.loadtest.placement import MIB
 from rightsizer.loadtest.server_process import (
-    ResourceSample, ServerFailed, ServerProcess, free_port, summarize)
+    ResourceSample, ServerFailed, ServerProcess, free_port, summarize, summarize_output)
 
 FAKE_SERVER = textwrap.dedent(r'''
     """A stand-in model server. argv[1] says how it misbehaves. It never allocates more than 640 MiB, so that
@@ -322,3 +322,29 @@ def test_summary_of_an_instant_is_the_sample_containing_it():
 def test_summary_outside_the_samples_is_none():
     assert summarize(SAMPLES, 20.0, 30.0) is None
     assert summarize([], 0.0, 1.0) is None
+
+
+def test_a_server_crashing_with_a_traceback_reports_its_exception_on_one_line(marker):
+    crash = ("import sys; print('libgomp: Invalid value for environment variable OMP_NUM_THREADS', file=sys.stderr)\n"
+             "def load():\n    raise ValueError(\"Invalid Parameter format for nthread expect int but value='9999'\")\n"
+             "load()\n")
+    server = ServerProcess([sys.executable, "-c", crash], cpus=[0],
+                           environment={"RIGHTSIZER_TEST_MARKER": marker}).start()
+    try:
+        with pytest.raises(ServerFailed) as failure:
+            server.wait_until_ready(timeout=10)
+    finally:
+        server.stop()
+    # The whole traceback, cut at 1024 characters mid-word, used to be the configuration's failure reason.
+    assert failure.value.reason == (
+        "the model server exited with code 1 before it was ready; output: libgomp: Invalid value for environment "
+        "variable OMP_NUM_THREADS; ValueError: Invalid Parameter format for nthread expect int but value='9999'")
+
+
+def test_long_output_loses_its_beginning_at_a_word():
+    text = "\n".join(f"line {i} says something rather long about the model" for i in range(100))
+    summary = summarize_output(text, max_chars=120)
+    assert summary.startswith("... ") and summary.endswith("line 99 says something rather long about the model")
+    assert len(summary) <= 124 and summary.split()[1] in {"line", "says", "something", "rather", "long", "about",
+                                                           "the", "model;"} | {str(i) for i in range(100)}
+    assert summarize_output("") == "" and summarize_output("one line") == "one line"

@@ -306,7 +306,23 @@ def test_p99_threshold_on_an_advanced_job_warns():
 
 def test_p99_threshold_on_the_local_backend_does_not_warn():
     p99 = {"modelLatencyThresholds": [{"percentile": "P99", "valueInMilliseconds": 100}]}
-    assert warnings_of(local(stoppingConditions=p99)) == []
+    # Priced: a local profile without a price warns under the default cost objective (tested below).
+    assert warnings_of(local(stoppingConditions=p99, local={"pricePerHour": {"local-1cpu": 0.05}})) == []
+
+
+@pytest.mark.parametrize("objective", ["CostPerInference", "CostPerHour"])
+def test_a_cost_objective_without_a_price_warns_on_the_local_backend(objective):
+    spec = local(instanceTypes=["local-1cpu", "ml.m5.large", "local-2cpu"], selection={"objective": objective})
+    assert warnings_of(spec) == [
+        f"no price known for local-1cpu, local-2cpu: spec.selection.objective {objective} cannot rank them; set "
+        f"spec.local.pricePerHour or choose objective ModelLatency or MaxInvocations"]
+    priced = {**spec, "local": {"pricePerHour": {"local-1cpu": 0.05, "local-2cpu": 0.1}}}
+    assert warnings_of(priced) == []  # ml.m5.large has its catalog price
+
+
+@pytest.mark.parametrize("objective", ["ModelLatency", "MaxInvocations"])
+def test_an_objective_that_needs_no_price_does_not_warn(objective):
+    assert warnings_of(local(selection={"objective": objective})) == []
 
 
 def test_max_invocations_above_30000_warns():
@@ -408,7 +424,8 @@ def test_the_local_backend_draws_no_sagemaker_guidance_warning():
                 stoppingConditions={"maxInvocations": 90000},
                 resourceLimit={"maxNumberOfTests": 1, "maxParallelOfTests": 50},
                 environmentParameterRanges={"OMP_NUM_THREADS": ["1", "2"]},
-                containerConfig={"domain": "FINANCE"})
+                containerConfig={"domain": "FINANCE"},
+                local={"pricePerHour": {"local-1cpu": 0.05}})  # unpriced, it would warn (a local pitfall)
     parsed = parse(raw)
     assert spec_module.configuration_count(parsed) == 2
     assert soft_warnings(parsed) == []

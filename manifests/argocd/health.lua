@@ -14,7 +14,8 @@
 -- with back-off until it clears.
 local terminal = {
   InvalidSpec = true, ValidationFailed = true, NameTaken = true, JobFailed = true, JobStopped = true,
-  JobNotFound = true, JobDeleted = true, NoCandidateMeetsSLA = true, EndpointUpdateFailed = true,
+  JobNotFound = true, JobDeleted = true, NoCandidateMeetsSLA = true, ObjectiveUnmeasured = true,
+  EndpointUpdateFailed = true,
   ResourceRejected = true, UnsupportedTarget = true, UnsupportedConfiguration = true, NothingToRollBack = true,
 }
 

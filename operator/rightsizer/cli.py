@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def _validate(args: argparse.Namespace) -> int:
 
     failed = False
     for path in args.files:
-        for document in schema.rightsize_jobs(Path(path).read_text()):
-            name = document.get("metadata", {}).get("name", "?")
+        try:
+            documents = schema.read_jobs(path)
+        except schema.ManifestError as error:  # one file's problem: the others are still checked
+            print(f"{error}")
+            failed = True
+            continue
+        for document in documents:
+            name = document["metadata"].get("name", "?")
             try:
                 validated = registry.validate(document.get("spec") or {})
             except spec_module.InvalidSpec as invalid:
@@ -88,8 +95,8 @@ def _render(args: argparse.Namespace) -> int:
     from rightsizer.model import Owner
 
     requests = []
-    for document in schema.rightsize_jobs(Path(args.file).read_text()):
-        metadata = document.get("metadata") or {}
+    for document in schema.read_jobs(args.file):
+        metadata = document["metadata"]
         owner = Owner(metadata.get("namespace", "default"), metadata.get("name", "unnamed"),
                       metadata.get("uid", args.uid))
         try:
@@ -134,6 +141,8 @@ def _example(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from rightsizer.tools import run as local_run
 
+    # Nothing of `run` is meant for a cloud: boto3's credential chain must not probe the instance-metadata address.
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     return local_run.run_file(args.file, name=args.name, report_path=args.report, time_scale=args.time_scale)
 
 
@@ -201,7 +210,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except schema.ManifestError as error:  # a file a person must fix: one line, not a traceback
+        print(f"rightsizer {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import weakref
 from typing import Any, Callable
 
 import kopf
+import urllib3
 from kubernetes import client
 
 from rightsizer import kube
@@ -192,7 +193,24 @@ def _ensure_finalizer(body: kopf.Body, latest: dict[str, Any] | None) -> None:
 def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None = None,
           trigger: str = "change") -> None:
     with metrics.RECONCILE_SECONDS.labels(trigger).time():
-        _drive(body, deleting, logger)
+        try:
+            _drive(body, deleting, logger)
+        except (urllib3.exceptions.HTTPError, client.ApiException) as error:
+            if isinstance(error, client.ApiException) and not (error.status == 429 or (error.status or 0) >= 500):
+                raise
+            # The API server is away or overloaded: kopf logs a TemporaryError in one line, any other exception
+            # with its whole traceback (some 60 lines per failure, for as long as the outage lasts).
+            delay = TRANSIENT_RETRY_SECONDS[0] * max(TIME_SCALE, 0.01)
+            raise kopf.TemporaryError(f"the API server did not answer ({_one_line(error)}); retrying in {delay:.0f} s",
+                                      delay=delay) from error
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, client.ApiException):
+        return f"{error.status} {error.reason}"
+    cause = getattr(error, "reason", None) or error  # urllib3's MaxRetryError wraps the connection's error
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return f"{type(cause).__name__}: {text.rsplit('>: ', 1)[-1]}"  # without urllib3's "<...Connection object at 0x..>"
 
 
 def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> None:
@@ -225,6 +243,9 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 updated = _merged(status, outcome.status_patch)
                 current = _write_status(body, st.merge_patch(status, updated))
                 status = updated
+            seen = result.snapshot if isinstance(result, (core.JobSeen, base.Adopted)) else None
+            if seen is not None and seen.results_version is not None:
+                backend_of().persisted(seen)  # status now holds it: the backend may start its next load test
             for action in outcome.actions:
                 if isinstance(action, core.EmitEvent):
                     kopf.event(body, type=action.type, reason=action.reason, message=action.message)

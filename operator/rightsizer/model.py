@@ -134,6 +134,12 @@ class Progress:
     completed: int
     total: int
     current: str | None = None
+    # When the job got the host (a queued job has not yet): its jobDurationInSeconds counts from here, across
+    # operator restarts, so a wait behind another job is never spent.
+    started: datetime.datetime | None = None
+    # Finished repetitions (spec.local.repetitions) of configurations not complete yet: kept in status so that a
+    # restarted operator does not run a finished load test again.
+    runs: tuple[Recommendation, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,3 +159,6 @@ class JobSnapshot:
     progress: Progress | None = None
     # Why a job that ended did not get to every configuration, when the backend knows (its duration ran out).
     ended_early: str | None = None
+    # How many results the backend had when it took this snapshot (a backend whose results live only in the
+    # operator's process); the shell hands the snapshot back (Backend.persisted) once status holds them.
+    results_version: int | None = None

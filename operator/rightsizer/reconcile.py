@@ -31,6 +31,7 @@ from rightsizer.state import Best, JobState, RecommendationRow
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
+MAX_PROGRESS_RUNS = 100  # status.progress.runs' maxItems: runs beyond it are not kept across a restart
 # status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
 MAX_FAILURE_REASON_CHARS = 4096
 
@@ -272,10 +273,14 @@ def _refuse(out: _Builder, errors: list[str]) -> None:
     out.condition(st.VALIDATED, st.FALSE, Reason.INVALID_SPEC, message)
     out.condition(st.READY, st.FALSE, Reason.INVALID_SPEC, message)
     out.set(warnings=None)
+    if out.status.phase == st.PENDING:
+        out.set(phase=st.FAILED)  # nothing will run until an edit: Pending would say it is about to
 
 
 def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) -> None:
     suffix = f" ({why})" if why else ""
+    if out.status.phase == st.FAILED and not out.status.job_name:
+        out.set(phase=st.PENDING)  # refused as invalid before, valid now: it waits to be submitted
     out.condition(st.READY, st.UNKNOWN, Reason.JOB_PENDING,
                   f"the spec is valid; {_policy(out).describe_job(parsed)} is not submitted yet{suffix}")
     out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NOT_SUBMITTED,
@@ -407,7 +412,7 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     if isinstance(result, base.NameTaken):
         out.condition(st.JOB_SUBMITTED, st.FALSE, Reason.NAME_TAKEN, result.message)
         out.condition(st.READY, st.FALSE, Reason.NAME_TAKEN, result.message)
-        out.set(next_poll_time=None)
+        out.set(next_poll_time=None, phase=st.FAILED)
         return
 
     attempts = (out.status.submit_attempts or 0) + 1
@@ -424,7 +429,8 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         out.set(next_poll_time=retry_at, submit_attempts=attempts)
     else:
         message += " (not retried until a job-defining field of the spec changes)"
-        out.set(next_poll_time=None, submit_attempts=attempts)
+        # Refused for good: Failed, not Pending (a refusal retried later stays Pending: it will be submitted).
+        out.set(next_poll_time=None, submit_attempts=attempts, phase=st.FAILED)
     out.condition(st.JOB_SUBMITTED, st.FALSE, result.reason, message)
     out.condition(st.READY, st.FALSE, result.reason, message)
 
@@ -482,12 +488,19 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         # A configuration that failed (its server crashed, the threshold broke at once) would fail again; one
         # skipped for want of room is judged afresh (the pod may have been given more).
         failed = [f for f in (out.status.steps.failures if out.status.steps else ()) if not f.skipped]
+        progress = out.status.progress
+        runs = progress.runs if progress else ()
+        kept = f", {len(runs)} run(s) of repeated ones kept" if runs else ""
         out.event(NORMAL, Reason.JOB_RESUMED, f"job {name} was interrupted (the operator restarted); running the "
                                         f"configurations it had not finished ({len(finished)} measured and "
-                                        f"{len(failed)} failed before)")
+                                        f"{len(failed)} failed before{kept})")
+        # The duration counts from when the job got the host, not from its submission (a wait in the queue is not
+        # spent). A status written before startedAt existed: a job seen running had the host since its start.
+        started = progress.started if progress and progress.started else \
+            out.status.start_time if out.status.backend_status == JobStatus.IN_PROGRESS else None
         resume = base.ResumeState(
             completed=tuple(row.recommendation for row in finished if row.recommendation.recommendation_id),
-            failed=tuple(failed), started_at=out.status.start_time)
+            failed=tuple(failed), started_at=started, runs=runs, submitted_at=out.status.start_time)
         out.actions.append(SubmitJob(dataclasses.replace(plan, resume=resume)))
         return
     if isinstance(result, base.Adopted):
@@ -527,13 +540,17 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
     progress = _progress(snapshot.steps)
 
     if snapshot.progress is not None:
-        out.set(progress=snapshot.progress)
+        out.set(progress=dataclasses.replace(snapshot.progress, runs=snapshot.progress.runs[:MAX_PROGRESS_RUNS]))
     if snapshot.status in model.ACTIVE_STATUSES:
         timing = out.observation.timing
         interval = _policy(out).poll_interval(timing, (now - started).total_seconds())
         out.set(phase=st.SUBMITTED if snapshot.status == JobStatus.PENDING else st.IN_PROGRESS,
                 next_poll_time=timing.after(now, interval))
-        out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
+        # A queued job says what it waits for (the backend's words: the host, behind which job).
+        waiting = f": {snapshot.progress.current}" if snapshot.status == JobStatus.PENDING and snapshot.progress \
+            and snapshot.progress.current else ""
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS,
+                      f"job {name} is {snapshot.status}{progress}{waiting}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
         if snapshot.recommendations:
             _select(out, parsed, snapshot.recommendations, final=False)
@@ -562,7 +579,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         return
     if snapshot.status == JobStatus.FAILED:
         reason = snapshot.failure_reason or f"{_policy(out).display_name} gave no reason"
-        message = f"job {name} failed: {reason}{failed_steps}"
+        # The local backend's reason already lists each configuration's: say each once.
+        message = f"job {name} failed: {reason}{_failed_steps_text(snapshot.steps, already_said=reason)}"
         out.set(phase=st.FAILED)
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_FAILED, message)
         out.condition(st.READY, st.FALSE, Reason.JOB_FAILED, message)
@@ -603,6 +621,12 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     if not final:
         return
     suffix = f" (partial results: {partial})" if partial else ""
+    if chosen.best is None and selection_module.meets_sla(chosen):
+        # The SLA is met but the objective cannot rank the configurations meeting it (no price known).
+        out.set(best=None)
+        out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason + suffix)
+        out.condition(st.READY, st.FALSE, Reason.OBJECTIVE_UNMEASURED, chosen.reason + suffix)
+        return
     if chosen.best is None:
         out.set(best=None)
         out.condition(st.SLA_SATISFIED, st.FALSE, Reason.NO_CANDIDATE_MEETS_SLA, chosen.reason + suffix)
@@ -669,12 +693,14 @@ def _progress(steps: model.StepSummary | None) -> str:
     return f" ({steps.by_status.get(JobStatus.COMPLETED, 0)} of {steps.total} benchmarks completed)"
 
 
-def _failed_steps_text(steps: model.StepSummary | None) -> str:
-    if not steps or not steps.failures:
+def _failed_steps_text(steps: model.StepSummary | None, already_said: str = "") -> str:
+    failures = [f for f in (steps.failures if steps else ())[:MAX_FAILED_STEPS]
+                if not (already_said and f.failure_reason in already_said)]
+    if not failures:
         return ""
     parts = [f"{f.instance_type or 'serverless'}"
              f"{' (' + model.describe_environment(f.environment) + ')' if f.environment else ''}"
-             f": {f.failure_reason}" for f in steps.failures[:MAX_FAILED_STEPS]]
+             f": {f.failure_reason}" for f in failures]
     return "; failed benchmarks: " + "; ".join(parts)
 
 
@@ -701,9 +727,12 @@ def _on_delete(spec: Mapping[str, Any], out: _Builder) -> Outcome:
                         RetryLater(out.observation.timing.retry_first, message)), {})
     if result is None:
         return Outcome((StopJob(name),), {})
-    backend = registry.policy(spec_module.parse(spec, check=False).backend).display_name
+    policy = registry.policy(spec_module.parse(spec, check=False).backend)
+    # A job that lives in the operator's process is not unknown after a restart: it ended with the process.
+    gone = (f"{policy.display_name} did not know it" if policy.capabilities.jobs_outlive_operator
+            else f"it was not running on {policy.display_name} (it ended when the operator restarted)")
     detail = "it had already finished" if result.already_finished else \
-        f"{backend} did not know it" if result.not_found else "stop requested"
+        gone if result.not_found else "stop requested"
     # Recorded so that the delete handler's filter stops matching and the finalizer is released.
     out.set(backend_status=JobStatus.STOPPED if result.already_finished or result.not_found else JobStatus.STOPPING)
     return Outcome((EmitEvent(NORMAL, Reason.JOB_STOPPED, f"the RightsizeJob is being deleted: job {name}: {detail}"),),

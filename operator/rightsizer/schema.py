@@ -6,6 +6,7 @@ import copy
 import functools
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -64,3 +65,45 @@ def _apply_defaults(value: Any, node: Mapping[str, Any]) -> Any:
 def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of `spec` with the CRD's defaults filled in (the API server has done this for stored objects)."""
     return _apply_defaults(copy.deepcopy(dict(spec)), spec_schema())
+
+
+class ManifestError(ValueError):
+    """A manifest file the tools cannot read as RightsizeJobs; the message is one line naming the file."""
+
+
+def read_jobs(path: str | Path) -> list[dict[str, Any]]:
+    """The RightsizeJobs of a manifest file, each with a mapping `spec` and `metadata` (null read as absent).
+    Raises ManifestError for what a person must fix: no such file, a directory, YAML that does not parse, a job
+    whose spec or metadata is not a mapping, no RightsizeJob at all."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ManifestError(f"{path}: cannot read it: {reason}") from error
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from error
+    jobs = []
+    for number, document in enumerate(documents, 1):
+        if not isinstance(document, dict) or document.get("kind") != KIND:
+            continue  # other kinds (a kustomization, a namespace) and empty documents are not ours
+        metadata = document.get("metadata")
+        if metadata is None:
+            metadata = document["metadata"] = {}
+        name = metadata.get("name", f"document {number}") if isinstance(metadata, dict) else f"document {number}"
+        for field, value in (("metadata", metadata), ("spec", document.get("spec"))):
+            if not isinstance(value, dict):
+                raise ManifestError(f"{path}: {name}: {field} must be a mapping, not {_yaml_type(value)}")
+        jobs.append(document)
+    if not jobs:
+        raise ManifestError(f"{path}: no {KIND} in it (kind: {KIND}, apiVersion: {GROUP}/{VERSION})")
+    return jobs
+
+
+def _yaml_type(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list"}.get(type(value), type(value).__name__)

@@ -148,8 +148,15 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
 
     verdicts = tuple(sorted((_judge(r, constraints) for r in recommendations), key=rank))
     qualifying = [v for v in verdicts if v.meets_sla and value(v.recommendation) is not None]
+    # Meeting the SLA without the objective's metric (a local profile without a price under a cost objective):
+    # such a configuration cannot be ranked, which is not an SLA failure and must not read as one.
+    unranked = [v.recommendation for v in verdicts if v.meets_sla and value(v.recommendation) is None]
     if not recommendations:
         return Selection(None, "the job produced no recommendations", verdicts)
+    if not qualifying and unranked:
+        return Selection(None, f"{len(unranked)} of {len(recommendations)} configurations meet "
+                               f"{constraints.describe()}, but {phrase} cannot rank them: "
+                               f"{_missing(metric, unranked)}", verdicts)
     if not qualifying:
         return Selection(None, f"none of the {len(recommendations)} configurations meets {constraints.describe()}",
                          verdicts)
@@ -158,4 +165,21 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"
     reason = (f"{describe_configuration(best)}: {phrase} ({metric} {shown}) among {len(qualifying)} of "
               f"{len(recommendations)} configurations meeting {constraints.describe()}")
+    if unranked:
+        reason += f"; not ranked, though meeting it: {_missing(metric, unranked)}"
     return Selection(best, reason, verdicts)
+
+
+def meets_sla(selection: Selection) -> bool:
+    """Whether some configuration meets the SLA, whether or not the objective could pick one of them."""
+    return any(verdict.meets_sla for verdict in selection.verdicts)
+
+
+def _missing(metric: str, recommendations: Sequence[Recommendation]) -> str:
+    """What the objective lacks and what gives it, e.g. `no price known for local-1cpu; set ...`."""
+    if metric in ("costPerInference", "costPerHour"):
+        # Only the local backend measures without a price (SageMaker reports every cost): its setting is named.
+        types = sorted({r.instance_type or r.recommendation_id for r in recommendations})
+        return (f"no price known for {', '.join(types)}; set spec.local.pricePerHour or choose "
+                f"spec.selection.objective ModelLatency or MaxInvocations")
+    return f"no {metric} measured for {', '.join(describe_configuration(r) for r in recommendations)}"

@@ -94,12 +94,16 @@ def _steps_for_storage(steps: model.StepSummary) -> dict[str, Any]:
 
 
 def _progress_from_storage(raw: Mapping[str, Any]) -> model.Progress:
-    return model.Progress(int(raw.get("completed") or 0), int(raw.get("total") or 0), raw.get("current"))
+    return model.Progress(int(raw.get("completed") or 0), int(raw.get("total") or 0), raw.get("current"),
+                          st.parse_timestamp(raw.get("startedAt")),
+                          tuple(model.Recommendation.from_status_row(r) for r in raw.get("runs") or ()))
 
 
 def _progress_for_storage(progress: model.Progress) -> dict[str, Any]:
     return {"completed": progress.completed, "total": progress.total,
-            **({"current": progress.current} if progress.current else {})}
+            **({"current": progress.current} if progress.current else {}),
+            **({"startedAt": st.timestamp(progress.started)} if progress.started else {}),
+            **({"runs": [RecommendationRow(r).for_storage() for r in progress.runs]} if progress.runs else {})}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,7 @@ class Reason(enum.StrEnum):
     NAME_TAKEN = "NameTaken"
     NO_RESULTS = "NoResults"
     NO_CANDIDATE_MEETS_SLA = "NoCandidateMeetsSLA"
+    OBJECTIVE_UNMEASURED = "ObjectiveUnmeasured"  # the SLA is met, but the objective's metric is missing (a price)
     CANDIDATE_MEETS_SLA = "CandidateMeetsSLA"
     ENDPOINT_MEETS_SLA = "EndpointMeetsSLA"
     ENDPOINT_BENCHMARKED = "EndpointBenchmarked"

@@ -64,7 +64,10 @@ class ResumeState:
 
     completed: tuple[Recommendation, ...]
     failed: tuple[StepFailure, ...]
-    started_at: datetime.datetime | None  # the job duration counts from the first start
+    # When the job first got the host (None: it never did); its duration counts from then, not from submission.
+    started_at: datetime.datetime | None
+    runs: tuple[Recommendation, ...] = ()  # finished repetitions of configurations not complete yet
+    submitted_at: datetime.datetime | None = None  # its place in a queue for the host: first come, first served
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +154,10 @@ class Backend(Protocol):
         """The job, or None when the backend does not know it."""
 
     def stop(self, job_name: str) -> StopDone: ...
+
+    def persisted(self, snapshot: JobSnapshot) -> None:
+        """Status now holds what `snapshot` (from describe) reported. A backend whose results live only in the
+        operator's process waits for this before its next load test, so that a crash never loses a finished one."""
 
 
 class BackendPolicy(Protocol):

@@ -76,6 +76,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def summarize_output(text: str, max_chars: int = 800) -> str:
+    """A crashed server's output as a reason, on one line: a Python traceback becomes its last line (the
+    exception), after what the server said before it; longer text loses its beginning at a word, never mid-word."""
+    raw = [line.rstrip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in raw]
+    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), None)
+    if start is not None:
+        # The exception is the last line a traceback does not indent (frames and source lines are indented).
+        exception = next((line for line in reversed(raw) if not line[:1].isspace()), raw[-1])
+        lines = lines[:start] + [exception.strip()]
+    summary = "; ".join(lines)
+    if len(summary) > max_chars:
+        kept = summary[-max_chars:]
+        summary = "... " + (kept.split(None, 1)[1] if " " in kept else kept)
+    return summary
+
+
 class ServerFailed(RuntimeError):
     """The server could not be started or made ready; `reason` is fit for a status message."""
 
@@ -453,7 +470,7 @@ class ServerProcess:
         return tail[-max_chars:]
 
     def _output_suffix(self) -> str:
-        tail = self.output_tail()
+        tail = summarize_output(self.output_tail())
         return f"; output: {tail}" if tail else ""
 
     # -- stop ----------------------------------------------------------------------------------------------

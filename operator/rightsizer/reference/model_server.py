@@ -89,17 +89,24 @@ class Settings:
     threads: int
 
 
+# Past this, a thread count is a typo: five times the vCPUs of the largest SageMaker instance (192), where
+# libgomp and XGBoost would fail later with a traceback (XGBoost takes an int32, libgomp an unsigned long).
+MAX_THREADS = 1024
+
+
 def settings_from_environment(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(
         model=model_path(environ),
         host=environ.get("RIGHTSIZER_BIND_HOST") or DEFAULT_HOST,
-        port=integer_setting(environ, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, minimum=0),
+        port=integer_setting(environ, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, minimum=0, maximum=65535),
         workers=integer_setting(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, minimum=1),
-        threads=integer_setting(environ, "OMP_NUM_THREADS", len(os.sched_getaffinity(0)), minimum=1),
+        threads=integer_setting(environ, "OMP_NUM_THREADS", len(os.sched_getaffinity(0)), minimum=1,
+                                maximum=MAX_THREADS),
     )
 
 
-def integer_setting(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def integer_setting(environ: Mapping[str, str], name: str, default: int, *, minimum: int,
+                    maximum: int | None = None) -> int:
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -109,6 +116,8 @@ def integer_setting(environ: Mapping[str, str], name: str, default: int, *, mini
         raise ConfigurationError(f"{name}={text!r} is not an integer") from None
     if value < minimum:
         raise ConfigurationError(f"{name}={value} is below {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name}={value} is above {maximum}")
     return value
 
 

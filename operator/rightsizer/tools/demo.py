@@ -27,6 +27,8 @@ from rightsizer import spec as spec_module
 from rightsizer.model import Recommendation, StepFailure
 
 NAMESPACE = "rightsizer-demo"
+# The demo runs local jobs only: boto3's credential chain must not probe the instance-metadata address.
+NO_CLOUD = {"AWS_EC2_METADATA_DISABLED": "true"}
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "fraud-local.yaml"
 POLL_SECONDS = 2.0
 TIMEOUT_SECONDS = 20 * 60
@@ -69,7 +71,8 @@ def _cluster(stream: TextIO) -> Iterator[str]:
 def _operator(kubeconfig: str, log_path: Path, stream: TextIO) -> Iterator[subprocess.Popen]:
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "rightsizer.cli", "operator", "--standalone",
-                                    f"--namespace={NAMESPACE}"], env={**os.environ, "KUBECONFIG": kubeconfig},
+                                    f"--namespace={NAMESPACE}"],
+                                   env={**os.environ, "KUBECONFIG": kubeconfig, **NO_CLOUD},
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _say(stream, f"operator running (pid {process.pid}, log {log_path})")
         try:
@@ -155,6 +158,8 @@ def summary(body: dict[str, Any]) -> str:
 
 def run(stream: TextIO = sys.stdout) -> int:
     from rightsizer.reference import fraud_model
+
+    os.environ.update(NO_CLOUD)
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rightsizer-demo-") as workdir:

@@ -23,7 +23,8 @@ from typing import IO
 from rightsizer.backends.local.plan import reported_percentile
 from rightsizer.model import Recommendation, StepFailure
 from rightsizer.loadtest.load_generator import LoadProgress, LoadResult, TimelinePoint
-from rightsizer.selection import Selection, Verdict, cost_per_inference, describe_configuration, describe_environment
+from rightsizer.selection import (Selection, Verdict, cost_per_inference, describe_configuration,
+                                  describe_environment, meets_sla)
 from rightsizer.spec import LatencyThreshold
 
 MISSING = "-"
@@ -151,6 +152,8 @@ def _format_lines(cells: Sequence[str], widths: Sequence[int]) -> list[str]:
 
 
 def _conclusion(selection: Selection) -> str:
+    if selection.best is None and meets_sla(selection):
+        return f"No winner: {selection.reason}."  # the SLA is met; the objective could not rank (no price)
     if selection.best is None:
         return f"No configuration qualifies: {selection.reason}."
     return f"Winner ({WINNER_MARK}): {selection.reason}."

@@ -21,11 +21,17 @@ from rightsizer.loadtest.load_shape import LoadShape
 
 
 def _pick(path: str, name: str | None) -> dict[str, Any]:
-    documents = schema.rightsize_jobs(Path(path).read_text())
-    for document in documents:
-        metadata, spec = document.get("metadata") or {}, document.get("spec") or {}
-        if (name and metadata.get("name") == name) or (not name and spec.get("backend") == "local"):
-            return document
+    documents = schema.read_jobs(path)
+    candidates = [document for document in documents
+                  if (name and document["metadata"].get("name") == name)
+                  or (not name and document["spec"].get("backend") == "local")]
+    if len(candidates) > 1:
+        # Say which one runs: a file of several jobs must not run one of them silently.
+        names = ", ".join(str(d["metadata"].get("name", "?")) for d in candidates)
+        print(f"{path}: running {candidates[0]['metadata'].get('name', '?')}, the first of {len(candidates)} "
+              f"{'named ' + name if name else 'with backend: local'} ({names}); --name picks another", file=sys.stderr)
+    if candidates:
+        return candidates[0]
     wanted = f"RightsizeJob named {name}" if name else "RightsizeJob with backend: local"
     raise SystemExit(f"{path}: no {wanted} (backend: sagemaker jobs run in SageMaker; `rightsizer render` shows "
                      f"their request)")
@@ -34,7 +40,7 @@ def _pick(path: str, name: str | None) -> dict[str, Any]:
 def run_file(path: str, *, name: str | None = None, report_path: Path | None = None, time_scale: float = 1.0,
              stream: TextIO = sys.stdout) -> int:
     document = _pick(path, name)
-    job = document.get("metadata", {}).get("name", "local")
+    job = document["metadata"].get("name", "local")
     try:
         validated = registry.validate(document.get("spec") or {})
     except spec_module.InvalidSpec as invalid:
@@ -42,6 +48,8 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
             print(f"{path}: {job}: error: {error}", file=sys.stderr)
         return 1
     parsed = validated.spec
+    for warning in validated.warnings:  # before the load tests, not after them
+        print(f"{path}: {job}: warning: {warning}", file=sys.stderr)
     if parsed.backend != "local":
         print(f"{path}: {job}: backend {parsed.backend} does not run here", file=sys.stderr)
         return 1

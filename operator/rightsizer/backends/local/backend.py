@@ -3,17 +3,24 @@ interface as SageMaker, so the reconcile core, status, selection and promotion d
 
 A submitted job runs in a background thread of the operator process (its model servers and load generator are
 child processes pinned to their own cores). Only one experiment runs at a time on a host, since two would
-measure each other. The process holds no other memory: after a restart the job is unknown here, and the
-reconcile core submits it again with the configurations status already records (measured, or failed), which are
-not run twice.
+measure each other; jobs waiting for the host get it in the order they were submitted (a resumed job keeps its
+first submission's place). The process holds no other memory: after a restart the job is unknown here, and the
+reconcile core submits it again with what status records (configurations measured or failed, finished runs of
+repeated ones, when it got the host), which is not run again.
+
+Status is the memory, so nothing finished may exist only here when the next load test starts: before each one,
+the job waits until the operator has written status holding every result so far (`persisted`), at most
+DURABLE_WAIT_S (then it goes on, and says so in the log: a crash then would run the unsaved result again).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import logging
 import threading
+import time
 from typing import Callable
 
 from rightsizer import model
@@ -22,6 +29,9 @@ from rightsizer.backends.local import experiment as experiment_module
 from rightsizer.backends.local.plan import ConfigurationOutcome, step_summary
 
 FINISHED_RUNS_KEPT_SECONDS = 3600
+# Real seconds. The operator looks at a local job every 2 s (x its time scale), so it is seconds in practice; the
+# bound is for a job nobody looks at any more (its RightsizeJob deleted with deletionPolicy: Retain).
+DURABLE_WAIT_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +44,10 @@ def _now() -> datetime.datetime:
 class _Run:
     job_name: str
     arn: str  # what status.jobArn says: the same from submit and from every describe
+    owner: model.Owner
     created: datetime.datetime
+    submitted: datetime.datetime  # its place in the queue for the host
+    started_at: datetime.datetime | None = None  # when it got the host (kept from before a restart)
     experiment: experiment_module.Experiment | None = None
     # Builds the experiment again when the job's turn comes: planned at submit, a job queued behind another would
     # size its memory caps while the other's server held memory. Set by submit.
@@ -42,15 +55,73 @@ class _Run:
     started: bool = False
     finished: datetime.datetime | None = None
     outcomes: list[ConfigurationOutcome] = dataclasses.field(default_factory=list)
+    runs: list[model.Recommendation] = dataclasses.field(default_factory=list)  # repetitions of unfinished ones
     progress: experiment_module.ExperimentProgress | None = None
     error: str | None = None
     stop_requested: bool = False
+    # Results recorded here, and how many of them status is known to hold (Backend.persisted).
+    version: int = 0
+    persisted_version: int = 0
+    durable: threading.Condition = dataclasses.field(default_factory=threading.Condition)
+
+
+class _HostQueue:
+    """The host, to one job at a time, in order of submission: a plain lock wakes waiters in no set order."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._holder: _Run | None = None
+        self._waiting: list[tuple[datetime.datetime, int, _Run]] = []
+        self._tickets = itertools.count()
+        self._outside = 0  # held by someone other than a job (tests hold the host as `with _host:`)
+
+    def acquire(self, run: _Run) -> bool:
+        """Wait for the host; False when the job was stopped while it waited (it leaves the queue)."""
+        with self._changed:
+            ticket = (run.submitted, next(self._tickets), run)
+            self._waiting.append(ticket)
+            self._waiting.sort(key=lambda t: t[:2])
+            self._changed.wait_for(lambda: run.stop_requested or (
+                self._holder is None and not self._outside and self._waiting[0] is ticket))
+            self._waiting.remove(ticket)
+            if run.stop_requested:
+                self._changed.notify_all()
+                return False
+            self._holder = run
+            return True
+
+    def release(self) -> None:
+        with self._changed:
+            self._holder = None
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """A waiting job may have been stopped."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def place_of(self, run: _Run) -> tuple[_Run | None, int]:
+        """Who holds the host, and how many are ahead of `run` in the queue."""
+        with self._changed:
+            ahead = next((i for i, t in enumerate(self._waiting) if t[2] is run), len(self._waiting))
+            return self._holder, ahead
+
+    def __enter__(self) -> _HostQueue:
+        with self._changed:
+            self._changed.wait_for(lambda: self._holder is None and not self._outside)
+            self._outside += 1
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self._changed:
+            self._outside -= 1
+            self._changed.notify_all()
 
 
 _runs: dict[str, _Run] = {}
 _runs_guard = threading.Lock()
 # One experiment at a time per host: a second one would share the cores and skew both.
-_host = threading.Lock()
+_host = _HostQueue()
 
 
 class LocalBackend:
@@ -64,16 +135,22 @@ class LocalBackend:
             if existing is not None and not existing.stop_requested:
                 return base.Adopted(_snapshot(existing))
         resume = plan.resume or base.ResumeState(completed=(), failed=(), started_at=None)
-        # A resumed job's duration counts from its first start; a new one's from when its turn on the host comes,
-        # not from a wait behind another job.
-        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", created=resume.started_at or _now())
+        now = _now()
+        # A resumed job's duration counts from when it first got the host; a new one's from when its turn on the
+        # host comes, not from a wait behind another job.
+        run = _Run(plan.job_name, f"local:{owner.namespace}/{plan.job_name}", owner,
+                   created=resume.submitted_at or resume.started_at or now,
+                   submitted=resume.submitted_at or now, started_at=resume.started_at, runs=list(resume.runs))
         try:
             # Reads the payload and the host's CPUs and memory: outside the lock, which every describe takes.
             run.make_experiment = lambda: experiment_module.Experiment(
                 plan.spec, plan.job_name, time_scale=self.time_scale,
-                completed={r.recommendation_id: r for r in resume.completed}, job_started_at=resume.started_at,
-                failed=resume.failed, on_progress=lambda progress: setattr(run, "progress", progress),
-                on_outcome=run.outcomes.append)
+                completed={r.recommendation_id: r for r in resume.completed}, job_started_at=run.started_at,
+                failed=resume.failed, runs=resume.runs,
+                on_progress=lambda progress: setattr(run, "progress", progress),
+                on_outcome=lambda outcome: _record_outcome(run, outcome),
+                on_run=lambda outcome: _record_run(run, outcome),
+                before_run=lambda: _wait_until_persisted(run))
             run.experiment = run.make_experiment()
         except experiment_module.ExperimentError as error:
             # Unreadable payload, unusable loadGeneratorCpus: nothing can run until the spec changes.
@@ -100,13 +177,63 @@ class LocalBackend:
                 return base.StopDone(already_finished=True)
             run.stop_requested = True
             experiment = run.experiment  # _execute swaps it only under this lock, and not once this is set
+        _host.wake()
+        with run.durable:
+            run.durable.notify_all()
+        assert experiment is not None  # set by submit before the run is known
         experiment.stop()
         return base.StopDone()
 
+    def persisted(self, snapshot: model.JobSnapshot) -> None:
+        with _runs_guard:
+            run = _runs.get(snapshot.job_name)
+        if run is None or snapshot.results_version is None:
+            return
+        with run.durable:
+            run.persisted_version = max(run.persisted_version, snapshot.results_version)
+            run.durable.notify_all()
+
+
+def _record_outcome(run: _Run, outcome: ConfigurationOutcome) -> None:
+    with _runs_guard:
+        run.outcomes.append(outcome)
+        rid = outcome.planned.recommendation_id
+        run.runs = [r for r in run.runs if r.recommendation_id != rid]  # now in the outcome (their median)
+        if not outcome.planned.skipped:  # a skipped one costs nothing to judge again
+            run.version += 1
+
+
+def _record_run(run: _Run, outcome: ConfigurationOutcome) -> None:
+    assert outcome.recommendation is not None, "only measured runs are repeated"
+    with _runs_guard:
+        run.runs.append(outcome.recommendation)
+        run.version += 1
+
+
+def _wait_until_persisted(run: _Run) -> None:
+    """Until status holds every result so far (or the job is stopped, or DURABLE_WAIT_S passed)."""
+    with _runs_guard:
+        version = run.version
+    deadline = time.monotonic() + DURABLE_WAIT_S
+    with run.durable:
+        while run.persisted_version < version and not run.stop_requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("%s: status has not taken the last result within %.0f s; going on (an operator "
+                            "restart now would run it again)", run.job_name, DURABLE_WAIT_S)
+                return
+            run.durable.wait(left)
+
 
 def _execute(run: _Run) -> None:
-    with _host:
+    if not _host.acquire(run):
+        run.finished = _now()  # stopped while it waited
+        return
+    try:
+        if run.started_at is None:
+            run.started_at = _now()
         try:
+            assert run.make_experiment is not None  # set by submit before the thread starts
             fresh = run.make_experiment()
         except experiment_module.ExperimentError as error:  # the host or the payload changed while it waited
             run.error, run.finished = str(error), _now()
@@ -117,12 +244,14 @@ def _execute(run: _Run) -> None:
                 return
             run.experiment, run.started = fresh, True
         try:
-            run.experiment.run()
+            fresh.run()
         except Exception as error:  # the job fails with the reason; the operator must live on
             log.exception("local job %s failed", run.job_name)
             run.error = f"{type(error).__name__}: {error}"
         finally:
             run.finished = _now()
+    finally:
+        _host.release()
 
 
 def _forget_old_runs() -> None:
@@ -131,20 +260,35 @@ def _forget_old_runs() -> None:
         del _runs[name]
 
 
+def _waiting_text(run: _Run) -> str:
+    holder, ahead = _host.place_of(run)
+    if holder is None:
+        text = "waiting for this host"
+    else:
+        text = (f"waiting for this host, where job {holder.job_name} of RightsizeJob "
+                f"{holder.owner.namespace}/{holder.owner.name} runs")
+    return text + (f"; {ahead} more job{'' if ahead == 1 else 's'} ahead in the queue" if ahead else "")
+
+
 def _snapshot(run: _Run) -> model.JobSnapshot:
     experiment = run.experiment
+    assert experiment is not None  # set by submit before the run is known
     outcomes = [*experiment.restored, *run.outcomes]
     recommendations = tuple(o.recommendation for o in outcomes if o.recommendation is not None)
     total = len(experiment.plan)
     unfinished = model.JobStatus.STOPPED if run.finished is not None else model.JobStatus.PENDING
     steps = step_summary(outcomes, total, unfinished_status=unfinished)
     current = run.progress.current if run.progress and run.finished is None else None
-    progress = model.Progress(len(outcomes), total, current[:experiment_module.PROGRESS_TEXT_MAX] if current else None)
+    if not run.started and run.finished is None and not run.stop_requested:
+        current = _waiting_text(run)
+    progress = model.Progress(len(outcomes), total, current[:experiment_module.PROGRESS_TEXT_MAX] if current else None,
+                              started=run.started_at, runs=tuple(run.runs))
     status, failure = _status(run, recommendations, outcomes)
     ended_early = experiment.end_reason if run.finished is not None and experiment.end_reason != "stopped" else None
     return model.JobSnapshot(job_name=run.job_name, status=status, job_arn=run.arn,
                             failure_reason=failure, creation_time=run.created, completion_time=run.finished,
-                            recommendations=recommendations, steps=steps, progress=progress, ended_early=ended_early)
+                            recommendations=recommendations, steps=steps, progress=progress, ended_early=ended_early,
+                            results_version=run.version)
 
 
 def _status(run: _Run, recommendations, outcomes) -> tuple[model.JobStatus, str | None]:

@@ -22,7 +22,9 @@ Decisions:
   configuration starts after it, and the running load test is cut at it. A server's start-up is not cut: it
   ends within SERVER_READY_TIMEOUT_S.
 - stop() and the job duration leave the configuration in flight unfinished: it gets no outcome, so a restart
-  runs it again.
+  runs it again. A finished run of a repeated configuration goes to on_run at once, and `runs` gives such runs
+  back after a restart: none is run twice. before_run is called before every load test (the backend waits there
+  until status holds what finished).
 
 Threads: run() blocks; start and stop the experiment from one long-lived thread (ServerProcess ties a server's
 life to the thread that started it). on_progress runs on run()'s thread and on the load generator's reader
@@ -144,7 +146,10 @@ class Experiment:
                  on_progress: Callable[[ExperimentProgress], None] | None = None,
                  on_outcome: Callable[[ConfigurationOutcome], None] | None = None,
                  job_started_at: datetime.datetime | None = None,
-                 failed: Iterable[StepFailure] = ()):
+                 failed: Iterable[StepFailure] = (),
+                 runs: Iterable[Recommendation] = (),
+                 on_run: Callable[[ConfigurationOutcome], None] | None = None,
+                 before_run: Callable[[], None] | None = None):
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         if not spec.model.local:
@@ -186,8 +191,17 @@ class Experiment:
                         == (failure.instance_type, dict(failure.environment))):
                     self._restored[planned.recommendation_id] = ConfigurationOutcome(
                         planned, None, failure.failure_reason, None, "failed in an earlier run")
+        # Finished repetitions of configurations not complete yet (from an earlier run): not run again.
+        self._restored_runs: dict[str, list[ConfigurationOutcome]] = {}
+        for finished_run in runs:
+            planned = by_id.get(finished_run.recommendation_id)
+            if planned is not None and finished_run.recommendation_id not in self._restored:
+                self._restored_runs.setdefault(finished_run.recommendation_id, []).append(
+                    ConfigurationOutcome(planned, finished_run, None, None, "restored from an earlier run"))
         self._on_progress = on_progress
         self._on_outcome = on_outcome
+        self._on_run = on_run
+        self._before_run = before_run
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._running_server: ServerProcess | None = None
@@ -233,12 +247,17 @@ class Experiment:
                 self._record(outcomes, ConfigurationOutcome(planned, None, planned.skipped_reason, None))
         # Repetitions are interleaved (all configurations once, then again) so that a slow minute of the host
         # does not land on one configuration's every run.
-        runs: dict[str, list[ConfigurationOutcome]] = {}
+        runs: dict[str, list[ConfigurationOutcome]] = {key: list(value) for key, value in self._restored_runs.items()}
+        for recommendation_id in [key for key, value in runs.items() if len(value) >= self.repetitions]:
+            self._record(outcomes, median_outcome(runs.pop(recommendation_id)[:self.repetitions],
+                                                  self._target_invocations))
         try:
             for self._run_number in range(1, self.repetitions + 1):
                 for planned in self.plan:
                     if planned.recommendation_id in outcomes:
                         continue
+                    if len(runs.get(planned.recommendation_id, ())) >= self._run_number:
+                        continue  # this run finished before a restart
                     if self.stopped:
                         self.end_reason = "stopped"
                         return self._sorted(outcomes)
@@ -246,6 +265,11 @@ class Experiment:
                         self.end_reason = self._duration_reason()
                         self._record_partial_runs(outcomes, runs)
                         return self._sorted(outcomes)
+                    if self._before_run is not None:
+                        self._before_run()  # e.g. until status holds every finished run (the backend's barrier)
+                        if self.stopped:
+                            self.end_reason = "stopped"
+                            return self._sorted(outcomes)
                     outcome = self._run_configuration(planned, deadline)
                     if outcome is None:
                         if self.end_reason != "stopped":
@@ -259,6 +283,8 @@ class Experiment:
                     if len(runs[planned.recommendation_id]) == self.repetitions:
                         self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id),
                                                               self._target_invocations))
+                    elif self._on_run is not None:
+                        self._notify(self._on_run, outcome)
         finally:
             self._report(None, None)
         return self._sorted(outcomes)
@@ -390,11 +416,14 @@ class Experiment:
         if outcome.failure_reason:
             log.info("%s: %s failed: %s", self.job_name, outcome.planned.label, outcome.failure_reason)
         if self._on_outcome is not None:
-            try:
-                self._on_outcome(outcome)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the benchmarks
-                log.exception("%s: the outcome callback failed", self.job_name)
+            self._notify(self._on_outcome, outcome)
         self._report(None, None)
+
+    def _notify(self, listener: Callable[[ConfigurationOutcome], None], outcome: ConfigurationOutcome) -> None:
+        try:
+            listener(outcome)
+        except Exception:  # noqa: BLE001 - a broken listener must not stop the benchmarks
+            log.exception("%s: the outcome callback failed", self.job_name)
 
     @staticmethod
     def _load_text(planned: PlannedConfiguration, progress: LoadProgress) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from rightsizer import pricing
 from rightsizer.backends import base
 from rightsizer.model import Owner
 from rightsizer.naming import job_name_for
@@ -22,7 +23,19 @@ class LocalPolicy:
         return []  # what depends on the host (CPUs, payload) is found when the job is placed, per configuration
 
     def warnings(self, spec: RightsizeJobSpec) -> list[str]:
-        return []  # SageMaker's load-test guidance is SageMaker's: the local load generator has no such limits
+        # SageMaker's load-test guidance is SageMaker's: the local load generator has no such limits. A cost
+        # objective without a price is the local backend's own pitfall: found here, before an hour of load tests.
+        objective = spec.selection.objective
+        if objective not in ("CostPerInference", "CostPerHour"):
+            return []
+        overrides = (spec.local or {}).get("pricePerHour") or {}
+        unpriced = [t for t in dict.fromkeys(c.instance_type for c in spec.candidates if c.instance_type)
+                    if _price(t, overrides) is None]
+        if not unpriced:
+            return []
+        return [f"no price known for {', '.join(unpriced)}: spec.selection.objective {objective} cannot rank "
+                f"{'it' if len(unpriced) == 1 else 'them'}; set spec.local.pricePerHour or choose objective "
+                f"ModelLatency or MaxInvocations"]
 
     def describe_job(self, spec: RightsizeJobSpec) -> str:
         return f"the local load test of {configuration_count(spec)} configuration(s)"
@@ -37,6 +50,13 @@ class LocalPolicy:
 
     def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
         return timing.seconds(POLL_SECONDS)
+
+
+def _price(instance_type: str, overrides: dict[str, float]) -> float | None:
+    try:
+        return pricing.price_per_hour(instance_type, overrides).price
+    except ValueError:  # a malformed override: the schema's to refuse, not a missing price
+        return 0.0
 
 
 POLICY = LocalPolicy()

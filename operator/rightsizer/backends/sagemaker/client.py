@@ -341,6 +341,9 @@ class SageMakerBackend:
         return (model.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures)),
                 tuple(benchmarks))
 
+    def persisted(self, snapshot: model.JobSnapshot) -> None:
+        """Nothing to do: SageMaker keeps its own results."""
+
     def stop(self, job_name: str) -> base.StopDone:
         try:
             self._call("stop_inference_recommendations_job", JobName=job_name)
