@@ -207,7 +207,11 @@ def steady(api: client.ApiClient, kubeconfig: Path, jobs: int, minutes: float) -
         arrivals = json.loads(counts.read_text())
     finally:
         process.terminate()
-        process.wait(60)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # handlers still waiting for rate-limit tokens: not worth waiting for
+            process.kill()
+            process.wait(30)
         log.close()
     end = max(arrivals)
     window = [t for t in arrivals if t >= end - minutes * 60]
