@@ -48,7 +48,10 @@ def job_file(tmp_path, model, **spec_overrides) -> str:
 
 
 def test_run_prints_progress_the_table_and_the_winner_and_writes_a_report(tmp_path, small_model):
-    result = rightsizer("run", job_file(tmp_path, small_model), "--report", str(tmp_path / "report.html"))
+    # An SLA any host meets, however busy (a winner is what this test reads, not this machine's speed).
+    generous = {"stoppingConditions": {"maxInvocations": 600, "modelLatencyThresholds": [
+        {"percentile": "P95", "valueInMilliseconds": 2000}]}}
+    result = rightsizer("run", job_file(tmp_path, small_model, **generous), "--report", str(tmp_path / "report.html"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     # One line per configuration as it changes (not a terminal: no redrawing), then the table and the winner.

@@ -229,7 +229,8 @@ def test_cpu_is_summed_over_the_tree_and_held_to_the_pinned_core(fake_server):
     usage = server.sampler.usage(window_start, window_end)
     assert usage.samples >= 4
     assert usage.cpu_percent == pytest.approx(measured, abs=15)
-    assert 30 < usage.cpu_percent <= usage.cpu_percent_max < 115
+    # Against the processes' own CPU times above, not a fixed floor: a busy machine leaves the burners less.
+    assert 0 < usage.cpu_percent <= usage.cpu_percent_max < 115
     assert all(sample.processes == 2 for sample in server.sampler.samples if sample.at > window_start)
     assert usage.memory_percent == pytest.approx(100 * usage.rss_bytes / (512 * MIB))
 
