@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import random
 import threading
 from typing import Any
 
 import boto3
+import botocore.exceptions
 from botocore.stub import Stubber
 
 from rightsizer.backends.sagemaker.client import use_client_factory
@@ -94,7 +96,8 @@ class SimulatedJob:
 class SimulatedInferenceRecommender:
     def __init__(self, script: list[str] | None = None, results=default_recommendations,
                  failure_reason: str | None = None, failed_steps: list[dict] | None = None,
-                 endpoint_performances=None, extra_benchmarks: list[dict] | None = None):
+                 endpoint_performances=None, extra_benchmarks: list[dict] | None = None,
+                 fault_rate: float = 0.0, seed: int = 0):
         self.client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="testing",
                                    aws_secret_access_key="testing")
         self.stubber = Stubber(self.client)
@@ -104,6 +107,10 @@ class SimulatedInferenceRecommender:
         self.results, self.failure_reason = results, failure_reason
         self.failed_steps, self.endpoint_performances = failed_steps or [], endpoint_performances or []
         self.extra_benchmarks = extra_benchmarks or []  # whole steps, as seed.seed_step gives them
+        # Sustained faults: this share of calls fails (throttled, a 5xx, or the connection reset), chosen by a
+        # seeded generator; a reset Create may have created the job first, as a lost response would leave it.
+        self.fault_rate, self.random = fault_rate, random.Random(seed)
+        self.faults: list[tuple[str, str]] = []  # (operation, what failed)
         self.jobs: dict[str, SimulatedJob] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.injected: list[tuple[str, str, int, str]] = []  # (operation, error code, http status, message)
@@ -162,10 +169,26 @@ class SimulatedInferenceRecommender:
                 del self.injected[index]
                 self.stubber.add_client_error(name, code, message, http_status_code=http_status)
                 return
+        if self.fault_rate and self.random.random() < self.fault_rate:
+            return self._fault(operation, name, params)
         handler = getattr(self, f"_{name}", None)
         if handler is None:
             raise AssertionError(f"the operator called {operation}, which this simulator does not serve")
         handler(name, params)
+
+    def _fault(self, operation: str, name: str, params: dict[str, Any]) -> None:
+        kind = self.random.choice(("throttled", "5xx", "reset"))
+        self.faults.append((operation, kind))
+        if kind == "throttled":
+            self.stubber.add_client_error(name, "ThrottlingException", "Rate exceeded", http_status_code=400)
+        elif kind == "5xx":
+            self.stubber.add_client_error(name, "InternalFailure", "We encountered an internal error",
+                                          http_status_code=500)
+        else:
+            if operation == "CreateInferenceRecommendationsJob" and params["JobName"] not in self.jobs \
+                    and self.random.random() < 0.5:
+                self._new_job(params)  # created, and the answer lost on the way back
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url=f"https://api.sagemaker.{REGION}.amazonaws.com")
 
     def _not_found(self, name: str, job_name: str) -> None:
         self.stubber.add_client_error(name, "ResourceNotFound", f"job {job_name} not found", http_status_code=400)

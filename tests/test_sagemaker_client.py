@@ -628,6 +628,18 @@ def test_classify_connection_errors_as_transient():
     assert str(classified).startswith("cannot reach SageMaker: Could not connect to the endpoint URL")
 
 
+@pytest.mark.parametrize("error", [
+    botocore.exceptions.ConnectionClosedError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com/"),
+    botocore.exceptions.ReadTimeoutError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com/"),
+    botocore.exceptions.ConnectTimeoutError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com/"),
+], ids=["reset-mid-call", "read-timeout", "connect-timeout"])
+def test_classify_a_connection_lost_mid_call_as_transient(error):
+    # A reset after the request left (ConnectionClosedError) is no ConnectionError in botocore's hierarchy: it was
+    # raised as an unexpected error, and kopf retried it after its unscaled 15 s backoff.
+    classified = sm.classify(error)
+    assert isinstance(classified, base.TransientBackendError) and not classified.throttled
+
+
 def test_classify_missing_credentials():
     assert sm.classify(botocore.exceptions.NoCredentialsError()) == base.Rejected(
         "NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the environment)", True,

@@ -313,6 +313,26 @@ def test_a_burst_of_throttling_still_completes(api, namespace, operator):
         "operation": "describe_inference_recommendations_job", "outcome": "ThrottlingException"}) == throttled_before + 3
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sustained_faults_on_a_third_of_calls_still_give_the_right_answer_once(api, namespace, operator, seed):
+    # Throttling, 5xx and connection resets (a reset Create sometimes created the job) on 30 % of calls over two
+    # whole jobs: each finishes with the fault-free winner, one SageMaker job per RightsizeJob, and the calls stay
+    # within a bound (the fault-free run makes about 12 per job).
+    sim = SimulatedInferenceRecommender(script=["IN_PROGRESS", "IN_PROGRESS", "COMPLETED"], fault_rate=0.3, seed=seed)
+    sim.install()
+    create(api, namespace, sample("fraud-default"))
+    create(api, namespace, sample("fraud-advanced"))
+    default = wait_for_ready(api, namespace, "fraud-default", "True", "BestSelected", timeout=120)
+    advanced = wait_for_ready(api, namespace, "fraud-advanced", "True", "BestSelected", timeout=120)
+    for body in (default, advanced):  # the simulator answers both with the seed's Default results
+        assert (body["status"]["best"]["instanceType"], body["status"]["best"]["environment"]) == \
+            ("ml.m5.2xlarge", {"OMP_NUM_THREADS": "2", "SAGEMAKER_MODEL_SERVER_WORKERS": "3"})
+        assert body["status"]["recommendationsTotal"] == 5
+    assert sorted(sim.jobs) == sorted({default["status"]["jobName"], advanced["status"]["jobName"]})
+    assert len(sim.faults) >= 3, "the seed injected too few faults to test anything"
+    assert len(sim.calls) <= 80, f"{len(sim.calls)} calls for two jobs ({len(sim.faults)} faults)"
+
+
 def test_access_denied_is_not_ready_without_a_retry_storm(api, namespace, operator):
     sim = SimulatedInferenceRecommender()
     sim.install()

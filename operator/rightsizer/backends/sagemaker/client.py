@@ -128,8 +128,8 @@ def client_for(region: str):
 
 
 def classify(error: Exception) -> base.Rejected | base.TransientBackendError:
-    if isinstance(error, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError,
-                          botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
+    # HTTPClientError covers a connection reset mid-call (ConnectionClosedError) and read timeouts.
+    if isinstance(error, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
         return base.TransientBackendError(f"cannot reach SageMaker: {error}")
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return base.Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
