@@ -234,8 +234,10 @@ def test_render_reports_an_invalid_request_and_fails(tmp_path):
     code, out, err = render(path)
     assert code == 1
     assert out == ""
-    assert err == (f"{path}: fraud-default: error: CreateInferenceRecommendationsJob.Tags[0].Value: 'fraud;ops' "
-                   r"does not match the service's pattern ([\p{L}\p{Z}\p{N}_.:/=+\-@]*)" + "\n")
+    # A file has met no API server: the CRD's own schema speaks first, naming the spec's field (the request's
+    # service-model check, which would refuse the same tag, is tested on build_request above).
+    assert err == (f"{path}: fraud-default: error: spec.sagemaker.tags.team: 'fraud;ops' does not match the "
+                   r"pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$" + "\n")
 
 
 # -- job names ----------------------------------------------------------------------------------------------------

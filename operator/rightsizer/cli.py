@@ -75,7 +75,7 @@ def _validate(args: argparse.Namespace) -> int:
         for document in documents:
             name = document["metadata"].get("name", "?")
             try:
-                validated = registry.validate(document.get("spec") or {})
+                validated = registry.validate_file(document.get("spec") or {})
             except spec_module.InvalidSpec as invalid:
                 failed = True
                 for error in invalid.errors:
@@ -100,7 +100,7 @@ def _render(args: argparse.Namespace) -> int:
         owner = Owner(metadata.get("namespace", "default"), metadata.get("name", "unnamed"),
                       metadata.get("uid", args.uid))
         try:
-            validated = registry.validate(document.get("spec") or {})
+            validated = registry.validate_file(document.get("spec") or {})
             parsed = validated.spec
             if parsed.backend != "sagemaker":
                 print(f"{args.file}: {owner.name}: backend {parsed.backend} sends no SageMaker request", file=sys.stderr)

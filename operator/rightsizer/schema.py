@@ -107,3 +107,41 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
 def _yaml_type(value: Any) -> str:
     return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
             list: "a list"}.get(type(value), type(value).__name__)
+
+
+@functools.cache
+def _spec_validator() -> Any:
+    import jsonschema
+    import regex
+
+    def pattern(validator: Any, expected: str, instance: Any, schema: Any) -> Any:
+        # The API server's patterns are RE2 (\p{L} and friends), which the re module cannot compile.
+        if isinstance(instance, str) and not regex.search(expected, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match the pattern {expected}")
+
+    # The CRD's structural schema as JSON Schema: what the API server checks before any controller sees the object
+    # (its x-kubernetes-* extensions and CEL rules are not JSON Schema and are left to the API server).
+    checker = jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": pattern})
+    return checker(_closed(spec_schema()))
+
+
+def _closed(node: Any) -> Any:
+    """Unknown fields refused, as kubectl's default strict field validation refuses them (the API server would
+    otherwise drop them silently): every object with declared properties admits no others."""
+    if isinstance(node, list):
+        return [_closed(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    closed = {key: _closed(value) for key, value in node.items()}
+    if "properties" in node and "additionalProperties" not in node \
+            and not node.get("x-kubernetes-preserve-unknown-fields"):
+        closed["additionalProperties"] = False
+    return closed
+
+
+def spec_violations(raw_spec: Any) -> list[str]:
+    """Where `raw_spec` breaks the CRD's structural schema, each naming its field (`spec.instanceTypes: ...`):
+    what a tool without an API server (rightsizer validate, render, run) must refuse before reading it."""
+    errors = sorted(_spec_validator().iter_errors(raw_spec), key=lambda error: list(map(str, error.absolute_path)))
+    return [f"spec{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in error.absolute_path)}: "
+            f"{error.message}" for error in errors]

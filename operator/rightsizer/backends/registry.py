@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from rightsizer import schema
 from rightsizer import spec as spec_module
 from rightsizer.backends import base
 from rightsizer.backends.local.policy import POLICY as LOCAL
@@ -30,10 +31,20 @@ class Validated:
 
 
 def validate(raw_spec: Mapping[str, Any]) -> Validated:
-    """The parsed spec, its backend's policy and its warnings; raises spec.InvalidSpec with every violation."""
+    """The parsed spec, its backend's policy and its warnings; raises spec.InvalidSpec with every violation.
+    The spec is one the API server admitted (its structural schema holds); a file is read with validate_file."""
     parsed = spec_module.parse(raw_spec, check=False)
     chosen = policy(parsed.backend)
     errors = spec_module.semantic_errors(parsed) + chosen.errors(parsed)
     if errors:
         raise spec_module.InvalidSpec(errors)
     return Validated(parsed, chosen, tuple(chosen.warnings(parsed)))
+
+
+def validate_file(raw_spec: Any) -> Validated:
+    """validate() for a spec read from a file, where no API server has checked it: the CRD's structural schema
+    first (every violation named), so that a wrong type is an error message, not a crash."""
+    structural = schema.spec_violations(raw_spec)
+    if structural:
+        raise spec_module.InvalidSpec(structural)
+    return validate(raw_spec)

@@ -42,7 +42,7 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
     document = _pick(path, name)
     job = document["metadata"].get("name", "local")
     try:
-        validated = registry.validate(document.get("spec") or {})
+        validated = registry.validate_file(document.get("spec") or {})
     except spec_module.InvalidSpec as invalid:
         for error in invalid.errors:
             print(f"{path}: {job}: error: {error}", file=sys.stderr)
