@@ -228,3 +228,55 @@ def test_the_operator_reconciles_a_rightsizejob_with_its_service_account(install
     kubectl(installed, "-n", "ml", "annotate", "rsj/fraud-advanced", "example.com/checked=yes")
     logs = kubectl(installed, "-n", NAMESPACE, "logs", pod["metadata"]["name"]).stdout
     assert not refusals(logs), refusals(logs)
+
+
+# -- manifests/local-backend: the experiment inside the operator's Pod -----------------------------------------
+
+def rsj(kubeconfig: Path, name: str) -> dict:
+    return json.loads(kubectl(kubeconfig, "-n", "ml", "get", "rsj", name, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def local_backend(installed, tmp_path_factory):
+    """manifests/local-backend over the default install. Its 2500m CPU request is more than a 2-core node has to
+    allocate, so the request (not the 3-CPU limit the placement reads) is lowered to what the node has."""
+    directory = overlay(tmp_path_factory.mktemp("local-backend"), "manifests/local-backend")
+    node = json.loads(kubectl(installed, "get", "node", node_module.NODE_NAME, "-o", "json").stdout)
+    allocatable = node["status"]["allocatable"]["cpu"]
+    patch = yaml.safe_load((directory / "patch.yaml").read_text())
+    patch["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": allocatable}}
+    (directory / "patch.yaml").write_text(yaml.safe_dump(patch))
+    kubectl(installed, "apply", "-k", str(directory))
+    kubectl(installed, "-n", NAMESPACE, "rollout", "status", "deployment/rightsizer-operator", "--timeout=240s")
+    kubectl(installed, "-n", NAMESPACE, "wait", "--for=condition=Ready", "pod", "-l", SELECTOR, "--timeout=180s")
+    return installed
+
+
+def test_the_local_sample_completes_inside_the_pod_and_resumes_after_the_pod_is_deleted(local_backend):
+    kubeconfig = local_backend
+    pod = operator_pod(kubeconfig)
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "3"
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["state"]["terminated"]["exitCode"] == 0  # the reference model, written by the init container
+    kubectl(kubeconfig, "create", "namespace", "ml", check=False)
+    kubectl(kubeconfig, "apply", "-f", str(REPO / "manifests" / "samples" / "fraud-local.yaml"))
+    partial = wait_for(lambda: (job := rsj(kubeconfig, "fraud-local"))
+                       and len((job.get("status") or {}).get("recommendations") or []) >= 1 and job,
+                       timeout=300, interval=2)
+    finished_before = {row["recommendationId"]: row for row in partial["status"]["recommendations"]}
+    # The Deployment replaces the deleted Pod; the new operator resumes the job from its status.
+    kubectl(kubeconfig, "-n", NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    kubectl(kubeconfig, "-n", "ml", "wait", "rsj/fraud-local", "--timeout=600s",
+            "--for=jsonpath={.status.phase}=Completed")
+    done = rsj(kubeconfig, "fraud-local")
+    assert operator_pod(kubeconfig)["metadata"]["name"] != pod["metadata"]["name"]
+    rows = {row["recommendationId"]: row for row in done["status"]["recommendations"]}
+    for recommendation_id, before in finished_before.items():
+        assert rows[recommendation_id]["metrics"] == before["metrics"]  # kept, not measured again
+    assert done["status"]["best"]["recommendationId"] in rows
+    events = kubectl(kubeconfig, "-n", "ml", "get", "events", "--field-selector",
+                     "involvedObject.name=fraud-local,reason=JobResumed", "-o", "name").stdout
+    assert events.strip(), "no JobResumed event"
+    # The placement read the Pod's cgroup: local-2cpu does not fit beside the load generator on this node.
+    print(kubectl(kubeconfig, "-n", "ml", "get", "rsj", "-o", "wide").stdout)
+    print(json.dumps(done["status"].get("steps"), indent=1)[:3000])
