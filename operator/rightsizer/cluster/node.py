@@ -84,6 +84,15 @@ def _read_sysctl(name: str) -> str | None:
         return None
 
 
+def _api_client(kubeconfig: Path):
+    # Not rightsizer.kube: the harness sits below the operator's modules (the import-linter layers).
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
 def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
@@ -197,10 +206,8 @@ class Node:
     def _node_ready(kubeconfig: Path) -> bool:
         from kubernetes import client
 
-        from rightsizer import kube
-
         try:
-            with kube.api_client(kubeconfig) as api:
+            with _api_client(kubeconfig) as api:
                 node = client.CoreV1Api(api).read_node(NODE_NAME, _request_timeout=5)
         except Exception:  # noqa: BLE001 - not registered yet, or the API server not answering: not ready
             return False
@@ -504,11 +511,9 @@ class Node:
             return
         from kubernetes import client
 
-        from rightsizer import kube
-
         binaries_dir = Path(self._state()["binaries"])
         try:
-            with kube.api_client(control_plane.kubeconfig) as api:
+            with _api_client(control_plane.kubeconfig) as api:
                 core = client.CoreV1Api(api)
                 for pod in core.list_pod_for_all_namespaces(_request_timeout=10).items:
                     core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
