@@ -257,7 +257,7 @@ class Node:
             self._write_state(host, binaries, pids)
             pids["coredns"] = self._start_coredns(binaries, control_plane)
             self._write_state(host, binaries, pids)
-            pids["kubelet"] = self._start_kubelet(binaries, control_plane, pause)
+            pids["kubelet"] = self._start_kubelet(binaries, control_plane)
             self._write_state(host, binaries, pids)
             pids["kube-proxy"] = self._start_kube_proxy(binaries, control_plane)
             self._write_state(host, binaries, pids)
@@ -318,7 +318,7 @@ class Node:
         return pid
 
     def _start_kubelet(self, binaries: binaries_module.NodeBinaries,
-                       control_plane: controlplane_module.RunningControlPlane, pause: Path) -> int:
+                       control_plane: controlplane_module.RunningControlPlane) -> int:
         directory = self.node_dir / "kubelet"
         directory.mkdir(parents=True, exist_ok=True)
         config = {
