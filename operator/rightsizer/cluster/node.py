@@ -474,6 +474,9 @@ class Node:
         self._stop(pids.get("containerd"))
         self._kill_shims(binaries_dir)
         log(f"containerd stopped after {time.monotonic() - started:.1f} s")
+        # Before the node's bridge goes: the API server calls itself at the node's address while it shuts down.
+        self.control_plane.down()
+        log(f"control plane stopped after {time.monotonic() - started:.1f} s")
         for point in sorted(_mounts_under([str(self.state_dir), str(NODE_DIR), "/run/containerd", "/var/lib/kubelet",
                                             "/run/netns"]), key=len, reverse=True):
             if point.startswith("/run/netns") and os.path.basename(point) in host.get("netns", []):
@@ -497,7 +500,6 @@ class Node:
         for path in FIXED_PATHS:
             if path not in host.get("existing_paths", []) and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)
-        self.control_plane.down()
         shutil.rmtree(NODE_DIR, ignore_errors=True)
         shutil.rmtree(RUN_DIR, ignore_errors=True)
         return True
