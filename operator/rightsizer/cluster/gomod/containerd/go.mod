@@ -1,6 +1,6 @@
 // The container runtime of `rightsizer cluster up --node`, built from the Go module proxy with CGO_ENABLED=0.
-// containerd v2 answers the CRI RuntimeConfig call through which kubelet >= 1.36 learns the cgroup driver
-// (the fallback to the kubelet's own setting is deprecated), which Debian 12's containerd 1.6 lacks.
+// containerd v2 answers the CRI RuntimeConfig call through which the kubelet learns the runtime's cgroup driver
+// (KEP-4033); Debian 12's containerd 1.6 lacks it, and the kubelet's fallback to its own setting is deprecated.
 // The version is read from the require line below by rightsizer/cluster/binaries.py: change it here only.
 module rightsizer.local/node/containerd
 
