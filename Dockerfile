@@ -36,9 +36,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
 # --no-index: everything comes from the build stage's wheels, nothing from an index.
 # pip, setuptools and wheel are removed afterwards: nothing needs them at run time (hdrhistogram declares
 # setuptools and pbr, but imports neither).
+# The user gets a passwd entry: kopf names the operator by getpass.getuser(), which fails for a uid without one
+# ("getpwuid(): uid not found: 65532", seen on the first kubelet this image met).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-compile --no-index --find-links=/wheels "rightsizer==${VERSION}" \
- && python -m pip uninstall --yes pip setuptools wheel
+ && python -m pip uninstall --yes pip setuptools wheel \
+ && groupadd --gid 65532 rightsizer \
+ && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin rightsizer
 WORKDIR /tmp
 USER 65532:65532
 ENTRYPOINT ["rightsizer", "operator"]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-unit lint controlplane docs docs-check cluster-up cluster-down clean
+.PHONY: venv demo test test-unit test-node lint controlplane node image docs docs-check cluster-up cluster-up-node cluster-down clean
 
 venv: $(BIN)/rightsizer
 
@@ -22,8 +22,18 @@ demo: venv controlplane
 controlplane: venv
 	$(BIN)/rightsizer cluster build
 
+# Builds (once, then cached in ~/.cache/rightsizer/node and images) the kubelet, kube-proxy, scheduler,
+# controller-manager, kubectl and containerd of `rightsizer cluster up --node`, and the sandbox image.
+node: venv
+	$(BIN)/rightsizer cluster build --node
+
+# localhost/rightsizer:dev from the Dockerfile on a Python base made from Debian packages (buildah, no registry),
+# loaded into the running node if there is one.
+image: venv
+	$(BIN)/rightsizer cluster image
+
 # The README's test command. Pytest's exit code 5 (no tests collected) is a failure here: an empty run proves nothing.
-test: venv controlplane docs-check lint
+test: venv controlplane node docs-check lint
 	$(BIN)/pytest
 
 # The layering (import-linter contracts in pyproject.toml) and the types of the pure core (mypy --strict).
@@ -34,6 +44,10 @@ lint: venv
 test-unit: venv
 	$(BIN)/pytest -m "not cluster"
 
+# The operator as a Pod on the single-node cluster (needs root), alone.
+test-node: venv controlplane node
+	$(BIN)/pytest -m node
+
 docs: venv
 	$(BIN)/rightsizer docs --output docs/api-reference.md
 
@@ -42,6 +56,9 @@ docs-check: venv
 
 cluster-up: venv
 	$(BIN)/rightsizer cluster up --install-crds
+
+cluster-up-node: venv
+	$(BIN)/rightsizer cluster up --node --install-crds
 
 cluster-down: venv
 	$(BIN)/rightsizer cluster down

@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "node: runs the single-node cluster of `rightsizer cluster up --node` (root)")
+
+
 def load_samples() -> list[dict]:
     """Every RightsizeJob in manifests/samples (the kustomization file is not one)."""
     return [document for path in sorted(SAMPLES.glob("*.yaml")) for document in schema.rightsize_jobs(path.read_text())]

@@ -15,17 +15,44 @@ def _cluster(args: argparse.Namespace) -> int:
     from rightsizer.cluster import binaries
     from rightsizer.cluster.controlplane import ControlPlane
 
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     control_plane = ControlPlane(args.state_dir)
-    if args.cluster_command == "up":
-        running = control_plane.up(log=lambda message: print(message, file=sys.stderr))
+    if args.cluster_command in ("up", "down", "status", "image") and (args.node or args.cluster_command == "down"):
+        from rightsizer.cluster.node import Node
+
+        node = Node(args.state_dir)
+        if args.cluster_command == "down":
+            stopped = node.down(log=log)
+            print("stopped" if stopped else "nothing was running", file=sys.stderr)
+            return 0
+        if args.cluster_command == "status":
+            running_node = node.running()
+            if not running_node:
+                print("no node running", file=sys.stderr)
+                return 1
+            print(json.dumps({"server": running_node.control_plane.server, "kubeconfig": str(running_node.kubeconfig),
+                              "node": running_node.node_name, "pids": running_node.pids}, indent=2))
+            return 0
+    if args.cluster_command == "image":
+        from rightsizer.cluster import images
+        from rightsizer.cluster.node import Node
+
+        tarball = images.project_image(Path(args.repo).resolve(), log=log)
+        running_node = Node(args.state_dir).running()
+        if running_node:
+            images.load(running_node.binaries_dir / "ctr", running_node.containerd_socket, tarball)
+            log(f"loaded {images.PROJECT_REF} into node {running_node.node_name}")
+        print(tarball)
+    elif args.cluster_command == "up":
+        if args.node:
+            running = node.up(log=log).control_plane
+        else:
+            running = control_plane.up(log=log)
         if args.install_crds:
             from rightsizer import kube
 
             kube.install_crds(kube.api_client(running.kubeconfig))
         print(running.kubeconfig)
-    elif args.cluster_command == "down":
-        stopped = control_plane.down()
-        print("stopped" if stopped else "nothing was running", file=sys.stderr)
     elif args.cluster_command == "status":
         running = control_plane.running()
         if not running:
@@ -35,8 +62,16 @@ def _cluster(args: argparse.Namespace) -> int:
                           "version": running.version}, indent=2))
     elif args.cluster_command == "build":
         built = binaries.resolve(build=True)
-        print(json.dumps({"kube-apiserver": str(built.kube_apiserver), "etcd": str(built.etcd),
-                          "kustomize": str(binaries.kustomize(build=True))}, indent=2))
+        paths = {"kube-apiserver": str(built.kube_apiserver), "etcd": str(built.etcd),
+                 "kustomize": str(binaries.kustomize(build=True))}
+        if args.node:
+            from rightsizer.cluster import images
+
+            node_binaries = binaries.build_node(build=True, log=log)
+            paths.update({name: str(node_binaries[name])
+                          for name in binaries.KUBERNETES_NODE_COMMANDS + binaries.CONTAINERD_COMMANDS})
+            paths["pause-image"] = str(images.pause_image(log=log))
+        print(json.dumps(paths, indent=2))
     return 0
 
 
@@ -165,8 +200,15 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)")
     operator.set_defaults(run=_operator)
 
-    cluster = commands.add_parser("cluster", help="a local kube-apiserver + etcd on 127.0.0.1")
-    cluster.add_argument("cluster_command", choices=["up", "down", "status", "build"])
+    cluster = commands.add_parser(
+        "cluster", help="a local kube-apiserver + etcd on 127.0.0.1, or with --node a whole single-node cluster")
+    cluster.add_argument("cluster_command", choices=["up", "down", "status", "build", "image"],
+                         help="image: build localhost/rightsizer:dev from the Dockerfile on a local Debian base "
+                              "(buildah) and load it into the running node")
+    cluster.add_argument("--node", action="store_true",
+                         help="with build, up, status: also a kubelet, containerd, kube-proxy, scheduler and "
+                              "controller-manager (needs root)")
+    cluster.add_argument("--repo", default=".", help="with image: the repository holding the Dockerfile")
     cluster.add_argument("--state-dir", type=Path, default=None,
                          help="where keys, data, logs and the kubeconfig live (default ~/.local/state/rightsizer/cluster)")
     cluster.add_argument("--install-crds", action="store_true", help="with up: install the RightsizeJob CRD")

@@ -90,7 +90,8 @@ def _ldflags_for_kubernetes(version: str) -> str:
     )
 
 
-def _go_build(module: str, package: str, output: Path, ldflags: str, log) -> None:
+def _go_build(module: str, package: str | list[str], output: Path, ldflags: str, log) -> None:
+    """Build `package` into the file `output`, or a list of packages into the directory `output`."""
     go = shutil.which("go")
     if go is None:
         raise BinariesUnavailable(
@@ -101,7 +102,9 @@ def _go_build(module: str, package: str, output: Path, ldflags: str, log) -> Non
         # The wrapper module is copied out because a wheel's files may be read-only.
         shutil.copytree(GOMOD_DIR / module, workdir, dirs_exist_ok=True)
         env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly")
-        command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(output), package]
+        packages = [package] if isinstance(package, str) else package
+        target = str(output) if isinstance(package, str) else f"{output}{os.sep}"
+        command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", target, *packages]
         log(f"building {module}: {' '.join(command)}")
         result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
         if result.returncode != 0:
@@ -150,3 +153,92 @@ def resolve(build: bool = True) -> ControlPlaneBinaries:
     if not build:
         raise BinariesUnavailable(f"control plane binaries are not built yet (expected in {cached}); run `rightsizer cluster build`")
     return build_pinned(cached)
+
+
+# -- the node of `rightsizer cluster up --node` ----------------------------------------------------------------
+
+# Built from the kube-apiserver wrapper module, so every Kubernetes binary is the same pinned release.
+KUBERNETES_NODE_COMMANDS = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+COREDNS_COMMANDS = ("coredns",)  # a build of CoreDNS with the cluster-DNS plugins only (gomod/coredns/main.go)
+# From Debian packages (runc, containernetworking-plugins, iptables): C or long-stable tools the distribution keeps
+# patched; the CNI plugins' directory is where Debian installs them.
+DEBIAN_PACKAGES = ("runc", "containernetworking-plugins", "iptables")
+CNI_BIN_DIR = Path("/usr/lib/cni")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeBinaries:
+    directory: Path  # every command of KUBERNETES_NODE_COMMANDS and CONTAINERD_COMMANDS
+    runc: Path
+    cni_bin_dir: Path
+    iptables: Path
+
+    def __getitem__(self, command: str) -> Path:
+        return self.directory / command
+
+
+def containerd_version() -> str:
+    return _required_version(GOMOD_DIR / "containerd", "github.com/containerd/containerd/v2")
+
+
+def coredns_version() -> str:
+    return _required_version(GOMOD_DIR / "coredns", "github.com/coredns/coredns")
+
+
+def node_label() -> str:
+    return (f"{pinned_versions()['kube-apiserver'].lstrip('v')}-containerd{containerd_version().lstrip('v')}"
+            f"-coredns{coredns_version().lstrip('v')}")
+
+
+def node_cache_dir() -> Path:
+    return cache_root().parent / "node" / node_label()
+
+
+def _debian_tools() -> tuple[Path, Path]:
+    runc, iptables = shutil.which("runc"), shutil.which("iptables")
+    missing = [name for name, found in (("runc", runc), ("iptables", iptables),
+                                        ("CNI plugins", (CNI_BIN_DIR / "bridge").exists() or None)) if not found]
+    if missing:
+        raise BinariesUnavailable(
+            f"{', '.join(missing)} not found; install the Debian packages: apt-get install {' '.join(DEBIAN_PACKAGES)}")
+    return Path(runc), Path(iptables)
+
+
+def build_node(build: bool = True, log=lambda message: print(message, file=sys.stderr)) -> NodeBinaries:
+    """The node's binaries from the cache, built there first when missing (and `build` allows it)."""
+    destination = node_cache_dir()
+    runc, iptables = _debian_tools()
+    binaries = NodeBinaries(destination, runc, CNI_BIN_DIR, iptables)
+    missing = [name for name in KUBERNETES_NODE_COMMANDS + CONTAINERD_COMMANDS + COREDNS_COMMANDS
+               if not binaries[name].exists()]
+    if not missing:
+        return binaries
+    if not build:
+        raise BinariesUnavailable(f"the node's binaries are not built yet ({', '.join(missing)} missing in "
+                                  f"{destination}); run `rightsizer cluster build --node`")
+    destination.mkdir(parents=True, exist_ok=True)
+    with open(destination / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        groups = [
+            ("kube-apiserver", [name for name in KUBERNETES_NODE_COMMANDS if not binaries[name].exists()],
+             "k8s.io/kubernetes/cmd/{}", _ldflags_for_kubernetes(pinned_versions()["kube-apiserver"])),
+            ("containerd", [name for name in CONTAINERD_COMMANDS if not binaries[name].exists()],
+             "github.com/containerd/containerd/v2/cmd/{}",
+             f"-s -w -X github.com/containerd/containerd/v2/version.Version={containerd_version()}"),
+            ("coredns", [name for name in COREDNS_COMMANDS if not binaries[name].exists()], ".", "-s -w"),
+        ]
+        for module, names, package, ldflags in groups:
+            if not names:
+                continue
+            # One `go build` per module builds its commands in parallel; the results are moved in only when whole.
+            partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination))
+            try:
+                _go_build(module, [package.format(name) for name in names], partial, ldflags, log)
+                for name in names:
+                    (partial / name).rename(binaries[name])
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        log(f"built the node ({node_label()}) in {time.monotonic() - started:.0f} s into {destination}")
+    return binaries

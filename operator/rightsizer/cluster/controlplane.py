@@ -27,6 +27,7 @@ import yaml
 from rightsizer.cluster import binaries as binaries_module
 from rightsizer.cluster import pki as pki_module
 
+SERVICE_CIDR = "10.96.0.0/24"
 START_TIMEOUT_SECONDS = float(os.environ.get("RIGHTSIZER_CONTROLPLANE_START_TIMEOUT", "120"))
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -78,8 +79,15 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 
 class ControlPlane:
-    def __init__(self, state_dir: Path | None = None):
+    def __init__(self, state_dir: Path | None = None, address: str = "127.0.0.1",
+                 extra_apiserver_args: tuple[str, ...] = (), service_ip: str | None = None):
+        """`address`: where the API server listens and what it advertises (the `kubernetes` Service's endpoint);
+        a node's harness gives a non-loopback address of its own, since the API server neither proxies to nor
+        serves pods at loopback. `service_ip`: the `kubernetes` Service's ClusterIP, for the certificate."""
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.address = address
+        self.extra_apiserver_args = extra_apiserver_args
+        self.service_ip = service_ip
         self.state_file = self.state_dir / "state.json"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.log_dir = self.state_dir / "logs"
@@ -134,7 +142,8 @@ class ControlPlane:
 
     def _start(self, binaries: binaries_module.ControlPlaneBinaries, log) -> RunningControlPlane:
         started = time.monotonic()
-        pki = pki_module.create(self.state_dir / "pki")
+        pki = pki_module.create(self.state_dir / "pki",
+                                (self.address, *((self.service_ip,) if self.service_ip else ())))
         etcd_port, peer_port, apiserver_port = _free_port(), _free_port(), _free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
         etcd = self._spawn("etcd", [
@@ -148,11 +157,11 @@ class ControlPlane:
         self._write_state(etcd_pid=etcd.pid)
         self._wait(lambda: self._etcd_healthy(etcd_url), etcd, "etcd")
 
-        server = f"https://127.0.0.1:{apiserver_port}"
+        server = f"https://{self.address}:{apiserver_port}"
         apiserver = self._spawn("kube-apiserver", [
             str(binaries.kube_apiserver),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={apiserver_port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={apiserver_port}",
             f"--cert-dir={self.state_dir / 'pki'}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
@@ -160,9 +169,10 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_key}",
-            "--service-cluster-ip-range=10.96.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--v=1",
+            *self.extra_apiserver_args,
         ])
         self._write_state(etcd_pid=etcd.pid, apiserver_pid=apiserver.pid)
         self._wait(lambda: self._ready(server), apiserver, "kube-apiserver")

@@ -57,7 +57,9 @@ def _certificate(subject: x509.Name, public_key, issuer: x509.Name, signing_key,
     return builder.sign(signing_key, hashes.SHA256())
 
 
-def create(directory: Path) -> Pki:
+def create(directory: Path, ip_addresses: tuple[str, ...] = ("127.0.0.1",)) -> Pki:
+    """`ip_addresses`: what the serving certificate names besides localhost and the in-cluster DNS names (a node's
+    API server is also reached at its advertised address and at the `kubernetes` Service's ClusterIP)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(*(directory / name for name in (
         "ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key", "sa.key", "sa.pub")))
@@ -70,8 +72,9 @@ def create(directory: Path) -> Pki:
     serving_cert = _certificate(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), serving_key.public_key(), ca_name,
         ca_key, ca=False, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        alt_names=[x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc"),
-                   x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        alt_names=[x509.DNSName(name) for name in ("localhost", "kubernetes", "kubernetes.default",
+                                                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
+        + [x509.IPAddress(ipaddress.ip_address(address)) for address in dict.fromkeys(("127.0.0.1", *ip_addresses))],
     )
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
