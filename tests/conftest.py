@@ -22,6 +22,7 @@ os.environ.setdefault("RIGHTSIZER_SAGEMAKER_BURST", "500")
 
 from rightsizer import kube, schema
 from rightsizer.cluster.controlplane import ControlPlane
+from rightsizer.cluster import node as node_module
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
@@ -106,15 +107,20 @@ def no_unstubbed_sagemaker():
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
+# The addresses the harness's own node gives itself, its Pods and its Services (rightsizer.cluster.node): they
+# live on bridges and in network namespaces of this machine.
+HARNESS_NETWORKS = tuple(ipaddress.ip_network(network) for network in (
+    f"{node_module.NODE_IP}/32", node_module.POD_CIDR, node_module.SERVICE_CIDR))
+
+
 def allowed_address(host: str) -> bool:
-    """Whether a test may connect to `host`: loopback only. The one place to extend, e.g. with the addresses the
-    harness's own node and Pods are given once they exist."""
+    """Whether a test may connect to `host`: loopback, and the harness's own node, Pods and Services."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 scope (fe80::1%eth0) is not the address
     except ValueError:
         return host == "localhost"  # any other name would need a lookup that may itself leave the machine
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
+    address = getattr(address, "ipv4_mapped", None) or address
+    return address.is_loopback or any(address in network for network in HARNESS_NETWORKS)
 
 
 class NetworkRefused(AssertionError):

@@ -49,6 +49,9 @@ def test_loopback_connections_pass():
     assert allowed_address("localhost") and allowed_address("::ffff:127.0.0.1")
     assert not allowed_address("10.255.255.1") and not allowed_address("::ffff:10.0.0.1")
     assert not allowed_address("169.254.169.254") and not allowed_address("fe80::1%eth0")
+    # The harness's own node, Pods and Services, and nothing next to them.
+    assert allowed_address("10.254.254.1") and allowed_address("10.254.0.17") and allowed_address("10.96.0.1")
+    assert not allowed_address("10.254.254.2") and not allowed_address("10.254.1.1")
 
 
 def test_boto3_never_probes_the_instance_metadata_service():
