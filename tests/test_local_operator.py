@@ -117,6 +117,19 @@ def operator_process(namespace: str, log) -> subprocess.Popen:
                             env={**os.environ}, start_new_session=True)
 
 
+def restart_until_succeeded(api, namespace: str, log) -> dict:
+    """After a kill: its model servers and load generator die with it (parent-death signal), leaving nothing
+    behind; a new operator then takes the job over and finishes it. Returns the finished RightsizeJob."""
+    wait_for(lambda: not orphaned_load_processes(), timeout=15)
+    second = operator_process(namespace, log)
+    try:
+        return wait_for(lambda: (b := read(api, namespace, "fraud-local"))
+                        and condition(b, "Succeeded").get("status") == "True" and b, timeout=120)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
+
+
 def test_an_operator_killed_mid_run_resumes_only_the_unfinished_configurations(api, crd_installed, namespace, model,
                                                                                tmp_path):
     with open(tmp_path / "operator.log", "w") as log:
@@ -130,15 +143,7 @@ def test_an_operator_killed_mid_run_resumes_only_the_unfinished_configurations(a
             os.killpg(first.pid, signal.SIGKILL)  # no cleanup: what a crash or an OOM kill leaves
             first.wait()
         finished_before = {row["recommendationId"]: row for row in partial["status"]["recommendations"]}
-        # Its model servers and load generator die with it (parent-death signal), leaving nothing behind.
-        wait_for(lambda: not orphaned_load_processes(), timeout=15)
-        second = operator_process(namespace, log)
-        try:
-            done = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
-                            and condition(b, "Succeeded").get("status") == "True" and b, timeout=120)
-        finally:
-            second.send_signal(signal.SIGINT)
-            second.wait(timeout=30)
+        done = restart_until_succeeded(api, namespace, log)
     rows = {row["recommendationId"]: row for row in done["status"]["recommendations"]}
     assert len(rows) == 3
     for recommendation_id, before in finished_before.items():
@@ -184,14 +189,7 @@ def test_every_finished_run_is_in_status_before_the_next_starts_and_a_kill_rerun
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-        wait_for(lambda: not orphaned_load_processes(), timeout=15)
-        second = operator_process(namespace, log)
-        try:
-            done = wait_for(lambda: (b := read(api, namespace, "fraud-local"))
-                            and condition(b, "Succeeded").get("status") == "True" and b, timeout=120)
-        finally:
-            second.send_signal(signal.SIGINT)
-            second.wait(timeout=30)
+        done = restart_until_succeeded(api, namespace, log)
     first_runs = {r["recommendationId"]: r for r in kept["runs"]}
     rows = done["status"]["recommendations"]
     assert len(rows) == 2

@@ -1495,12 +1495,18 @@ def test_deleting_with_a_running_job_stops_it_once(result, detail, recorded):
     assert reconcile(DEFAULT, trace.status, at(T1 + seconds(1), deleting=True)) == Outcome((), {})
 
 
-def test_a_failed_local_jobs_message_says_each_reason_once():
+def submitted_local_job() -> tuple[dict, dict, str]:
+    """The fraud-local sample's job, written ahead and submitted: (spec, status, job name)."""
     spec = sample("fraud-local")
     status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
     name = status["jobName"]
     status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
                                                                result=Submitted(f"local:ml/{name}"))))
+    return spec, status, name
+
+
+def test_a_failed_local_jobs_message_says_each_reason_once():
+    spec, status, name = submitted_local_job()
     crash = "the model server exited with code 1 before it was ready: ValueError: OMP_NUM_THREADS"
     failures = (StepFailure("local-1cpu", {"OMP_NUM_THREADS": "99999999"}, crash),
                 StepFailure("local-2cpu", {"OMP_NUM_THREADS": "1"}, "local-2cpu needs 2 vCPUs", skipped=True))
@@ -1524,11 +1530,7 @@ def test_a_failed_local_jobs_message_says_each_reason_once():
 
 
 def test_deleting_a_local_job_after_a_restart_does_not_blame_sagemaker():
-    spec = sample("fraud-local")
-    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
-    name = status["jobName"]
-    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
-                                                               result=Submitted(f"local:ml/{name}"))))
+    spec, status, name = submitted_local_job()
     assert stops_on_delete(spec, status)
     outcome = reconcile(spec, status, Observation(generation=1, now=T1, owner=LOCAL_OWNER, deleting=True,
                                                   result=StopDone(not_found=True)))

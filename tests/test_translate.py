@@ -159,36 +159,24 @@ def test_render_default_sample_is_the_seed_default_request_limited_to_the_five_m
     send(sagemaker, request, owner)
 
 
-def test_render_existing_endpoint_sample_benchmarks_the_endpoint(sagemaker):
-    code, out, err = render(SAMPLES / "fraud-existing-endpoint.yaml")
+@pytest.mark.parametrize("name, input_config", [
+    ("fraud-existing-endpoint", {"Endpoints": [{"EndpointName": "fraud-staging"}]}),
+    # With the package behind the endpoint, which supplies the sample payload and framework: both are sent.
+    ("fraud-existing-endpoint-package", {"ModelPackageVersionArn": PACKAGE,
+                                         "Endpoints": [{"EndpointName": "fraud-staging"}]}),
+], ids=["endpoint", "endpoint-and-package"])
+def test_render_existing_endpoint_samples_benchmark_the_endpoint(sagemaker, name, input_config):
+    code, out, err = render(SAMPLES / f"{name}.yaml")
     assert (code, err) == (0, "")
     request = json.loads(out)
-    owner = Owner("ml", "fraud-existing-endpoint", RENDER_UID)
+    owner = Owner("ml", name, RENDER_UID)
     assert request == {
         "JobName": expected_name(request, owner),
         "JobType": "Default",
         "RoleArn": ROLE,
-        "InputConfig": {"Endpoints": [{"EndpointName": "fraud-staging"}]},
-        "JobDescription": "rightsizer: RightsizeJob ml/fraud-existing-endpoint",
-        "Tags": owner_tags("ml", "fraud-existing-endpoint"),
-    }
-    validate_parameters(request, input_shape())
-    assert translate.model_violations(request) == []
-    send(sagemaker, request, owner)
-
-
-def test_render_existing_endpoint_with_its_model_package_sends_both(sagemaker):
-    code, out, err = render(SAMPLES / "fraud-existing-endpoint-package.yaml")
-    assert (code, err) == (0, "")
-    request = json.loads(out)
-    owner = Owner("ml", "fraud-existing-endpoint-package", RENDER_UID)
-    assert request == {
-        "JobName": expected_name(request, owner),
-        "JobType": "Default",
-        "RoleArn": ROLE,
-        "InputConfig": {"ModelPackageVersionArn": PACKAGE, "Endpoints": [{"EndpointName": "fraud-staging"}]},
-        "JobDescription": "rightsizer: RightsizeJob ml/fraud-existing-endpoint-package",
-        "Tags": owner_tags("ml", "fraud-existing-endpoint-package"),
+        "InputConfig": input_config,
+        "JobDescription": f"rightsizer: RightsizeJob ml/{name}",
+        "Tags": owner_tags("ml", name),
     }
     validate_parameters(request, input_shape())
     assert translate.model_violations(request) == []
