@@ -12,7 +12,7 @@ import datetime
 import enum
 from typing import Any, Mapping
 
-from rightsizer.status import parse_timestamp
+from rightsizer.status import parse_timestamp, timestamp
 
 
 class JobStatus(enum.StrEnum):
@@ -81,6 +81,24 @@ class Recommendation:
                    invocation_end=parse_timestamp(row.get("invocationEndTime")),
                    recommended=row.get("recommended"),
                    **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
+
+    def to_status_row(self) -> dict[str, Any]:
+        """The keys of a status.recommendations row that describe the configuration (from_status_row reads them)."""
+        row: dict[str, Any] = {"recommendationId": self.recommendation_id, "environment": dict(self.environment),
+                               "metrics": dict(self.metrics)}
+        if self.instance_type:
+            row["instanceType"] = self.instance_type
+        if self.initial_instance_count is not None:
+            row["initialInstanceCount"] = self.initial_instance_count
+        if self.serverless:
+            row["serverless"] = dict(self.serverless)
+        if self.invocation_start:
+            row["invocationStartTime"] = timestamp(self.invocation_start)
+        if self.invocation_end:
+            row["invocationEndTime"] = timestamp(self.invocation_end)
+        if self.recommended is not None:
+            row["recommended"] = self.recommended
+        return {**row, **self.provenance()}
 
     def provenance(self) -> dict[str, str]:
         """The names above as status rows and status.best spell them, those that are set."""

@@ -172,10 +172,10 @@ def job_may_be_running(status: JobState) -> bool:
 
 def results_final(status: JobState) -> bool:
     """Whether the job has ended with results to select from: completed, or stopped after measuring some."""
-    if status.condition_is(st.SUCCEEDED, st.TRUE):
-        return True
     succeeded = status.condition(st.SUCCEEDED)
-    return bool(succeeded and succeeded.reason == Reason.JOB_STOPPED and status.recommendations)
+    if succeeded is None:
+        return False
+    return succeeded.status == st.TRUE or (succeeded.reason == Reason.JOB_STOPPED and bool(status.recommendations))
 
 
 class _Builder:
@@ -471,8 +471,8 @@ def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
             _judge_endpoint(out, parsed, performances)
             return
         total = out.status.recommendations_total
-        partial = out.status.best.partial if out.status.best else _partial(model.JobSnapshot(
-            name, out.status.backend_status or JobStatus.COMPLETED, steps=out.status.steps))
+        partial = out.status.best.partial if out.status.best else _partial(out.status.backend_status,
+                                                                           out.status.steps)
         _select(out, parsed, [row.recommendation for row in out.status.recommendations or ()], partial=partial)
         if total is not None and total > (out.status.recommendations_total or 0):
             out.set(recommendations_total=total)  # status keeps 20 rows; the job had more
@@ -557,7 +557,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         return
 
     out.set(next_poll_time=None)
-    partial = _partial(snapshot)
+    partial = _partial(snapshot.status, snapshot.steps, snapshot.ended_early)
     if snapshot.status == JobStatus.COMPLETED:
         out.set(phase=st.COMPLETED)
         out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED,
@@ -600,13 +600,13 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         _select(out, parsed, snapshot.recommendations, final=False)
 
 
-def _partial(snapshot: model.JobSnapshot) -> str | None:
+def _partial(status: JobStatus | None, steps: model.StepSummary | None, ended_early: str | None = None) -> str | None:
     """Why an ended job's results are partial (it did not measure every configuration), or None."""
-    unfinished = snapshot.steps.unfinished if snapshot.steps else 0
-    if snapshot.status == JobStatus.STOPPED:
+    unfinished = steps.unfinished if steps else 0
+    if status == JobStatus.STOPPED:
         return f"the job was stopped{f' with {unfinished} benchmark(s) unfinished' if unfinished else ''}"
-    if snapshot.ended_early:
-        return snapshot.ended_early
+    if ended_early:
+        return ended_early
     if unfinished:
         return f"the job ended with {unfinished} benchmark(s) unfinished"
     return None

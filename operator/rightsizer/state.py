@@ -36,26 +36,11 @@ class RecommendationRow:
         return cls(model.Recommendation.from_status_row(raw), raw.get("meetsSLA"), raw.get("slaMessage"))
 
     def for_storage(self) -> dict[str, Any]:
-        r = self.recommendation
-        row: dict[str, Any] = {"recommendationId": r.recommendation_id, "environment": dict(r.environment),
-                               "metrics": dict(r.metrics)}
+        row = self.recommendation.to_status_row()
         if self.meets_sla is not None:
             row["meetsSLA"] = self.meets_sla
         if self.sla_message is not None:
             row["slaMessage"] = self.sla_message
-        if r.instance_type:
-            row["instanceType"] = r.instance_type
-        if r.initial_instance_count is not None:
-            row["initialInstanceCount"] = r.initial_instance_count
-        if r.serverless:
-            row["serverless"] = dict(r.serverless)
-        if r.invocation_start:
-            row["invocationStartTime"] = st.timestamp(r.invocation_start)
-        if r.invocation_end:
-            row["invocationEndTime"] = st.timestamp(r.invocation_end)
-        if r.recommended is not None:
-            row["recommended"] = r.recommended
-        row.update(r.provenance())
         return row
 
 

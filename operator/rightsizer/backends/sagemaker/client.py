@@ -8,7 +8,6 @@ into a later retry. Errors that retrying will not fix become Rejected, with a co
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import hashlib
 import json
 import os
@@ -207,7 +206,8 @@ def _with_benchmarks(recommended: tuple[model.Recommendation, ...],
     return recommended + others
 
 
-def _recommendation(raw: dict, region: str | None = None) -> model.Recommendation:
+def _recommendation(raw: dict, region: str | None = None, recommended: bool | None = None) -> model.Recommendation:
+    """An InferenceRecommendation, or a benchmark step's InferenceBenchmark (the same fields); `recommended`: which."""
     endpoint = raw.get("EndpointConfiguration") or {}
     configuration = raw.get("ModelConfiguration") or {}
     serverless = endpoint.get("ServerlessConfig")
@@ -231,6 +231,7 @@ def _recommendation(raw: dict, region: str | None = None) -> model.Recommendatio
         compilation_job_name=configuration.get("CompilationJobName"),
         endpoint_name=endpoint.get("EndpointName"),
         variant_name=endpoint.get("VariantName"),
+        recommended=recommended,
     )
 
 
@@ -305,7 +306,7 @@ class SageMakerBackend:
             failure_reason=raw.get("FailureReason"), creation_time=raw.get("CreationTime"),
             completion_time=raw.get("CompletionTime"),
             recommendations=_with_benchmarks(
-                tuple(dataclasses.replace(_recommendation(r, self.region), recommended=True)
+                tuple(_recommendation(r, self.region, recommended=True)
                       for r in raw.get("InferenceRecommendations") or ()), benchmarks),
             steps=steps,
             endpoint_performances=tuple(
@@ -332,9 +333,9 @@ class SageMakerBackend:
                         environment=_environment(benchmark.get("ModelConfiguration")),
                         failure_reason=benchmark.get("FailureReason") or "no reason given"))
                 elif step["Status"] == model.JobStatus.COMPLETED and benchmark.get("Metrics"):
-                    benchmarks.append(dataclasses.replace(
-                        _recommendation({**benchmark, "RecommendationId": _benchmark_id(job_name, benchmark)},
-                                        self.region), recommended=False))
+                    benchmarks.append(_recommendation(
+                        {**benchmark, "RecommendationId": _benchmark_id(job_name, benchmark)}, self.region,
+                        recommended=False))
             token = page.get("NextToken")
             if not token:
                 break
