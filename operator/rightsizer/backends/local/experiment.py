@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import rightsizer
 from rightsizer.model import Recommendation, StepFailure
+from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, max_invocations_window,
                                             measured_outcome, median_outcome, plan_experiment, traffic_pattern_of)
 from rightsizer.loadtest.load_generator import LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason
@@ -60,11 +61,7 @@ SERVER_READY_TIMEOUT_S = 120.0
 SERVER_STOP_GRACE_S = 5.0
 BUILT_IN_SERVER_MODULE = "rightsizer.reference.model_server"
 BUILT_IN_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
-# status.progress.current is declared with this maxLength in the CRD.
-PROGRESS_TEXT_MAX = 256
-
-
-class ExperimentError(ValueError):
+class ExperimentError(ExperimentRefused):
     """The job cannot run on this host at all (not a problem of one configuration); the message says why."""
 
 
