@@ -186,6 +186,7 @@ class ModelSource:
     model_name: str | None = None
     endpoint_name: str | None = None
     local: Mapping[str, Any] | None = None
+    kubernetes: Mapping[str, Any] | None = None  # spec.model.kubernetes, defaults applied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +245,70 @@ class Promotion:
 
 
 @dataclasses.dataclass(frozen=True)
+class KubernetesCandidate:
+    """One entry of spec.kubernetes.candidates: where the server Pods run and how big they are."""
+
+    name: str
+    node_selector: Mapping[str, str]
+    requests: Mapping[str, str]  # Kubernetes quantities as written ("500m", "1Gi")
+    limits: Mapping[str, str]
+    replicas: int
+    instance_type: str | None  # the node type whose price is shared; see `priced_instance_type`
+
+    @property
+    def priced_instance_type(self) -> str | None:
+        """The instance type named by the spec: its own, else the node selector's well-known label."""
+        return self.instance_type or self.node_selector.get(INSTANCE_TYPE_LABEL)
+
+
+# The well-known node label of a node's instance type (kubernetes.io/docs/reference/labels-annotations-taints).
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadGeneratorSettings:
+    workers: int | None  # None: sized to the traffic pattern's peak users
+    users_per_worker: int
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+    node_selector: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class KubernetesSettings:
+    """spec.kubernetes, defaults applied."""
+
+    candidates: tuple[KubernetesCandidate, ...]
+    image: str | None  # None: the operator's own image
+    image_pull_policy: str
+    price_per_hour: Mapping[str, float]
+    ready_timeout_seconds: int
+    load_generator: LoadGeneratorSettings
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any]) -> "KubernetesSettings":
+        def quantities(resources: Mapping[str, Any] | None, side: str) -> Mapping[str, str]:
+            return types.MappingProxyType({k: str(v) for k, v in ((resources or {}).get(side) or {}).items()})
+
+        load = raw.get("loadGenerator") or {}
+        return cls(
+            candidates=tuple(KubernetesCandidate(
+                name=entry["name"], node_selector=types.MappingProxyType(dict(entry.get("nodeSelector") or {})),
+                requests=quantities(entry.get("resources"), "requests"),
+                limits=quantities(entry.get("resources"), "limits"),
+                replicas=entry.get("replicas", 1), instance_type=entry.get("instanceType"))
+                for entry in raw.get("candidates") or ()),
+            image=raw.get("image"), image_pull_policy=raw.get("imagePullPolicy", "IfNotPresent"),
+            price_per_hour=types.MappingProxyType(dict(raw.get("pricePerHour") or {})),
+            ready_timeout_seconds=raw.get("readyTimeoutSeconds", 300),
+            load_generator=LoadGeneratorSettings(
+                workers=load.get("workers"), users_per_worker=load.get("usersPerWorker", 50),
+                requests=quantities(load.get("resources"), "requests"),
+                limits=quantities(load.get("resources"), "limits"),
+                node_selector=types.MappingProxyType(dict(load.get("nodeSelector") or {}))))
+
+
+@dataclasses.dataclass(frozen=True)
 class RightsizeJobSpec:
     backend: str
     job_type: str
@@ -261,6 +326,7 @@ class RightsizeJobSpec:
     deletion_policy: str
     local: Mapping[str, Any]
     job_description: str | None = None
+    kubernetes: KubernetesSettings | None = None
     # Which field the candidates came from, so errors name the field the user wrote.
     candidates_field: str = "spec.instanceTypes"
     # The job-defining fields as written, defaults applied: what a job's name hashes (rightsizer.naming), so the
@@ -284,6 +350,10 @@ def _ranges(ranges: Mapping[str, list[str]] | None) -> tuple[tuple[str, tuple[st
 
 
 def _candidates(spec: Mapping[str, Any]) -> tuple[Candidate, ...]:
+    if spec.get("backend") == "kubernetes":  # the CRD forbids the SageMaker forms with it
+        kubernetes_ranges = _ranges(spec.get("environmentParameterRanges"))
+        return tuple(Candidate(instance_type=entry["name"], parameter_ranges=kubernetes_ranges)
+                     for entry in (spec.get("kubernetes") or {}).get("candidates") or ())
     if spec.get("endpointConfigurations"):
         return tuple(
             Candidate(instance_type=entry.get("instanceType"),
@@ -347,7 +417,7 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
         job_type=job_type,
         job_type_inferred=inferred,
         model=ModelSource(model.get("modelPackageVersionArn"), model.get("modelName"), model.get("endpointName"),
-                          model.get("local")),
+                          model.get("local"), model.get("kubernetes")),
         candidates=_candidates(raw),
         traffic_pattern=_traffic_pattern(raw.get("trafficPattern")),
         stopping_conditions=_stopping_conditions(raw.get("stoppingConditions")),
@@ -365,7 +435,9 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
         deletion_policy=raw.get("deletionPolicy", "Stop"),
         local=raw.get("local") or {},
         job_description=raw.get("jobDescription"),
-        candidates_field="spec.endpointConfigurations" if raw.get("endpointConfigurations") else "spec.instanceTypes",
+        kubernetes=KubernetesSettings.from_spec(raw["kubernetes"]) if raw.get("kubernetes") else None,
+        candidates_field=("spec.endpointConfigurations" if raw.get("endpointConfigurations") else
+                          "spec.kubernetes.candidates" if raw.get("kubernetes") else "spec.instanceTypes"),
         job_definition=types.MappingProxyType({key: value for key, value in raw.items()
                                                if key not in NOT_JOB_DEFINING}),
     )
