@@ -42,6 +42,23 @@ CLIENT_METHODS = {
     "delete_namespaced_custom_object": ("", "delete"),
     "replace_namespaced_custom_object": ("", "update"),
 }
+# Typed client methods (the kubernetes backend's calls) -> (group, resource, verb).
+TYPED_METHODS = {
+    "create_namespaced_deployment": ("apps", "deployments", "create"),
+    "list_namespaced_deployment": ("apps", "deployments", "list"),
+    "delete_namespaced_deployment": ("apps", "deployments", "delete"),
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "list_namespaced_job": ("batch", "jobs", "list"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),
+    "create_namespaced_service": ("", "services", "create"),
+    "read_namespaced_service": ("", "services", "get"),
+    "list_namespaced_service": ("", "services", "list"),
+    "delete_namespaced_service": ("", "services", "delete"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_node": ("", "nodes", "get"),
+    "connect_get_node_proxy_with_path": ("", "nodes/proxy", "get"),
+}
 # Modules that run inside the operator process (the CLI's cluster and install commands are admin tools).
 OPERATOR_MODULES = ["handlers.py", "reconcile.py", "selection.py", "spec.py", "status.py", "model.py", "naming.py",
                     "metrics.py", "schema.py", "kube.py", "backends", "promotion"]
@@ -133,7 +150,7 @@ def as_operator(api, tmp_path) -> client.ApiClient:
 
 
 @pytest.mark.parametrize("attempt", [
-    "read a Secret", "list Secrets cluster-wide", "create a Deployment", "delete a RightsizeJob",
+    "read a Secret", "list Secrets cluster-wide", "create a DaemonSet", "patch a Deployment", "delete a RightsizeJob",
     "create a RightsizeJob", "patch the CRD", "create a ClusterRoleBinding",
 ])
 def test_requests_outside_its_needs_are_forbidden(installed, api, namespace, tmp_path, attempt):
@@ -144,9 +161,11 @@ def test_requests_outside_its_needs_are_forbidden(installed, api, namespace, tmp
     calls = {
         "read a Secret": lambda: core.read_namespaced_secret("anything", namespace),
         "list Secrets cluster-wide": lambda: core.list_secret_for_all_namespaces(),
-        "create a Deployment": lambda: apps.create_namespaced_deployment(namespace, {
+        "create a DaemonSet": lambda: apps.create_namespaced_daemon_set(namespace, {
             "metadata": {"name": "x"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
                 "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "x", "image": "x"}]}}}}),
+        # The kubernetes backend creates and deletes its Deployments, never changes anyone's.
+        "patch a Deployment": lambda: apps.patch_namespaced_deployment("anything", namespace, {"spec": {"replicas": 0}}),
         "delete a RightsizeJob": lambda: objects.delete_namespaced_custom_object(
             schema.GROUP, schema.VERSION, namespace, schema.PLURAL, "anything"),
         "create a RightsizeJob": lambda: objects.create_namespaced_custom_object(
@@ -182,8 +201,11 @@ def code_calls() -> set[tuple[str, str, str]]:
                 if name in CLIENT_METHODS:
                     suffix, verb = CLIENT_METHODS[name]
                     calls.add(("rightsizer.io", "rightsizejobs" + suffix, verb))
+                elif name in TYPED_METHODS:
+                    calls.add(TYPED_METHODS[name])
                 elif name.startswith(("read_namespaced_", "list_namespaced_", "create_namespaced_",
-                                      "patch_namespaced_", "delete_namespaced_", "replace_namespaced_")):
+                                      "patch_namespaced_", "delete_namespaced_", "replace_namespaced_", "read_node",
+                                      "connect_", "delete_collection_")):
                     raise AssertionError(f"{path.name}: {name} is not mapped to an RBAC rule in this test")
     return calls
 

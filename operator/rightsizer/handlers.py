@@ -62,7 +62,6 @@ class _ObjectLock:
 
 _object_locks: weakref.WeakValueDictionary[str, _ObjectLock] = weakref.WeakValueDictionary()
 _object_locks_guard = threading.Lock()
-_api_clients: dict[str, client.ApiClient] = {}
 
 
 @kopf.on.startup()
@@ -87,11 +86,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _api() -> client.ApiClient:
-    """In a pod, the ServiceAccount; elsewhere the kubeconfig KUBECONFIG names (one client per kubeconfig)."""
-    key = os.environ.get("KUBECONFIG") or "in-cluster"
-    if key not in _api_clients:
-        _api_clients[key] = kube.api_client(os.environ.get("KUBECONFIG"))
-    return _api_clients[key]
+    return kube.shared_client()
 
 
 def _lock_for(uid: str) -> _ObjectLock:

@@ -25,6 +25,18 @@ def api_client(kubeconfig: Path | str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+_shared: dict[str, client.ApiClient] = {}
+
+
+def shared_client() -> client.ApiClient:
+    """The operator's one client: in a pod, the ServiceAccount; elsewhere the kubeconfig KUBECONFIG names (one
+    client per kubeconfig, so that a test switching KUBECONFIG gets its own)."""
+    key = os.environ.get("KUBECONFIG") or "in-cluster"
+    if key not in _shared:
+        _shared[key] = api_client(os.environ.get("KUBECONFIG"))
+    return _shared[key]
+
+
 def install_crds(api: client.ApiClient, timeout_seconds: float = 30) -> None:
     """Create or update the RightsizeJob CRD and wait until the API server serves it (Established)."""
     extensions = client.ApiextensionsV1Api(api)

@@ -94,7 +94,7 @@ def _catalog_label(evidence: str) -> str:
 
 
 def price_per_hour(instance_type: str, overrides: Mapping[str, float] | None = None, *,
-                   region: str | None = None) -> PriceQuote:
+                   region: str | None = None, override_field: str = OVERRIDE_SOURCE) -> PriceQuote:
     """The hourly price of `instance_type`: the user's override if there is one, otherwise the catalog's.
 
     `region` is the region the caller would pay in. The catalog only knows us-east-1, so a catalog price is
@@ -103,8 +103,8 @@ def price_per_hour(instance_type: str, overrides: Mapping[str, float] | None = N
     if overrides and instance_type in overrides:
         value = overrides[instance_type]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{OVERRIDE_SOURCE}.{instance_type} must be a number >= 0, not {value!r}")
-        return PriceQuote(float(value), OVERRIDE_SOURCE)
+            raise ValueError(f"{override_field}.{instance_type} must be a number >= 0, not {value!r}")
+        return PriceQuote(float(value), override_field)
     size = instance_size(instance_type)
     if size is None:
         return PriceQuote(None, f"{instance_type} is not in the bundled SageMaker price catalog")

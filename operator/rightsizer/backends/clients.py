@@ -12,6 +12,10 @@ def open_client(spec: RightsizeJobSpec) -> base.Backend:
         from rightsizer.backends.local.backend import LocalBackend  # its load tools load only when used
 
         return LocalBackend()
+    if spec.backend == "kubernetes":
+        from rightsizer.backends.kubernetes.backend import KubernetesBackend
+
+        return KubernetesBackend()
     if spec.backend == "sagemaker":
         from rightsizer.backends.sagemaker.client import SageMakerBackend
 

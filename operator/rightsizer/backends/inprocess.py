@@ -80,7 +80,7 @@ class Hooks:
 
 # Builds a job's experiment (may raise ExperimentRefused): at submit, to refuse at once what cannot run, and again
 # when the job's turn comes (a job queued behind another would otherwise size itself by the other's use).
-ExperimentFactory = Callable[[base.JobPlan, base.ResumeState, Hooks], Experiment]
+ExperimentFactory = Callable[[base.JobPlan, model.Owner, base.ResumeState, Hooks], Experiment]
 
 
 @dataclasses.dataclass
@@ -194,7 +194,7 @@ class InProcessBackend:
                       before_run=lambda: _wait_until_persisted(run))
         try:
             # May read files and the host: outside the lock, which every describe takes.
-            run.make_experiment = lambda: self._make_experiment(plan, resume, hooks)
+            run.make_experiment = lambda: self._make_experiment(plan, owner, resume, hooks)
             run.experiment = run.make_experiment()
         except ExperimentRefused as error:
             # Unreadable payload, unusable settings: nothing can run until the spec changes.

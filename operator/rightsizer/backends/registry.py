@@ -12,10 +12,11 @@ from typing import Any, Mapping
 from rightsizer import schema
 from rightsizer import spec as spec_module
 from rightsizer.backends import base
+from rightsizer.backends.kubernetes.policy import POLICY as KUBERNETES
 from rightsizer.backends.local.policy import POLICY as LOCAL
 from rightsizer.backends.sagemaker.policy import POLICY as SAGEMAKER
 
-POLICIES: Mapping[str, base.BackendPolicy] = {policy.name: policy for policy in (SAGEMAKER, LOCAL)}
+POLICIES: Mapping[str, base.BackendPolicy] = {policy.name: policy for policy in (SAGEMAKER, LOCAL, KUBERNETES)}
 
 
 def policy(name: str) -> base.BackendPolicy:

@@ -5,6 +5,7 @@ order they were submitted (a resumed job keeps its first submission's place)."""
 
 from __future__ import annotations
 
+from rightsizer import model
 from rightsizer.backends import base, inprocess
 from rightsizer.backends.local import experiment as experiment_module
 
@@ -17,7 +18,7 @@ class LocalBackend(inprocess.InProcessBackend):
         super().__init__(self._experiment, scheme="local", queue=_host)
         self.time_scale = time_scale
 
-    def _experiment(self, plan: base.JobPlan, resume: base.ResumeState,
+    def _experiment(self, plan: base.JobPlan, owner: model.Owner, resume: base.ResumeState,
                     hooks: inprocess.Hooks) -> experiment_module.Experiment:
         # Reads the payload and the host's CPUs and memory, when the job's turn comes (its memory caps must not
         # be sized while another job's server holds memory).

@@ -1,0 +1,56 @@
+"""The kubernetes backend's policy, pure: a job is the spec itself, run as Pods on the cluster's nodes by a thread
+of the operator; looked at every 2 s (a describe reads the operator's own memory), and run again after a restart
+without the configurations status already holds."""
+
+from __future__ import annotations
+
+from rightsizer.backends import base
+from rightsizer.model import Owner
+from rightsizer.naming import job_name_for
+from rightsizer.spec import RightsizeJobSpec, configuration_count
+
+POLL_SECONDS = 2.0
+
+
+class KubernetesPolicy:
+    name = "kubernetes"
+    display_name = "the kubernetes backend"
+    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=True,
+                                     cheap_describe=True)
+
+    def errors(self, spec: RightsizeJobSpec) -> list[str]:
+        errors = []
+        settings = spec.kubernetes
+        if settings is not None:
+            names = [c.name for c in settings.candidates]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:  # the API server's list-map keys refuse these; a file read by `rightsizer run` may not
+                errors.append(f"spec.kubernetes.candidates: names must be unique, {', '.join(duplicates)} repeated")
+        return errors
+
+    def warnings(self, spec: RightsizeJobSpec) -> list[str]:
+        settings = spec.kubernetes
+        if settings is None or spec.selection.objective not in ("CostPerInference", "CostPerHour"):
+            return []
+        unpriced = [c.name for c in settings.candidates if c.priced_instance_type is None]
+        if not unpriced:
+            return []
+        return [f"spec.kubernetes.candidates {', '.join(unpriced)}: no instance type in the node selector or "
+                f"instanceType; the cost comes from the node.kubernetes.io/instance-type label of the node the "
+                f"Pods land on, and is missing if that node has none or no price is known"]
+
+    def describe_job(self, spec: RightsizeJobSpec) -> str:
+        return f"the load test of {configuration_count(spec)} configuration(s) on the cluster's nodes"
+
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
+        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
+        return base.JobPlan(name, spec, {"JobName": name})
+
+    def first_poll(self, timing: base.Timing) -> float:
+        return timing.seconds(POLL_SECONDS)
+
+    def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
+        return timing.seconds(POLL_SECONDS)
+
+
+POLICY = KubernetesPolicy()
