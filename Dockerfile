@@ -36,11 +36,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
 # --no-index: everything comes from the build stage's wheels, nothing from an index.
 # pip, setuptools and wheel are removed afterwards: nothing needs them at run time (hdrhistogram declares
 # setuptools and pbr, but imports neither).
+# The reference fraud model and its payload (made from a fixed seed, under 1 MB) are baked in, so that the kubernetes
+# backend's sample serves and load-tests them with this image alone.
 # The user gets a passwd entry: kopf names the operator by getpass.getuser(), which fails for a uid without one
 # ("getpwuid(): uid not found: 65532", seen on the first kubelet this image met).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-compile --no-index --find-links=/wheels "rightsizer==${VERSION}" \
  && python -m pip uninstall --yes pip setuptools wheel \
+ && rightsizer example fraud-model /opt/rightsizer/models/fraud \
  && groupadd --gid 65532 rightsizer \
  && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin rightsizer
 WORKDIR /tmp

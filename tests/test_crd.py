@@ -37,6 +37,14 @@ LOCAL = {
 DELETE = object()
 
 
+KUBERNETES = {
+    "backend": "kubernetes",
+    "model": {"kubernetes": {"framework": "xgboost", "modelUri": "file:///opt/rightsizer/models/fraud/model.ubj",
+                             "payload": {"path": "/opt/rightsizer/models/fraud/payload.csv"}}},
+    "kubernetes": {"candidates": [{"name": "half-cpu", "resources": {"requests": {"cpu": "500m"}}}]},
+}
+
+
 def merged(base: dict, patch: dict) -> dict:
     """`base` with `patch` merged in; DELETE removes a key; lists and scalars replace."""
     result = copy.deepcopy(base)
@@ -59,6 +67,30 @@ ARN = SAGEMAKER["model"]["modelPackageVersionArn"]
 # (case, base spec, patch, the field the API server's message must name)
 INVALID = [
     ("backend-unknown", SAGEMAKER, {"backend": "azure"}, "spec.backend"),
+    ("kubernetes-without-candidates", KUBERNETES, {"kubernetes": DELETE}, "spec.kubernetes"),
+    ("kubernetes-with-instance-types", KUBERNETES, {"instanceTypes": ["ml.m5.large"]}, "spec.kubernetes.candidates"),
+    ("kubernetes-settings-on-local", LOCAL, {"kubernetes": KUBERNETES["kubernetes"]}, "spec.kubernetes"),
+    ("kubernetes-model-on-sagemaker", SAGEMAKER, {"model": {"modelPackageVersionArn": DELETE,
+                                                            "kubernetes": KUBERNETES["model"]["kubernetes"]}},
+     "spec.model.kubernetes"),
+    ("kubernetes-model-framework-and-server", KUBERNETES,
+     {"model": {"kubernetes": {"server": {"image": "example.com/server:1"}}}}, "spec.model.kubernetes"),
+    ("kubernetes-payload-path-and-configmap", KUBERNETES,
+     {"model": {"kubernetes": {"payload": {"configMapKeyRef": {"name": "p", "key": "k"}}}}},
+     "spec.model.kubernetes.payload"),
+    ("kubernetes-candidate-without-cpu-request", KUBERNETES,
+     {"kubernetes": {"candidates": [{"name": "x", "resources": {"limits": {"cpu": "1"}}}]}},
+     "spec.kubernetes.candidates[0].resources.requests"),
+    ("kubernetes-candidate-name-pattern", KUBERNETES,
+     {"kubernetes": {"candidates": [{"name": "Half_CPU", "resources": {"requests": {"cpu": "1"}}}]}},
+     "spec.kubernetes.candidates[0].name"),
+    ("kubernetes-candidate-duplicate", KUBERNETES,
+     {"kubernetes": {"candidates": [{"name": "a", "resources": {"requests": {"cpu": "1"}}},
+                                    {"name": "a", "resources": {"requests": {"cpu": "2"}}}]}},
+     "spec.kubernetes.candidates[1]"),
+    ("kubernetes-quantity", KUBERNETES,
+     {"kubernetes": {"candidates": [{"name": "a", "resources": {"requests": {"cpu": "one"}}}]}},
+     "spec.kubernetes.candidates[0].resources.requests.cpu"),
     ("jobtype-case", SAGEMAKER, {"jobType": "DEFAULT"}, "spec.jobType"),
     ("model-two-sources", SAGEMAKER, {"model": {"modelName": "fraud"}}, "spec.model"),
     ("model-no-source", SAGEMAKER, {"model": {"modelPackageVersionArn": DELETE}}, "spec.model"),
@@ -243,7 +275,7 @@ def test_crd_is_established(api, crd_installed):
 def test_every_sample_is_accepted(api, crd_installed, namespace):
     objects = client.CustomObjectsApi(api)
     samples = load_samples()
-    assert {s["spec"].get("backend") for s in samples} == {"sagemaker", "local"}
+    assert {s["spec"].get("backend") for s in samples} == {"sagemaker", "local", "kubernetes"}
     for sample in samples:
         sample["metadata"]["namespace"] = namespace
         created = objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL, sample)
@@ -268,7 +300,7 @@ def test_invalid_manifest_is_rejected_naming_the_field(api, crd_installed, case,
 
 def test_the_valid_bases_are_accepted(api, crd_installed):
     objects = client.CustomObjectsApi(api)
-    for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL)):
+    for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL), ("kubernetes-base", KUBERNETES)):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
 

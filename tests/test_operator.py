@@ -132,6 +132,10 @@ def test_every_sample_is_reconciled(api, operator, namespace):
         assert condition(body, "Validated")["status"] == "True", body["status"]
         if backend == "local":
             assert condition(body, "Ready")["reason"] == "ValidationFailed"  # its model is not on this machine
+        elif backend == "kubernetes":
+            # Outside a Pod, with no spec.kubernetes.image, the operator has no image for the load generator.
+            ready = condition(body, "Ready")
+            assert ready["reason"] == "ValidationFailed" and "spec.kubernetes.image" in ready["message"], ready
         else:
             wait_for(lambda: condition(read(api, namespace, name), "JobSubmitted").get("status") == "True")
     assert len(operator.sim.jobs) == len([n for n, backend in names if backend == "sagemaker"])

@@ -689,6 +689,7 @@ SAMPLE_EXPECTATIONS = {
     "fraud-existing-endpoint": ("sagemaker", "Default", False, 0, []),
     "fraud-existing-endpoint-package": ("sagemaker", "Default", False, 0, []),
     "fraud-local": ("local", "Advanced", True, 8, []),
+    "fraud-kubernetes": ("kubernetes", "Advanced", True, 2, []),
 }
 
 
