@@ -230,6 +230,91 @@ def test_the_operator_reconciles_a_rightsizejob_with_its_service_account(install
     assert not refusals(logs), refusals(logs)
 
 
+# -- backend: kubernetes, configurations measured as Pods on this node ------------------------------------------
+
+def experiment_objects(kubeconfig: Path, job_name: str) -> list[str]:
+    """Every object the kubernetes backend made for one job (its label), Pods included."""
+    listed = kubectl(kubeconfig, "-n", "ml", "get", "deployments,jobs,services,pods", "-l",
+                     f"rightsizer.io/job={job_name}", "-o", "name").stdout
+    return listed.split()
+
+
+def kubernetes_sample(**changes) -> dict:
+    body = yaml.safe_load((REPO / "manifests" / "samples" / "fraud-kubernetes.yaml").read_text())
+    body["spec"].update(changes)
+    return body
+
+
+def apply_body(kubeconfig: Path, tmp_path: Path, body: dict) -> None:
+    path = tmp_path / f"{body['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    kubectl(kubeconfig, "create", "namespace", "ml", check=False)
+    kubectl(kubeconfig, "apply", "-f", str(path))
+
+
+def test_the_kubernetes_sample_measures_each_cpu_limit_for_real_and_resumes_after_a_restart(installed, tmp_path):
+    apply_body(installed, tmp_path, kubernetes_sample())
+    partial = wait_for(lambda: (job := rsj(installed, "fraud-kubernetes"))
+                       and len((job.get("status") or {}).get("recommendations") or []) >= 1 and job,
+                       timeout=420, interval=2)
+    finished_before = {row["recommendationId"]: row for row in partial["status"]["recommendations"]}
+    pod = operator_pod(installed)
+    kubectl(installed, "-n", NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    kubectl(installed, "-n", "ml", "wait", "rsj/fraud-kubernetes", "--timeout=600s",
+            "--for=jsonpath={.status.phase}=Completed")
+    done = rsj(installed, "fraud-kubernetes")
+    print(kubectl(installed, "-n", "ml", "get", "rsj", "-o", "wide").stdout)
+    print(json.dumps(done["status"]["recommendations"], indent=1)[:4000])
+    rows = {row["instanceType"]: row for row in done["status"]["recommendations"]}
+    assert set(rows) == {"m5-large-half-cpu", "m5-large-1cpu"}
+    for recommendation_id, before in finished_before.items():  # kept from before the restart, not measured again
+        assert next(r for r in rows.values() if r["recommendationId"] == recommendation_id)["metrics"] == \
+            before["metrics"]
+    half, whole = rows["m5-large-half-cpu"]["metrics"], rows["m5-large-1cpu"]["metrics"]
+    # Throughput ordered as the CPU limits are: half a core serves well under what a whole one does.
+    assert half["maxInvocationsPerInstance"] < whole["maxInvocationsPerInstance"], (half, whole)
+    for metrics in (half, whole):
+        assert metrics["cpuUtilization"] > 0 and 0 < metrics["memoryUtilization"] < 100
+        assert metrics["costPerHour"] > 0 and metrics["modelLatency"] > 0
+    # The half-CPU Pods are throttled near their limit (50 % summed over cores, with some slack for sampling).
+    assert half["cpuUtilization"] <= 65, half
+    assert done["status"]["best"]["recommendationId"] in {r["recommendationId"] for r in rows.values()}
+    events = kubectl(installed, "-n", "ml", "get", "events", "--field-selector",
+                     "involvedObject.name=fraud-kubernetes,reason=JobResumed", "-o", "name").stdout
+    assert events.strip(), "no JobResumed event"
+    wait_for(lambda: not experiment_objects(installed, done["status"]["jobName"]), timeout=120, interval=2)
+
+
+def test_an_unschedulable_candidate_is_recorded_with_the_schedulers_reason(installed, tmp_path):
+    body = kubernetes_sample(environmentParameterRanges={"OMP_NUM_THREADS": ["1"]})
+    body["metadata"]["name"] = "fraud-kubernetes-nowhere"
+    body["spec"]["kubernetes"]["candidates"] = [
+        {"name": "nowhere", "nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
+         "resources": {"requests": {"cpu": "1"}}}]
+    body["spec"]["kubernetes"]["readyTimeoutSeconds"] = 10
+    apply_body(installed, tmp_path, body)
+    kubectl(installed, "-n", "ml", "wait", "rsj/fraud-kubernetes-nowhere", "--timeout=180s",
+            "--for=jsonpath={.status.phase}=Failed")
+    done = rsj(installed, "fraud-kubernetes-nowhere")
+    (failure,) = done["status"]["steps"]["failures"]
+    assert "didn't match Pod's node affinity/selector" in failure["failureReason"], failure
+    assert "readyTimeoutSeconds (10 s)" in failure["failureReason"]
+    wait_for(lambda: not experiment_objects(installed, done["status"]["jobName"]), timeout=60, interval=2)
+
+
+def test_deleting_a_running_kubernetes_job_leaves_no_object(installed, tmp_path):
+    body = kubernetes_sample()
+    body["metadata"]["name"] = "fraud-kubernetes-deleted"
+    apply_body(installed, tmp_path, body)
+    job_name = wait_for(lambda: (rsj(installed, "fraud-kubernetes-deleted").get("status") or {}).get("jobName"),
+                        timeout=60, interval=1)
+    # Mid-run: the load generator is up.
+    wait_for(lambda: any(name.startswith("job.batch/") for name in experiment_objects(installed, job_name)),
+             timeout=240, interval=1)
+    kubectl(installed, "-n", "ml", "delete", "rsj", "fraud-kubernetes-deleted", "--timeout=120s")
+    wait_for(lambda: not experiment_objects(installed, job_name), timeout=120, interval=2)
+
+
 # -- manifests/local-backend: the experiment inside the operator's Pod -----------------------------------------
 
 def rsj(kubeconfig: Path, name: str) -> dict:
