@@ -106,11 +106,19 @@ def _kept_field(percentile: Percentile, template: str) -> str:
 
 @dataclass(frozen=True)
 class LoadTarget:
-    """What each Locust user POSTs, in a loop without think time (SageMaker's users do the same)."""
+    """What each Locust user POSTs, in a loop without think time (SageMaker's users do the same).
+
+    The payload is inline bytes, or the file at payload_path (read once by the process that sends it: in a Pod, a
+    mounted ConfigMap or a file in the image), never both."""
 
     url: str
     payload: bytes
     content_type: str = "application/json"
+    payload_path: str | None = None
+    # False only for the distributed generator's Pods (rightsizer.loadtest.distributed): there the target is the
+    # ClusterIP or cluster DNS name of the Service the operator created for the configuration under test, the one
+    # URL the operator writes into their configuration. The local generator refuses such a target (LoadTest).
+    loopback_only: bool = True
 
     def __post_init__(self):
         parts = urlsplit(self.url)
@@ -120,12 +128,18 @@ class LoadTarget:
             loopback = ipaddress.ip_address(parts.hostname).is_loopback
         except ValueError:
             loopback = False
-        if not loopback:
+        if self.loopback_only and not loopback:
             # The local backend load-tests servers it started itself; aiming it elsewhere would be a load attack.
             raise ValueError(f"load target {self.url!r} refused: only loopback addresses such as 127.0.0.1 are "
                              "allowed (names such as localhost are refused too, since they may resolve elsewhere)")
         if not isinstance(self.payload, bytes):
             raise TypeError("LoadTarget.payload must be bytes")
+        if self.payload_path is not None and self.payload:
+            raise ValueError("a load target's payload is inline bytes or payload_path, not both")
+
+    def body(self) -> bytes:
+        """The bytes each request POSTs."""
+        return self.payload if self.payload_path is None else Path(self.payload_path).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -214,6 +228,8 @@ class LoadResult:
     timeline: tuple[TimelinePoint, ...]
     # Start and end, in seconds since the run started, of the window of max_invocations_per_minute.
     max_invocations_window_s: tuple[float, float] | None = None
+    # Locust processes that generated the load: 1 for the local generator, the workers of a distributed one.
+    workers: int = 1
 
     @property
     def failed(self) -> bool:
@@ -259,7 +275,8 @@ class LoadTestConfig:
     def to_json(self) -> str:
         return json.dumps({
             "target": {"url": self.target.url, "payload": base64.b64encode(self.target.payload).decode("ascii"),
-                       "content_type": self.target.content_type},
+                       "content_type": self.target.content_type, "payload_path": self.target.payload_path,
+                       "loopback_only": self.target.loopback_only},
             "pattern": asdict(self.pattern),
             "stopping": asdict(self.stopping),
             "settings": asdict(self.settings),
@@ -274,7 +291,8 @@ class LoadTestConfig:
         target, pattern, stopping = data["target"], data["pattern"], data["stopping"]
         threshold = stopping["latency_threshold"]
         return cls(
-            target=LoadTarget(target["url"], base64.b64decode(target["payload"]), target["content_type"]),
+            target=LoadTarget(target["url"], base64.b64decode(target["payload"]), target["content_type"],
+                              target.get("payload_path"), target.get("loopback_only", True)),
             pattern=TrafficPattern(pattern["traffic_type"], tuple(Phase(**phase) for phase in pattern["phases"]),
                                    Stairs(**pattern["stairs"]) if pattern["stairs"] is not None else None),
             stopping=StoppingConditions(
@@ -298,6 +316,8 @@ class LoadTest:
     def __init__(self, target: LoadTarget, pattern: TrafficPattern, stopping: StoppingConditions | None = None, *,
                  cpus: Collection[int] | None = None, time_scale: float = 1.0, job_duration_s: float | None = None,
                  settings: RunSettings | None = None, on_progress: Callable[[LoadProgress], None] | None = None):
+        if not target.loopback_only:
+            raise ValueError(f"the local load generator drives loopback targets only, not {target.url!r}")
         self.target = target
         self.shape = LoadShape(pattern, time_scale=time_scale, job_duration_s=job_duration_s)
         if stopping is not None and not isinstance(stopping, StoppingConditions):
@@ -674,6 +694,138 @@ class _Measurements:
         return [TimelinePoint(round(end - started, 3), round(seconds, 3), *rest)
                 for end, seconds, *rest in self.points]
 
+    def result(self, reason: StopReason, detail: str, started: float | None, now: float, *,
+               locust_p95_ms: float | None, cpu_warning: bool, workers: int = 1) -> LoadResult:
+        """The run's LoadResult; times on the clock of `started` and `now` (None: the run never started)."""
+        started = now if started is None else started
+        p50, p95, p99 = self.run_percentiles()
+        return LoadResult(
+            stop_reason=reason, detail=detail, **self.best_sustained_window(),
+            total_requests=self.total_requests, total_failures=self.total_failures,
+            run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99, locust_p95_ms=locust_p95_ms,
+            cpu_warning=cpu_warning, duration_s=round(now - started, 3), timeline=tuple(self.timeline(started)),
+            max_invocations_window_s=None if self.best_window is None else
+            (round(self.best_window[0] - started, 3), round(self.best_window[1] - started, 3)),
+            workers=workers)
+
+
+# ---- the Locust side, shared by the local child and the distributed roles (rightsizer.loadtest.distributed) ----
+
+def _prepare_locust() -> None:
+    """Logging to stderr and Locust's CPU sampling, in a process gevent has patched."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    import locust.runners
+
+    locust.runners.CPU_MONITOR_INTERVAL = _CPU_SAMPLE_INTERVAL_S
+
+
+@dataclass
+class _RequestBudget:
+    """Requests one Locust process may still send: the local child's whole request cap, a worker's share of it."""
+
+    limit: int
+    issued: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.issued >= self.limit
+
+
+def _inference_user_class(target: LoadTarget, payload: bytes, settings: RunSettings, budget: _RequestBudget):
+    """Locust's user: POSTs `payload` to the target in a loop, without think time, while the budget lasts.
+    A distributed master builds the same class (users are dispatched by class name) and never runs it."""
+    import gevent
+    from locust import FastHttpUser, task
+
+    parts = urlsplit(target.url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    headers = {"Content-Type": target.content_type}
+
+    class InferenceUser(FastHttpUser):
+        host = f"{parts.scheme}://{parts.netloc}"
+        network_timeout = settings.request_timeout_s
+        connection_timeout = settings.request_timeout_s
+
+        @task
+        def invoke(self):
+            if budget.spent:
+                gevent.sleep(_CONTROL_POLL_S)  # the control loop is about to end the run
+                return
+            budget.issued += 1
+            self.client.post(path, data=payload, headers=headers, name="invoke")
+
+    return InferenceUser
+
+
+def _pattern_shape_class(tick: Callable[[], tuple[int, float] | None]):
+    """A Locust LoadTestShape whose tick() is `tick`."""
+    from locust import LoadTestShape
+
+    class PatternShape(LoadTestShape):
+        def tick(self):
+            return tick()
+
+    return PatternShape
+
+
+class _AnswerWatch:
+    """Whether the server still answers: a failing verdict once no request has succeeded for failing_after_s while
+    the latest one failed. Times come from the caller's clock."""
+
+    def __init__(self, url: str, now: float):
+        self.url = url
+        self.last_success = now
+        # Why the latest request failed, None if it succeeded.
+        self.last_failure: str | None = None
+        self.last_failure_was_transport = False
+
+    def restart(self, now: float) -> None:
+        self.last_success, self.last_failure = now, None
+
+    def on_request(self, now: float, response, exception) -> None:
+        if exception is None:
+            self.last_success = now
+            self.last_failure = None
+        else:
+            # FastHttpUser reports status 0 when no HTTP answer came at all.
+            status = getattr(response, "status_code", 0) or 0
+            self.last_failure_was_transport = not status
+            self.last_failure = repr(exception) if not status else f"HTTP {status}: {exception}"
+
+    def verdict(self, now: float, failing_after_s: float) -> tuple[StopReason, str] | None:
+        if not self.last_failure or now - self.last_success < failing_after_s:
+            return None
+        return (StopReason.SERVER_UNREACHABLE if self.last_failure_was_transport else StopReason.SERVER_ERRORS,
+                f"no successful answer from {self.url} for {now - self.last_success:.1f} s "
+                f"(last error: {self.last_failure})")
+
+
+def _pattern_end(shape: LoadShape, elapsed: float) -> tuple[StopReason, str] | None:
+    """The stop reason once the (scaled) pattern, or jobDurationInSeconds, is over at `elapsed`."""
+    if elapsed < shape.total_duration():
+        return None
+    return ((StopReason.JOB_DURATION, "jobDurationInSeconds reached") if shape.capped_by_job_duration else
+            (StopReason.TRAFFIC_PATTERN_COMPLETE, "the traffic pattern ran to its end"))
+
+
+def _safety_stop(settings: RunSettings, *, failing: tuple[StopReason, str] | None, capped: bool, wall_s: float,
+                 wall_cap_s: float) -> tuple[StopReason, str] | None:
+    """The safety stops, a failing server first: a server that is down, the request cap, the wall-clock cap."""
+    if failing is not None:
+        return failing
+    if capped:
+        return StopReason.REQUEST_CAP, f"request cap of {settings.max_requests} reached"
+    if wall_s >= wall_cap_s:
+        return StopReason.WALL_CLOCK_CAP, f"wall-clock cap of {wall_cap_s:.0f} s reached"
+    return None
+
+
+def _locust_p95_ms(env) -> float | None:
+    total = env.stats.total
+    return float(total.get_response_time_percentile(0.95)) if total.num_requests else None
+
 
 class _ChildRun:
     def __init__(self, config: LoadTestConfig, channel, pending_input: bytes):
@@ -687,54 +839,23 @@ class _ChildRun:
         self.measurements = _Measurements(self.stopping, self.settings)
         self.started: float | None = None
         self.reason: tuple[StopReason, str] | None = None
-        self.issued = 0
-        self.last_success = time.perf_counter()
-        # Why the latest request failed, None if it succeeded.
-        self.last_failure: str | None = None
-        self.last_failure_was_transport = False
+        self.budget = _RequestBudget(self.settings.max_requests)
+        self.answers = _AnswerWatch(self.target.url, time.perf_counter())
         self.cpu_warning = False
         self.runner = None
 
     def execute(self) -> None:
         if self.config.cpus:
             os.sched_setaffinity(0, self.config.cpus)
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-
-        import gevent
-        import locust.runners
-        from locust import FastHttpUser, LoadTestShape, task
+        _prepare_locust()
         from locust.env import Environment
 
-        locust.runners.CPU_MONITOR_INTERVAL = _CPU_SAMPLE_INTERVAL_S
-        run = self
-        parts = urlsplit(self.target.url)
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        payload, headers = self.target.payload, {"Content-Type": self.target.content_type}
-
-        class InferenceUser(FastHttpUser):
-            host = f"{parts.scheme}://{parts.netloc}"
-            network_timeout = run.settings.request_timeout_s
-            connection_timeout = run.settings.request_timeout_s
-
-            @task
-            def invoke(self):
-                if run.issued >= run.settings.max_requests:
-                    gevent.sleep(_CONTROL_POLL_S)  # the control loop is about to end the run
-                    return
-                run.issued += 1
-                self.client.post(path, data=payload, headers=headers, name="invoke")
-
-        class PatternShape(LoadTestShape):
-            def tick(self):
-                return run.tick()
-
-        env = Environment(user_classes=[InferenceUser], shape_class=PatternShape())
+        user = _inference_user_class(self.target, self.target.body(), self.settings, self.budget)
+        env = Environment(user_classes=[user], shape_class=_pattern_shape_class(self.tick)())
         env.events.request.add_listener(self.on_request)
         env.events.cpu_warning.add_listener(self.on_cpu_warning)
         self.runner = env.create_local_runner()
-        self.last_success = time.perf_counter()
+        self.answers.restart(time.perf_counter())
         self.runner.start_shape()
         self.control_loop()
         users = self.runner.user_count
@@ -744,14 +865,7 @@ class _ChildRun:
         self.send_result(env, now)
 
     def on_request(self, response_time, response=None, exception=None, **_) -> None:
-        if exception is None:
-            self.last_success = time.perf_counter()
-            self.last_failure = None
-        else:
-            # FastHttpUser reports status 0 when no HTTP answer came at all.
-            status = getattr(response, "status_code", 0) or 0
-            self.last_failure_was_transport = not status
-            self.last_failure = repr(exception) if not status else f"HTTP {status}: {exception}"
+        self.answers.on_request(time.perf_counter(), response, exception)
         self.measurements.record(response_time, exception is None)
 
     def on_cpu_warning(self, **_) -> None:
@@ -766,10 +880,8 @@ class _ChildRun:
             if closed is not None and self.reason is None:
                 self.reason = self.measurements.stop_check()
             elapsed = now - self.started
-            if self.reason is None and elapsed >= self.shape.total_duration():
-                self.reason = ((StopReason.JOB_DURATION, "jobDurationInSeconds reached")
-                               if self.shape.capped_by_job_duration else
-                               (StopReason.TRAFFIC_PATTERN_COMPLETE, "the traffic pattern ran to its end"))
+            if self.reason is None:
+                self.reason = _pattern_end(self.shape, elapsed)
             if self.reason is not None:
                 return None
             users, stage = self.shape.users_at(elapsed), self.shape.stage_label(elapsed)
@@ -814,27 +926,13 @@ class _ChildRun:
             now = time.perf_counter()
             if os.getppid() != parent:
                 self.reason = (StopReason.CANCELLED, "the parent process exited")
-            elif self.last_failure and now - self.last_success >= self.settings.failing_after_s:
-                self.reason = (
-                    StopReason.SERVER_UNREACHABLE if self.last_failure_was_transport else StopReason.SERVER_ERRORS,
-                    f"no successful answer from {self.target.url} for {now - self.last_success:.1f} s "
-                    f"(last error: {self.last_failure})")
-            elif self.issued >= self.settings.max_requests:
-                self.reason = (StopReason.REQUEST_CAP, f"request cap of {self.settings.max_requests} reached")
-            elif now - wall_start >= max_wall:
-                self.reason = (StopReason.WALL_CLOCK_CAP, f"wall-clock cap of {max_wall:.0f} s reached")
+            else:
+                self.reason = _safety_stop(self.settings,
+                                           failing=self.answers.verdict(now, self.settings.failing_after_s),
+                                           capped=self.budget.spent, wall_s=now - wall_start, wall_cap_s=max_wall)
 
     def send_result(self, env, now: float) -> None:
-        m = self.measurements
-        started = self.started if self.started is not None else now
-        p50, p95, p99 = m.run_percentiles()
-        total = env.stats.total
         reason, detail = self.reason
-        _send(self.channel, "result", stop_reason=reason, detail=detail, **m.best_sustained_window(),
-              total_requests=m.total_requests, total_failures=m.total_failures,
-              run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99,
-              locust_p95_ms=float(total.get_response_time_percentile(0.95)) if total.num_requests else None,
-              cpu_warning=self.cpu_warning, duration_s=round(now - started, 3),
-              timeline=[asdict(point) for point in m.timeline(started)],
-              max_invocations_window_s=None if m.best_window is None else
-              [round(m.best_window[0] - started, 3), round(m.best_window[1] - started, 3)])
+        result = self.measurements.result(reason, detail, self.started, now, locust_p95_ms=_locust_p95_ms(env),
+                                          cpu_warning=self.cpu_warning)
+        _send(self.channel, "result", **asdict(result))
