@@ -30,9 +30,10 @@ from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused
 from rightsizer.backends.kubernetes import plan as kplan
 from rightsizer.backends.local.plan import ConfigurationOutcome, traffic_pattern_of
 from rightsizer.loadtest import distributed
-from rightsizer.loadtest.load_generator import LoadResult, RunSettings, StopReason
+from rightsizer.loadtest.load_generator import LoadResult, LoadTarget, LoadTestConfig, RunSettings, StopReason
+from rightsizer.loadtest.load_shape import LoadShape
 from rightsizer.model import Owner, Recommendation, StepFailure
-from rightsizer.spec import RightsizeJobSpec
+from rightsizer.spec import RightsizeJobSpec, StoppingConditions
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +184,20 @@ class KubernetesExperiment:
         # 2. the load
         target = f"http://{server_address}:{self.container.port}{self.container.invoke_path}"
         remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
-        config_json = distributed.config_json(
-            target_url=target, payload_path=kplan.payload_path(self.spec.model.kubernetes["payload"]),
-            content_type=self.spec.model.kubernetes["payload"].get("contentType", "text/csv"),
-            pattern=self.pattern, stopping=self.spec.stopping_conditions, job_duration_s=remaining)
-        load_deadline = int(RunSettings().wall_cap_s(distributed.shape_of(self.pattern, remaining))
-                            + LOAD_DEADLINE_GRACE_S)
+        payload = self.spec.model.kubernetes["payload"]
+        # The workers read the payload themselves (a file in the image or the mounted ConfigMap); the target is the
+        # ClusterIP of the Service made above, the one address written into the load Pods.
+        config = LoadTestConfig(
+            LoadTarget(target, b"", payload.get("contentType", "text/csv"), payload_path=kplan.payload_path(payload),
+                       loopback_only=False),
+            self.pattern, self.spec.stopping_conditions or StoppingConditions(), RunSettings(),
+            job_duration_s=remaining)
+        shape = LoadShape(self.pattern, job_duration_s=remaining)
+        load_deadline = int(config.settings.wall_cap_s(shape) + LOAD_DEADLINE_GRACE_S)
+        config_json = config.to_json()
         objects = dict(job_name=self.job_name, index=index, owner=self.owner, settings=self.settings,
                        image=self.image, workers=self.workers, config_json=config_json,
-                       payload=self.spec.model.kubernetes["payload"], deadline_seconds=load_deadline)
+                       payload=payload, deadline_seconds=load_deadline)
         for body in kplan.load_objects(master_address=None, **objects):
             self._create(body)
         master_address = self.core.read_namespaced_service(object_names.load, namespace).spec.cluster_ip
