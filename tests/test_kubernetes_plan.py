@@ -234,8 +234,13 @@ def test_metrics_are_shaped_like_sagemakers_with_the_replicas_the_sla_needs():
     outcome = kplan.measured_outcome(planned, kplan.Measured(
         result=result(12000.0, cpu_warning=True), setup_seconds=3.4,
         usage=kplan.PodUsage(cpu_percent=180.456, memory_bytes=2 * 2**30, seconds=10), replicas=2,
-        price_per_pod_hour=0.5, memory_capacity_bytes=8 * 2**30), parsed.stopping_conditions)
+        price_per_pod_hour=0.5, memory_capacity_bytes=8 * 2**30,
+        placement=kplan.placement_of(parsed.kubernetes.candidates[1])), parsed.stopping_conditions)
     metrics = outcome.recommendation.metrics
+    # The row carries the Pods' place and size, for a KServe promotion.
+    assert outcome.recommendation.to_status_row()["placement"] == {
+        "nodeSelector": {"node.kubernetes.io/instance-type": "g4dn.xlarge"},
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}}}
     assert metrics["maxInvocationsPerInstance"] == 6000
     assert outcome.recommendation.initial_instance_count == 5  # 30,000/min at 6,000 per replica
     assert metrics["maxInvocations"] == 30000 and metrics["costPerHour"] == 2.5

@@ -155,6 +155,20 @@ def test_kserve_local_profiles_size_the_pod_without_a_node_type_and_custom_conta
                                          "limits": {"memory": "4096Mi"}}}]}}}
 
 
+def test_kserve_gets_the_node_selector_and_resources_a_kubernetes_winner_was_measured_with():
+    live = {"spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}}}
+    row = {"recommendationId": "job-g1/00000001", "instanceType": "c6i-1cpu", "initialInstanceCount": 3,
+           "environment": {"OMP_NUM_THREADS": "1"},
+           "placement": {"nodeSelector": {"node.kubernetes.io/instance-type": "c6i.xlarge"},
+                         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "1"}}}}
+    body = paths.apply_body(live, targets.kserve_assignments(live, Configuration.from_row(row)))
+    # The candidate's name is no instance type to size by: the measured Pod's own place and size go over.
+    assert body == {"spec": {"predictor": {
+        "minReplicas": 3, "nodeSelector": {"node.kubernetes.io/instance-type": "c6i.xlarge"},
+        "model": {"resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "1"}},
+                  "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]}}}}
+
+
 def test_kserve_without_a_container_is_unsupported():
     with pytest.raises(targets.TargetProblem) as problem:
         targets.kserve_assignments({"spec": {"predictor": {}}}, Configuration.from_row(BEST))

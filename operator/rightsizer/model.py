@@ -52,6 +52,33 @@ class Owner:
 
 
 @dataclasses.dataclass(frozen=True)
+class PodPlacement:
+    """Where and how big a configuration's server Pods were (the kubernetes backend's candidates)."""
+
+    node_selector: Mapping[str, str]
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+
+    @classmethod
+    def from_row(cls, raw: Mapping[str, Any] | None) -> PodPlacement | None:
+        if not raw:
+            return None
+        resources = raw.get("resources") or {}
+        return cls(dict(raw.get("nodeSelector") or {}), dict(resources.get("requests") or {}),
+                   dict(resources.get("limits") or {}))
+
+    def to_row(self) -> dict[str, Any]:
+        resources = {side: dict(values) for side, values in (("requests", self.requests), ("limits", self.limits))
+                     if values}
+        row: dict[str, Any] = {}
+        if self.node_selector:
+            row["nodeSelector"] = dict(self.node_selector)
+        if resources:
+            row["resources"] = resources
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
 class Recommendation:
     recommendation_id: str
     instance_type: str | None
@@ -70,6 +97,7 @@ class Recommendation:
     # Whether the backend itself recommended this configuration (SageMaker: listed in InferenceRecommendations, or
     # only measured as a benchmark step); None for a backend that measures without recommending.
     recommended: bool | None = None
+    placement: PodPlacement | None = None
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
@@ -79,7 +107,7 @@ class Recommendation:
                    environment=dict(row.get("environment") or {}), metrics=dict(row.get("metrics") or {}),
                    serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
                    invocation_end=parse_timestamp(row.get("invocationEndTime")),
-                   recommended=row.get("recommended"),
+                   recommended=row.get("recommended"), placement=PodPlacement.from_row(row.get("placement")),
                    **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
 
     def to_status_row(self) -> dict[str, Any]:
@@ -98,6 +126,8 @@ class Recommendation:
             row["invocationEndTime"] = timestamp(self.invocation_end)
         if self.recommended is not None:
             row["recommended"] = self.recommended
+        if self.placement is not None:
+            row["placement"] = self.placement.to_row()
         return {**row, **self.provenance()}
 
     def provenance(self) -> dict[str, str]:

@@ -62,7 +62,8 @@ class Best:
         stored = {"recommendationId": r.recommendation_id, "instanceType": r.instance_type,
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
                   "metrics": dict(r.metrics), "reason": self.reason, "partial": self.partial,
-                  "recommended": r.recommended, **r.provenance()}
+                  "recommended": r.recommended, "placement": r.placement.to_row() if r.placement else None,
+                  **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}
 
 

@@ -15,6 +15,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from rightsizer import pricing
+from rightsizer.model import PodPlacement
 from rightsizer.promotion import paths
 from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, condition, condition_is
 from rightsizer.promotion.paths import MISSING, Keyed, Path
@@ -47,13 +48,16 @@ class Configuration:
     environment: Mapping[str, str]
     # The Neo compilation job whose artifacts were measured (status.best.compilationJobName); None: uncompiled.
     compilation_job_name: str | None = None
+    # The kubernetes backend's node selector and resources the configuration was measured with.
+    placement: PodPlacement | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Configuration":
         """From status.best or a status.promotion entry."""
         count = row.get("initialInstanceCount", row.get("instanceCount"))
         return cls(row.get("recommendationId"), row.get("instanceType"), int(count or 1),
-                   dict(row.get("environment") or {}), row.get("compilationJobName"))
+                   dict(row.get("environment") or {}), row.get("compilationJobName"),
+                   PodPlacement.from_row(row.get("placement")))
 
     def describe(self) -> str:
         if self.recommendation_id is None and self.instance_type is None and not self.environment:
@@ -125,7 +129,15 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
         raise TargetProblem(Reason.UNSUPPORTED_TARGET, "InferenceService has no predictor container to configure "
                             "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
     assignments: list[tuple[Path, Any]] = [(("spec", "predictor", "minReplicas"), configuration.instance_count)]
-    if configuration.instance_type:
+    placement = configuration.placement
+    if placement is not None:
+        # Measured on the cluster's own nodes: the predictor gets exactly the Pods' place and size.
+        for label, value in sorted(placement.node_selector.items()):
+            assignments.append((("spec", "predictor", "nodeSelector", label), value))
+        for side, quantities in (("requests", placement.requests), ("limits", placement.limits)):
+            for resource, quantity in sorted(quantities.items()):
+                assignments.append(((*container_path, "resources", side, resource), quantity))
+    elif configuration.instance_type:
         if configuration.instance_type.startswith("ml."):
             # EC2 nodes carry the instance type without SageMaker's "ml." prefix.
             assignments.append((("spec", "predictor", "nodeSelector", INSTANCE_TYPE_LABEL),

@@ -248,6 +248,7 @@ class KubernetesExperiment:
         return kplan.measured_outcome(planned, kplan.Measured(
             result=result, setup_seconds=setup, usage=usage, replicas=candidate.replicas,
             price_per_pod_hour=price, memory_capacity_bytes=kplan.memory_capacity(candidate, allocatable),
+            placement=kplan.placement_of(candidate),
             notes=tuple(notes), invocation_start=invocation_start, invocation_end=invocation_end),
             self.spec.stopping_conditions)
 

@@ -40,7 +40,7 @@ from rightsizer import pricing
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, endpoint_metrics,
                                             reported_percentile)
 from rightsizer.loadtest.load_generator import LoadResult, StopReason
-from rightsizer.model import Owner, Recommendation
+from rightsizer.model import Owner, PodPlacement, Recommendation
 from rightsizer.spec import (INSTANCE_TYPE_LABEL, KubernetesCandidate, KubernetesSettings, RightsizeJobSpec,
                              StoppingConditions, TrafficPattern, parameter_grid)
 
@@ -491,6 +491,7 @@ class Measured:
     replicas: int
     price_per_pod_hour: float | None
     memory_capacity_bytes: float | None
+    placement: PodPlacement | None = None
     notes: tuple[str, ...] = ()
     invocation_start: datetime.datetime | None = None
     invocation_end: datetime.datetime | None = None
@@ -529,8 +530,13 @@ def measured_outcome(planned: PlannedConfiguration, measured: Measured,
     recommendation = Recommendation(
         recommendation_id=planned.recommendation_id, instance_type=planned.instance_type,
         initial_instance_count=count, environment=dict(planned.environment), metrics=metrics,
-        invocation_start=measured.invocation_start, invocation_end=measured.invocation_end)
+        invocation_start=measured.invocation_start, invocation_end=measured.invocation_end,
+        placement=measured.placement)
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
+
+
+def placement_of(candidate: KubernetesCandidate) -> PodPlacement:
+    return PodPlacement(dict(candidate.node_selector), dict(candidate.requests), dict(candidate.limits))
 
 
 def memory_capacity(candidate: KubernetesCandidate, allocatable: Mapping[str, Any]) -> float | None:
@@ -544,6 +550,6 @@ def memory_capacity(candidate: KubernetesCandidate, allocatable: Mapping[str, An
 __all__ = [
     "FAILED", "READY", "STARTING", "Measured", "Names", "PodUsage", "PodView", "ServerContainer", "StatsSample",
     "Verdict", "judge_server", "load_finished", "load_objects", "measured_outcome", "memory_capacity", "names",
-    "node_instance_type", "node_price", "node_share", "plan_experiment", "pod_view", "server_container",
+    "node_instance_type", "node_price", "node_share", "placement_of", "plan_experiment", "pod_view", "server_container",
     "server_objects", "setup_seconds", "stats_samples", "usage_over", "worker_count",
 ]
