@@ -285,21 +285,32 @@ def test_the_kubernetes_sample_measures_each_cpu_limit_for_real_and_resumes_afte
     wait_for(lambda: not experiment_objects(installed, done["status"]["jobName"]), timeout=120, interval=2)
 
 
-def test_an_unschedulable_candidate_is_recorded_with_the_schedulers_reason(installed, tmp_path):
-    body = kubernetes_sample(environmentParameterRanges={"OMP_NUM_THREADS": ["1"]})
-    body["metadata"]["name"] = "fraud-kubernetes-nowhere"
-    body["spec"]["kubernetes"]["candidates"] = [
+def test_a_kubernetes_candidate_that_cannot_be_scheduled_or_pulled_is_recorded_with_the_reason(installed, tmp_path):
+    nowhere = kubernetes_sample()
+    nowhere["metadata"]["name"] = "fraud-kubernetes-nowhere"
+    nowhere["spec"]["kubernetes"]["candidates"] = [
         {"name": "nowhere", "nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
          "resources": {"requests": {"cpu": "1"}}}]
-    body["spec"]["kubernetes"]["readyTimeoutSeconds"] = 10
-    apply_body(installed, tmp_path, body)
-    kubectl(installed, "-n", "ml", "wait", "rsj/fraud-kubernetes-nowhere", "--timeout=180s",
-            "--for=jsonpath={.status.phase}=Failed")
-    done = rsj(installed, "fraud-kubernetes-nowhere")
-    (failure,) = done["status"]["steps"]["failures"]
-    assert "didn't match Pod's node affinity/selector" in failure["failureReason"], failure
-    assert "readyTimeoutSeconds (10 s)" in failure["failureReason"]
-    wait_for(lambda: not experiment_objects(installed, done["status"]["jobName"]), timeout=60, interval=2)
+    nowhere["spec"]["kubernetes"]["readyTimeoutSeconds"] = 10
+    unpulled = kubernetes_sample()
+    unpulled["metadata"]["name"] = "fraud-kubernetes-unpulled"
+    unpulled["spec"]["model"]["kubernetes"] = {"server": {"image": "localhost/not-built-here:1"},
+                                               "payload": {"path": "/opt/rightsizer/models/fraud/payload.csv"}}
+    unpulled["spec"]["kubernetes"]["candidates"] = unpulled["spec"]["kubernetes"]["candidates"][:1]
+    unpulled["spec"]["kubernetes"]["imagePullPolicy"] = "Never"  # no registry here: the kubelet says so at once
+    for body in (nowhere, unpulled):
+        apply_body(installed, tmp_path, body)
+    reasons = {}
+    for name in ("fraud-kubernetes-nowhere", "fraud-kubernetes-unpulled"):
+        kubectl(installed, "-n", "ml", "wait", f"rsj/{name}", "--timeout=180s",
+                "--for=jsonpath={.status.phase}=Failed")
+        done = rsj(installed, name)
+        (failure,) = done["status"]["steps"]["failures"]
+        reasons[name] = failure["failureReason"]
+        wait_for(lambda: not experiment_objects(installed, done["status"]["jobName"]), timeout=60, interval=2)
+    assert "didn't match Pod's node affinity/selector" in reasons["fraud-kubernetes-nowhere"], reasons
+    assert "readyTimeoutSeconds (10 s)" in reasons["fraud-kubernetes-nowhere"]
+    assert "ErrImageNeverPull" in reasons["fraud-kubernetes-unpulled"], reasons
 
 
 def test_deleting_a_running_kubernetes_job_leaves_no_object(installed, tmp_path):

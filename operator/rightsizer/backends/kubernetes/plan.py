@@ -130,7 +130,9 @@ def server_container(model: Mapping[str, Any], project_image: str) -> ServerCont
                                tuple(server["args"]) if server.get("args") else None, server.get("port", 8080),
                                server.get("readyPath", "/ping"), server.get("invokePath", "/invocations"), {})
     return ServerContainer(project_image, REFERENCE_SERVER, None, REFERENCE_PORT, "/ping", "/invocations",
-                           {"RIGHTSIZER_MODEL_URI": model["modelUri"], REFERENCE_PORT_ENV: str(REFERENCE_PORT)})
+                           # In a Pod the server is reached at the Pod's address, not loopback.
+                           {"RIGHTSIZER_MODEL_URI": model["modelUri"], REFERENCE_PORT_ENV: str(REFERENCE_PORT),
+                            "RIGHTSIZER_BIND_HOST": "0.0.0.0"})
 
 
 def _labels(job_name: str, index: int, role: str) -> dict[str, str]:
