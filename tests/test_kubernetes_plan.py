@@ -260,3 +260,5 @@ def test_the_policy_warns_when_the_price_depends_on_where_pods_land():
     (warning,) = POLICY.warnings(parsed)
     assert "anywhere" in warning and "node.kubernetes.io/instance-type" in warning
     assert POLICY.warnings(spec()) == []
+    (retain,) = POLICY.warnings(spec(deletionPolicy="Retain"))
+    assert "deleted with it" in retain

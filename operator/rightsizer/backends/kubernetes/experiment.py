@@ -16,12 +16,13 @@ no outcome, so a restarted operator runs it again (after deleting what the inter
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -299,12 +300,14 @@ class KubernetesExperiment:
         options = client.V1DeleteOptions(propagation_policy="Background")
         try:
             for job in self.batch.list_namespaced_job(namespace, label_selector=selector).items:
-                _ignore_missing(self.batch.delete_namespaced_job, job.metadata.name, namespace, body=options)
+                with _gone_is_fine():
+                    self.batch.delete_namespaced_job(job.metadata.name, namespace, body=options)
             for deployment in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
-                _ignore_missing(self.apps.delete_namespaced_deployment, deployment.metadata.name, namespace,
-                                body=options)
+                with _gone_is_fine():
+                    self.apps.delete_namespaced_deployment(deployment.metadata.name, namespace, body=options)
             for service in self.core.list_namespaced_service(namespace, label_selector=selector).items:
-                _ignore_missing(self.core.delete_namespaced_service, service.metadata.name, namespace, body=options)
+                with _gone_is_fine():
+                    self.core.delete_namespaced_service(service.metadata.name, namespace, body=options)
         except ApiException as error:  # the owner references still remove them with the RightsizeJob
             log.warning("%s: deleting %s: %s", self.job_name, selector, _api_message(error))
 
@@ -400,9 +403,10 @@ def _window(result: LoadResult, terminated: Mapping[str, Any] | None,
     return (run_start + datetime.timedelta(seconds=window[0]), run_start + datetime.timedelta(seconds=window[1]))
 
 
-def _ignore_missing(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+@contextlib.contextmanager
+def _gone_is_fine() -> Iterator[None]:
     try:
-        call(*args, **kwargs)
+        yield
     except ApiException as error:
         if error.status != 404:
             raise

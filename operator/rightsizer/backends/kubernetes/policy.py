@@ -29,13 +29,17 @@ class KubernetesPolicy:
         return errors
 
     def warnings(self, spec: RightsizeJobSpec) -> list[str]:
+        warnings = []
+        if spec.deletion_policy == "Retain":
+            warnings.append("spec.deletionPolicy Retain keeps nothing with the kubernetes backend: the experiment's "
+                            "Deployments, Services and Jobs belong to the RightsizeJob and are deleted with it")
         settings = spec.kubernetes
         if settings is None or spec.selection.objective not in ("CostPerInference", "CostPerHour"):
-            return []
+            return warnings
         unpriced = [c.name for c in settings.candidates if c.priced_instance_type is None]
         if not unpriced:
-            return []
-        return [f"spec.kubernetes.candidates {', '.join(unpriced)}: no instance type in the node selector or "
+            return warnings
+        return warnings + [f"spec.kubernetes.candidates {', '.join(unpriced)}: no instance type in the node selector or "
                 f"instanceType; the cost comes from the node.kubernetes.io/instance-type label of the node the "
                 f"Pods land on, and is missing if that node has none or no price is known"]
 
