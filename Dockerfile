@@ -25,11 +25,16 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 ARG IMAGE_SOURCE=<REPOSITORY_URL>
+# What the image is built from (a commit, or the harness's digest of the build context). Besides labelling the
+# image, it keys the layer cache of the RUN below: a builder that does not hash bind mounts into its cache key
+# (buildah 1.28 --layers) would otherwise reuse the wheels of an earlier build.
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="rightsizer" \
       org.opencontainers.image.description="Kubernetes operator: the cheapest model-serving configuration that meets an SLA" \
       org.opencontainers.image.source="${IMAGE_SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}"
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The wheels are bind-mounted from the build stage, not copied: no layer of this image keeps them.

@@ -5,6 +5,7 @@ Needs root (a kubelet, containerd, bridges, iptables). `pytest -m node` runs the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -178,6 +179,12 @@ def test_the_operator_pod_runs_as_non_root_on_a_read_only_root_filesystem(instal
     kubectl(installed, "-n", NAMESPACE, "exec", name, "--", "touch", "/tmp/probe")
     (status,) = pod["status"]["containerStatuses"]
     assert status["image"].endswith(images.PROJECT_REF) and status["restartCount"] == 0
+    # The image holds these sources, not an earlier build's (buildah's layer cache once served stale wheels).
+    source = "operator/rightsizer/backends/kubernetes/plan.py"
+    installed_digest = kubectl(installed, "-n", NAMESPACE, "exec", name, "--", "python", "-c",
+                               "import hashlib, rightsizer.backends.kubernetes.plan as m; "
+                               "print(hashlib.sha256(open(m.__file__, 'rb').read()).hexdigest())").stdout.strip()
+    assert installed_digest == hashlib.sha256((REPO / source).read_bytes()).hexdigest()
 
 
 def test_the_liveness_probe_passes(installed):

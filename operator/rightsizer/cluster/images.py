@@ -206,7 +206,8 @@ def _context_digest(repo: Path) -> str:
 def project_image(repo: Path, log=lambda message: print(message, file=sys.stderr)) -> Path:
     """The project's image from its Dockerfile on the local base, as a tarball (built when the sources changed)."""
     base = base_image(log)
-    tarball = images_dir() / f"rightsizer-{_context_digest(repo)}-{base.stem}.tar"
+    digest = _context_digest(repo)
+    tarball = images_dir() / f"rightsizer-{digest}-{base.stem}.tar"
     if tarball.exists():
         return tarball
     buildah = _Buildah(log)
@@ -214,9 +215,10 @@ def project_image(repo: Path, log=lambda message: print(message, file=sys.stderr
         started = time.monotonic()
         # --network host: the build stage's `pip wheel` reaches the package index as this machine does, and no
         # build network (a bridge and NAT rules of its own) is made.
+        # REVISION keys the final stage's layer cache to the sources (the Dockerfile says why).
         buildah("bud", "--network", "host", "--pull=never", "--layers",
-                "--build-arg", f"PYTHON_IMAGE={BASE_REF}", "-t", PROJECT_REF, "-f", str(repo / "Dockerfile"),
-                str(repo), cwd=repo)
+                "--build-arg", f"PYTHON_IMAGE={BASE_REF}", "--build-arg", f"REVISION={digest}",
+                "-t", PROJECT_REF, "-f", str(repo / "Dockerfile"), str(repo), cwd=repo)
         log(f"built {PROJECT_REF} in {time.monotonic() - started:.0f} s")
         for stale in images_dir().glob("rightsizer-*.tar"):
             stale.unlink()
