@@ -16,6 +16,7 @@ import datetime
 from typing import Any, Mapping, Protocol
 
 from rightsizer.model import JobSnapshot, Owner, Recommendation, StepFailure
+from rightsizer.naming import job_name_for
 from rightsizer.spec import RightsizeJobSpec
 from rightsizer.status import whole_seconds
 
@@ -158,6 +159,24 @@ class Backend(Protocol):
     def persisted(self, snapshot: JobSnapshot) -> None:
         """Status now holds what `snapshot` (from describe) reported. A backend whose results live only in the
         operator's process waits for this before its next load test, so that a crash never loses a finished one."""
+
+
+class RunsTheSpecItself:
+    """The plan and poll hooks of a backend whose job is the spec itself, run by the operator: named as SageMaker's
+    jobs are, from the job-defining fields as written, and looked at every `poll_seconds` (a describe reads the
+    operator's own memory)."""
+
+    poll_seconds = 2.0
+
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> JobPlan:
+        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
+        return JobPlan(name, spec, {"JobName": name})
+
+    def first_poll(self, timing: Timing) -> float:
+        return timing.seconds(self.poll_seconds)
+
+    def poll_interval(self, timing: Timing, elapsed_seconds: float) -> float:
+        return timing.seconds(self.poll_seconds)
 
 
 class BackendPolicy(Protocol):

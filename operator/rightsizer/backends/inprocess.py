@@ -43,6 +43,21 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def job_deadline(duration_seconds: int | None, started_at: datetime.datetime | None,
+                 time_scale: float = 1.0) -> float | None:
+    """time.monotonic() at which spec.jobDurationInSeconds (x time_scale) ends, counted from `started_at` (when the
+    job first started, before a restart) or from now; None without a duration."""
+    if not duration_seconds:
+        return None
+    already = max(0.0, (_now() - started_at).total_seconds()) if started_at is not None else 0.0
+    return time.monotonic() + duration_seconds * time_scale - already
+
+
+def duration_reason(duration_seconds: int | None, left: int) -> str:
+    return (f"spec.jobDurationInSeconds ({duration_seconds} s) was reached; {left} "
+            f"configuration{'' if left == 1 else 's'} not measured")
+
+
 class ExperimentRefused(ValueError):
     """The job cannot run at all (not a problem of one configuration); the message says why."""
 

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused
+from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.kubernetes import plan as kplan
-from rightsizer.backends.local.plan import ConfigurationOutcome, traffic_pattern_of
+from rightsizer.backends.local.plan import ConfigurationOutcome, restored_outcomes, traffic_pattern_of
 from rightsizer.loadtest import distributed
 from rightsizer.loadtest.load_generator import LoadResult, LoadTarget, LoadTestConfig, RunSettings, StopReason
 from rightsizer.loadtest.load_shape import LoadShape
@@ -67,17 +67,7 @@ class KubernetesExperiment:
         self.pattern = traffic_pattern_of(spec)
         self.workers = kplan.worker_count(self.settings, self.pattern)
         self.job_started_at = job_started_at
-        by_id = {planned.recommendation_id: planned for planned in self.plan}
-        self._restored: dict[str, ConfigurationOutcome] = {
-            rid: ConfigurationOutcome(by_id[rid], recommendation, None, None, "restored from an earlier run")
-            for rid, recommendation in completed.items() if rid in by_id}
-        for failure in failed:
-            for planned in self.plan:
-                if (not planned.skipped and planned.recommendation_id not in self._restored
-                        and (planned.instance_type, dict(planned.environment))
-                        == (failure.instance_type, dict(failure.environment))):
-                    self._restored[planned.recommendation_id] = ConfigurationOutcome(
-                        planned, None, failure.failure_reason, None, "failed in an earlier run")
+        self._restored = restored_outcomes(self.plan, completed, failed)
         self._on_progress, self._on_outcome, self._before_run = on_progress, on_outcome, before_run
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -98,7 +88,7 @@ class KubernetesExperiment:
                 self._record(outcomes, ConfigurationOutcome(planned, None, planned.skipped_reason, None))
         self._delete_objects(self._selector())  # what an interrupted run left: its configurations run again
         self._wait_pods_gone(self._selector())
-        deadline = self._deadline()
+        deadline = job_deadline(self.spec.job_duration_seconds, self.job_started_at)
         parallel = kplan.parallel_tests(self.spec)
         pending = [p for p in self.plan if p.recommendation_id not in outcomes]
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel,
@@ -122,9 +112,7 @@ class KubernetesExperiment:
         if self._stop.is_set():
             self.end_reason = "stopped"
         elif pending or len(outcomes) < len(self.plan):
-            left = len(self.plan) - len(outcomes)
-            self.end_reason = (f"spec.jobDurationInSeconds ({self.spec.job_duration_seconds} s) was reached; "
-                               f"{left} configuration{'' if left == 1 else 's'} not measured")
+            self.end_reason = duration_reason(self.spec.job_duration_seconds, len(self.plan) - len(outcomes))
         self._report()
         return sorted(outcomes.values(), key=lambda outcome: outcome.planned.index)
 
@@ -331,15 +319,6 @@ class KubernetesExperiment:
         if role is not None:
             parts.append(f"{kplan.ROLE_LABEL}={role}")
         return ",".join(parts)
-
-    def _deadline(self) -> float | None:
-        seconds = self.spec.job_duration_seconds
-        if not seconds:
-            return None
-        already = 0.0
-        if self.job_started_at is not None:
-            already = max(0.0, (_utc_now() - self.job_started_at).total_seconds())
-        return time.monotonic() + seconds - already
 
     def _ended(self, deadline: float | None) -> bool:
         return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)

@@ -5,14 +5,10 @@ without the configurations status already holds."""
 from __future__ import annotations
 
 from rightsizer.backends import base
-from rightsizer.model import Owner
-from rightsizer.naming import job_name_for
 from rightsizer.spec import RightsizeJobSpec, configuration_count
 
-POLL_SECONDS = 2.0
 
-
-class KubernetesPolicy:
+class KubernetesPolicy(base.RunsTheSpecItself):
     name = "kubernetes"
     display_name = "the kubernetes backend"
     capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=True,
@@ -45,16 +41,6 @@ class KubernetesPolicy:
 
     def describe_job(self, spec: RightsizeJobSpec) -> str:
         return f"the load test of {configuration_count(spec)} configuration(s) on the cluster's nodes"
-
-    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
-        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
-        return base.JobPlan(name, spec, {"JobName": name})
-
-    def first_poll(self, timing: base.Timing) -> float:
-        return timing.seconds(POLL_SECONDS)
-
-    def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
-        return timing.seconds(POLL_SECONDS)
 
 
 POLICY = KubernetesPolicy()

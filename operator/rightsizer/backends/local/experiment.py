@@ -46,9 +46,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import rightsizer
 from rightsizer.model import Recommendation, StepFailure
-from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused
+from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, max_invocations_window,
-                                            measured_outcome, median_outcome, plan_experiment, traffic_pattern_of)
+                                            measured_outcome, median_outcome, plan_experiment, restored_outcomes,
+                                            traffic_pattern_of)
 from rightsizer.loadtest.load_generator import LoadProgress, LoadTarget, LoadTest, RunSettings, StopReason
 from rightsizer.loadtest.placement import HostFacts, PlacementError
 from rightsizer.loadtest.server_process import ServerFailed, ServerProcess
@@ -170,24 +171,10 @@ class Experiment:
         self._run_settings = RunSettings()
         self._target_invocations = spec.stopping_conditions.max_invocations if spec.stopping_conditions else None
         by_id = {planned.recommendation_id: planned for planned in self.plan}
-        self._restored: dict[str, ConfigurationOutcome] = {}
-        for recommendation_id, finished in completed.items():
-            planned = by_id.get(recommendation_id)
-            if planned is None:
-                log.warning("%s: finished configuration %s is not in the plan; ignored", job_name, recommendation_id)
-                continue
-            self._restored[recommendation_id] = (
-                finished if isinstance(finished, ConfigurationOutcome)
-                else ConfigurationOutcome(planned, finished, None, None, "restored from an earlier run"))
-        # Failures are known by instance type and environment (SageMaker's step shape). Skipped configurations are
-        # judged afresh: the host may have changed.
-        for failure in failed:
-            for planned in self.plan:
-                if (not planned.skipped and planned.recommendation_id not in self._restored
-                        and (planned.instance_type, dict(planned.environment))
-                        == (failure.instance_type, dict(failure.environment))):
-                    self._restored[planned.recommendation_id] = ConfigurationOutcome(
-                        planned, None, failure.failure_reason, None, "failed in an earlier run")
+        unknown = sorted(set(completed) - set(by_id))
+        if unknown:
+            log.warning("%s: finished configurations %s are not in the plan; ignored", job_name, ", ".join(unknown))
+        self._restored = restored_outcomes(self.plan, completed, failed)
         # Finished repetitions of configurations not complete yet (from an earlier run): not run again.
         self._restored_runs: dict[str, list[ConfigurationOutcome]] = {}
         for finished_run in runs:
@@ -394,18 +381,10 @@ class Experiment:
     # -- bookkeeping ----------------------------------------------------------------------------------------------
 
     def _deadline(self) -> float | None:
-        seconds = self.spec.job_duration_seconds
-        if not seconds:
-            return None
-        already = 0.0
-        if self.job_started_at is not None:
-            already = max(0.0, (_utc_now() - self.job_started_at).total_seconds())
-        return time.monotonic() + seconds * self.time_scale - already
+        return job_deadline(self.spec.job_duration_seconds, self.job_started_at, self.time_scale)
 
     def _duration_reason(self) -> str:
-        left = len(self.plan) - self._finished_count
-        return (f"spec.jobDurationInSeconds ({self.spec.job_duration_seconds} s) was reached; {left} "
-                f"configuration{'' if left == 1 else 's'} not measured")
+        return duration_reason(self.spec.job_duration_seconds, len(self.plan) - self._finished_count)
 
     def _record(self, outcomes: dict[str, ConfigurationOutcome], outcome: ConfigurationOutcome) -> None:
         outcomes[outcome.planned.recommendation_id] = outcome

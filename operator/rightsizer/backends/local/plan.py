@@ -94,6 +94,30 @@ class ConfigurationOutcome:
         return JobStatus.COMPLETED if self.recommendation is not None else JobStatus.FAILED
 
 
+def restored_outcomes(plan: Sequence[PlannedConfiguration],
+                      completed: Mapping[str, ConfigurationOutcome | Recommendation],
+                      failed: Iterable[StepFailure]) -> dict[str, ConfigurationOutcome]:
+    """What status held before a restart, as outcomes of `plan` (by recommendation id): measured configurations,
+    and failures, which are known by instance type and environment (SageMaker's step shape). Skipped
+    configurations are judged afresh; ids not in the plan are left out. Pure."""
+    by_id = {planned.recommendation_id: planned for planned in plan}
+    restored: dict[str, ConfigurationOutcome] = {}
+    for recommendation_id, finished in completed.items():
+        planned = by_id.get(recommendation_id)
+        if planned is not None:
+            restored[recommendation_id] = (
+                finished if isinstance(finished, ConfigurationOutcome)
+                else ConfigurationOutcome(planned, finished, None, None, "restored from an earlier run"))
+    for failure in failed:
+        for planned in plan:
+            if (not planned.skipped and planned.recommendation_id not in restored
+                    and (planned.instance_type, dict(planned.environment))
+                    == (failure.instance_type, dict(failure.environment))):
+                restored[planned.recommendation_id] = ConfigurationOutcome(
+                    planned, None, failure.failure_reason, None, "failed in an earlier run")
+    return restored
+
+
 def traffic_pattern_of(spec: RightsizeJobSpec) -> TrafficPattern:
     """The load every configuration of the job sees."""
     return spec.traffic_pattern or DEFAULT_TRAFFIC_PATTERN
@@ -278,6 +302,6 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
 
 __all__ = [
     "DEFAULT_TRAFFIC_PATTERN", "ConfigurationOutcome", "PlannedConfiguration", "max_invocations_window",
-    "measured_outcome", "median_outcome", "plan_experiment", "reported_percentile", "step_summary",
+    "measured_outcome", "median_outcome", "plan_experiment", "reported_percentile", "restored_outcomes", "step_summary",
     "traffic_pattern_of",
 ]

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from rightsizer import pricing
 from rightsizer.backends import base
-from rightsizer.model import Owner
-from rightsizer.naming import job_name_for
 from rightsizer.spec import RightsizeJobSpec, configuration_count
 
-# Status follows each configuration: its describe costs nothing but a lock.
-POLL_SECONDS = 2.0
 
-
-class LocalPolicy:
+class LocalPolicy(base.RunsTheSpecItself):
     name = "local"
     display_name = "the local backend"
     capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=False,
@@ -39,17 +34,6 @@ class LocalPolicy:
 
     def describe_job(self, spec: RightsizeJobSpec) -> str:
         return f"the local load test of {configuration_count(spec)} configuration(s)"
-
-    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
-        # Named as SageMaker's jobs are, from the job-defining fields as written: the experiment is the spec.
-        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
-        return base.JobPlan(name, spec, {"JobName": name})
-
-    def first_poll(self, timing: base.Timing) -> float:
-        return timing.seconds(POLL_SECONDS)
-
-    def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
-        return timing.seconds(POLL_SECONDS)
 
 
 def _price(instance_type: str, overrides: dict[str, float]) -> float | None:
