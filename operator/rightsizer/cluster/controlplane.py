@@ -158,7 +158,7 @@ class ControlPlane:
         self._wait(lambda: self._etcd_healthy(etcd_url), etcd, "etcd")
 
         server = f"https://{self.address}:{apiserver_port}"
-        apiserver = self._spawn("kube-apiserver", [
+        apiserver_command = [
             str(binaries.kube_apiserver),
             f"--etcd-servers={etcd_url}",
             f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={apiserver_port}",
@@ -173,14 +173,16 @@ class ControlPlane:
             "--allow-privileged=true",
             "--v=1",
             *self.extra_apiserver_args,
-        ])
+        ]
+        apiserver = self._spawn("kube-apiserver", apiserver_command)
         self._write_state(etcd_pid=etcd.pid, apiserver_pid=apiserver.pid)
         self._wait(lambda: self._ready(server), apiserver, "kube-apiserver")
 
         self._write_kubeconfig(server, pki)
         version = binaries_module.version_label() if not os.environ.get("KUBEBUILDER_ASSETS") else "KUBEBUILDER_ASSETS"
         self._write_state(etcd_pid=etcd.pid, apiserver_pid=apiserver.pid, server=server,
-                          kubeconfig=str(self.kubeconfig), version=version)
+                          kubeconfig=str(self.kubeconfig), version=version, etcd_url=etcd_url,
+                          apiserver_command=apiserver_command)
         log(f"control plane ready at {server} in {time.monotonic() - started:.1f} s")
         return RunningControlPlane(self.state_dir, self.kubeconfig, server, apiserver.pid, etcd.pid, version)
 
@@ -230,6 +232,35 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+    def restart_apiserver(self) -> RunningControlPlane:
+        """Kill the API server (SIGKILL, as a crash) and start it again with the same flags, port and etcd: what an
+        API-server outage looks like to its clients. For tests of clients that must ride one out."""
+        state = json.loads(self.state_file.read_text())
+        if _alive(state["apiserver_pid"]):
+            os.kill(state["apiserver_pid"], signal.SIGKILL)
+            self._reap(state["apiserver_pid"])
+        apiserver = self._spawn("kube-apiserver", state["apiserver_command"])
+        self._wait(lambda: self._ready(state["server"]), apiserver, "kube-apiserver")
+        state["apiserver_pid"] = apiserver.pid
+        self._write_state(**state)
+        return RunningControlPlane(self.state_dir, self.kubeconfig, state["server"], apiserver.pid, state["etcd_pid"],
+                                   state["version"])
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (etcd's v3 JSON gateway): every older resourceVersion is
+        gone, so a watch resumed from one gets 410 Gone. Returns the revision."""
+        etcd_url = json.loads(self.state_file.read_text())["etcd_url"]
+
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(f"{etcd_url}{path}", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+
+        revision = int(post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
 
     def down(self) -> bool:
         """Stop the processes and remove the state dir. Returns whether anything was running."""
