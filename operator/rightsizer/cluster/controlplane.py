@@ -57,6 +57,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+RESTART_BIND_ATTEMPTS = 25
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -237,11 +240,25 @@ class ControlPlane:
         """Kill the API server (SIGKILL, as a crash) and start it again with the same flags, port and etcd: what an
         API-server outage looks like to its clients. For tests of clients that must ride one out."""
         state = json.loads(self.state_file.read_text())
-        if _alive(state["apiserver_pid"]):
-            os.kill(state["apiserver_pid"], signal.SIGKILL)
-            self._reap(state["apiserver_pid"])
-        apiserver = self._spawn("kube-apiserver", state["apiserver_command"])
-        self._wait(lambda: self._ready(state["server"]), apiserver, "kube-apiserver")
+        pid = state["apiserver_pid"]
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        # Its listening socket closes only when it has exited: a new one started sooner cannot bind the port.
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while _alive(pid) and time.monotonic() < deadline:
+            self._reap(pid)
+            time.sleep(0.05)
+        for attempt in range(RESTART_BIND_ATTEMPTS):
+            apiserver = self._spawn("kube-apiserver", state["apiserver_command"])
+            try:
+                self._wait(lambda: self._ready(state["server"]), apiserver, "kube-apiserver")
+                break
+            except ControlPlaneError as error:
+                # A client retrying against the dead port can be handed that very port as its own source port (a
+                # TCP self-connect, since the port is in the ephemeral range): it is freed when the client gives up.
+                if "address already in use" not in str(error) or attempt == RESTART_BIND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
         state["apiserver_pid"] = apiserver.pid
         self._write_state(**state)
         return RunningControlPlane(self.state_dir, self.kubeconfig, state["server"], apiserver.pid, state["etcd_pid"],
