@@ -1861,9 +1861,11 @@ def test_a_completed_job_asks_for_the_scaling_of_its_best_once():
         "TargetCpuUtilizationPerCore": 50,
         "ScalingPolicyObjective": {"MinInvocationsPerMinute": 1000, "MaxInvocationsPerMinute": 60000}}))
     assert "scaling" not in status["best"]
+    # A look is due soon while the call is out: a restart asks again, and the poll timer stays on for a promotion.
+    assert status["nextPollTime"] == st.timestamp(T2 + seconds(SAGEMAKER.first_poll(TIMING)))
 
     answered = run(SCALED, status, at(T2), at(T2, scaling_answer=ScalingAnswer(SAGEMAKER_SCALING)))
-    assert answered.effects == [done.effect, None]
+    assert answered.effects == [done.effect, None] and "nextPollTime" not in answered.status
     assert answered.status["best"]["scaling"] == {
         "source": "SageMaker", "derivation": "GetScalingConfigurationRecommendation for the recommendation x of job y",
         "objective": {"targetCpuUtilizationPerCore": 50, "minInvocationsPerMinute": 1000,

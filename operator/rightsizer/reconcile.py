@@ -395,9 +395,15 @@ def _recommend_scaling(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> N
         planned = _policy(out).scaling(parsed, objective, out.status.job_name, out.status.backend_status,
                                        best.recommendation)
         if isinstance(planned, base.ScalingCall):
+            # A look soon: a restart before the answer asks again, and the poll timer (filtered on nextPollTime)
+            # is not switched off by this write and on again by the promotion that follows the answer.
+            timing = out.observation.timing
+            out.set(next_poll_time=timing.after(out.observation.now, _policy(out).first_poll(timing)))
             out.actions.append(RecommendScaling(planned))
             return
         scaling = planned
+    if result is not None:
+        out.set(next_poll_time=None)  # the call is answered; a promotion that follows sets its own
     out.set(best=dataclasses.replace(best, scaling=scaling))
     _scaling_condition(out, best.recommendation, scaling)
 
