@@ -148,3 +148,10 @@ def test_a_request_the_service_model_refuses_is_not_sent(fields, says):
 def test_every_policy_has_the_scaling_hook():
     for name, policy in registry.POLICIES.items():
         assert callable(getattr(policy, "scaling", None)), name
+
+
+def test_an_in_process_backend_is_never_asked_and_says_so_if_it_is():
+    from rightsizer.backends import inprocess
+    backend = inprocess.InProcessBackend(lambda *_: None, scheme="local")
+    with pytest.raises(TypeError, match="local jobs derive their scaling from their measurements"):
+        backend.recommend_scaling(base.ScalingCall(OBJECTIVE, {}))
