@@ -256,6 +256,45 @@ class SimulatedInferenceRecommender:
             return self._not_found(name, params["ResourceArn"])
         self.stubber.add_response(name, {"Tags": job.request.get("Tags", [])}, expected_params=params)
 
+    def _get_scaling_configuration_recommendation(self, name, params):
+        """What the service documents: a completed job's recommendation (by id) or benchmark endpoint (by name),
+        scaled here as a made-up service would, with the request echoed back."""
+        job = self.jobs.get(params["InferenceRecommendationsJobName"])
+        if job is None:
+            return self._not_found(name, params["InferenceRecommendationsJobName"])
+        if job.status() != "COMPLETED":
+            self.stubber.add_client_error(name, "ValidationException",
+                                          f"Inference recommendations job {job.name} is in {job.status()} status, "
+                                          f"not COMPLETED")
+            return
+        measured = job.recommendations + [{"EndpointConfiguration": b.get("EndpointConfiguration") or {},
+                                           "Metrics": b.get("Metrics") or {}} for b in job.extra_benchmarks]
+        found = next((r for r in measured if r.get("RecommendationId") == params.get("RecommendationId")
+                      or (params.get("EndpointName") and
+                          r["EndpointConfiguration"].get("EndpointName") == params.get("EndpointName"))), None)
+        if found is None:
+            self._not_found(name, params.get("RecommendationId") or params.get("EndpointName"))
+            return
+        per_instance = found["Metrics"]["MaxInvocations"] // found["EndpointConfiguration"]["InitialInstanceCount"]
+        cpu_target = params.get("TargetCpuUtilizationPerCore", 50)
+        objective = params.get("ScalingPolicyObjective") or {}
+        target = max(1, per_instance * cpu_target // 100)
+        response = {
+            "InferenceRecommendationsJobName": job.name, "TargetCpuUtilizationPerCore": cpu_target,
+            **{key: params[key] for key in ("RecommendationId", "EndpointName", "ScalingPolicyObjective")
+               if key in params},
+            "Metric": {"InvocationsPerInstance": per_instance, "ModelLatency": found["Metrics"]["ModelLatency"]},
+            "DynamicScalingConfiguration": {
+                "MinCapacity": max(1, -(-objective.get("MinInvocationsPerMinute", 0) // target)),
+                "MaxCapacity": max(1, -(-objective.get("MaxInvocationsPerMinute", per_instance) // target)),
+                "ScaleInCooldown": 300, "ScaleOutCooldown": 60,
+                "ScalingPolicies": [{"TargetTracking": {
+                    "MetricSpecification": {"Predefined": {"PredefinedMetricType":
+                                                           "SageMakerVariantInvocationsPerInstance"}},
+                    "TargetValue": float(target)}}]},
+        }
+        self.stubber.add_response(name, response, expected_params=params)
+
     def _stop_inference_recommendations_job(self, name, params):
         job = self.jobs.get(params["JobName"])
         if job is None:

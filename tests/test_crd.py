@@ -258,6 +258,20 @@ INVALID = [
     ("local-price-negative", LOCAL, {"local": {"pricePerHour": {"local-1cpu": -1}}},
      "spec.local.pricePerHour.local-1cpu"),
     ("local-profile-pattern", LOCAL, {"instanceTypes": ["local-0cpu"]}, "spec.instanceTypes[0]"),
+    ("autoscaling-min-above-max", SAGEMAKER, {"autoscaling": {"minInvocationsPerMinute": 5000,
+                                                              "maxInvocationsPerMinute": 4000}},
+     "spec.autoscaling.minInvocationsPerMinute"),
+    ("autoscaling-without-max", SAGEMAKER, {"autoscaling": {"minInvocationsPerMinute": 5000}},
+     "spec.autoscaling.maxInvocationsPerMinute"),
+    ("autoscaling-cpu-target-above-100", SAGEMAKER, {"autoscaling": {
+        "targetCpuUtilizationPerCore": 101, "minInvocationsPerMinute": 0, "maxInvocationsPerMinute": 1}},
+     "spec.autoscaling.targetCpuUtilizationPerCore"),
+    ("autoscaling-cpu-target-zero", SAGEMAKER, {"autoscaling": {
+        "targetCpuUtilizationPerCore": 0, "minInvocationsPerMinute": 0, "maxInvocationsPerMinute": 1}},
+     "spec.autoscaling.targetCpuUtilizationPerCore"),
+    ("promotion-max-replicas-path", SAGEMAKER, {"promotion": {"target": {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud"},
+        "fieldPaths": {"maxReplicas": "spec.max replicas"}}}, "spec.promotion.fieldPaths.maxReplicas"),
 ]
 
 
@@ -300,7 +314,12 @@ def test_invalid_manifest_is_rejected_naming_the_field(api, crd_installed, case,
 
 def test_the_valid_bases_are_accepted(api, crd_installed):
     objects = client.CustomObjectsApi(api)
-    for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL), ("kubernetes-base", KUBERNETES)):
+    scaled = merged(SAGEMAKER, {"autoscaling": {"minInvocationsPerMinute": 30000, "maxInvocationsPerMinute": 30000},
+                                "promotion": {"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud"},
+                                              "fieldPaths": {"minReplicas": "spec.template.metadata.annotations.min",
+                                                             "maxReplicas": "spec.replicas"}}})
+    for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL), ("kubernetes-base", KUBERNETES),
+                       ("autoscaling-min-equals-max", scaled)):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
 

@@ -163,3 +163,17 @@ def test_instance_type_lists_hold_every_real_time_instance_type():
     assert supported["maxItems"] >= len(set(real_time))
     assert crd_node("instanceTypes")["maxItems"] == supported["maxItems"]
 
+
+
+def test_autoscaling_limits_are_get_scaling_configuration_recommendations():
+    request = botocore.session.get_session().get_service_model("sagemaker") \
+        .operation_model("GetScalingConfigurationRecommendation").input_shape
+    target = request.members["TargetCpuUtilizationPerCore"]
+    node = crd_node("autoscaling.targetCpuUtilizationPerCore")
+    assert (node["minimum"], node["maximum"]) == (target.metadata["min"], target.metadata["max"]) == (1, 100)
+    assert "default value is 50" in target.documentation and node["default"] == 50
+    # The service model bounds neither rate; the CRD asks for a peak of at least one invocation a minute.
+    objective = request.members["ScalingPolicyObjective"].members
+    assert set(objective) == {"MinInvocationsPerMinute", "MaxInvocationsPerMinute"}
+    assert all("min" not in member.metadata for member in objective.values())
+    assert crd_node("autoscaling")["required"] == ["minInvocationsPerMinute", "maxInvocationsPerMinute"]

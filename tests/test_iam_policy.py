@@ -29,8 +29,10 @@ SAMPLES = REPO / "manifests" / "samples"
 JOB_ARN = "arn:aws:sagemaker:*:<ACCOUNT_ID>:inference-recommendations-job/*"
 JOB_ROLE_ARN = "arn:aws:iam::<ACCOUNT_ID>:role/<JOB_ROLE_NAME>"
 PLACEHOLDERS = {"<ACCOUNT_ID>", "<JOB_ROLE_NAME>"}
-# Operations that act on one inference recommendations job, so their Resource is the job ARN pattern.
-JOB_SCOPED = re.compile(r"^(\w+InferenceRecommendationsJob(Steps)?|ListTags|AddTags)$")
+# Operations that act on one inference recommendations job (GetScalingConfigurationRecommendation names the job
+# whose recommendation it scales), so their Resource is the job ARN pattern.
+JOB_SCOPED = re.compile(r"^(\w+InferenceRecommendationsJob(Steps)?|GetScalingConfigurationRecommendation|ListTags|"
+                        r"AddTags)$")
 
 
 # -- what the code calls -------------------------------------------------------------------------------------

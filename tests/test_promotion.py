@@ -169,6 +169,73 @@ def test_kserve_gets_the_node_selector_and_resources_a_kubernetes_winner_was_mea
                   "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]}}}}
 
 
+SCALING = {"source": "SageMaker", "objective": {"targetCpuUtilizationPerCore": 60, "minInvocationsPerMinute": 1000,
+                                                "maxInvocationsPerMinute": 60000},
+           "minCapacity": 1, "maxCapacity": 4, "scaleInCooldown": 300, "scaleOutCooldown": 60,
+           "policies": [{"targetValue": 16213.0, "predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}]}
+SCALED_BEST = {**BEST, "scaling": SCALING}
+KSERVE_LIVE = {"spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}}}
+
+
+def replicas_of(live: dict, best: dict) -> dict:
+    body = paths.apply_body(live, targets.kserve_assignments(live, Configuration.from_row(best)))
+    return {k: v for k, v in body["spec"]["predictor"].items() if k in ("minReplicas", "maxReplicas", "scaleMetric",
+                                                                       "scaleTarget")}
+
+
+def test_kserve_gets_the_scalings_capacities_and_requests_per_second_for_knative():
+    # 16213 invocations/min per instance is 270.2 requests/s per replica: rounded down, to scale out earlier.
+    assert replicas_of(KSERVE_LIVE, SCALED_BEST) == {"minReplicas": 1, "maxReplicas": 4, "scaleMetric": "rps",
+                                                     "scaleTarget": 270}
+
+
+@pytest.mark.parametrize("where", [
+    {"metadata": {"annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}}},
+    {"metadata": {"annotations": {"serving.kserve.io/deploymentMode": "Standard"}}},
+    {"status": {"deploymentMode": "RawDeployment"}},
+], ids=["annotation-raw", "annotation-standard", "status"])
+def test_kserve_in_raw_mode_tracks_cpu_because_its_hpa_takes_no_requests_per_second(where):
+    assert replicas_of({**KSERVE_LIVE, **where}, SCALED_BEST) == {"minReplicas": 1, "maxReplicas": 4,
+                                                                  "scaleMetric": "cpu", "scaleTarget": 60}
+
+
+def test_kserve_keeps_its_own_autoscaler_settings_when_the_scaling_tracks_nothing_it_knows():
+    custom = {**SCALING, "policies": [{"targetValue": 20.0, "customizedMetric": {
+        "metricName": "ModelLatency", "namespace": "AWS/SageMaker", "statistic": "Average"}}]}
+    assert replicas_of(KSERVE_LIVE, {**BEST, "scaling": custom}) == {"minReplicas": 1, "maxReplicas": 4}
+
+
+@pytest.mark.parametrize("scaling", [None, {"source": "SageMaker", "objective": SCALING["objective"],
+                                            "refused": {"reason": "AccessDenied", "message": "denied"}}],
+                         ids=["no-autoscaling", "refused"])
+def test_kserve_without_a_scaling_gets_the_measured_count_as_before(scaling):
+    best = {**BEST, "scaling": scaling} if scaling else BEST
+    assert replicas_of(KSERVE_LIVE, best) == {"minReplicas": 2}
+
+
+def test_generic_replica_field_paths_take_the_capacities_and_only_when_there_are_some():
+    field_paths = spec.FieldPaths(instance_count="spec.replicas", min_replicas="spec.autoscale.min",
+                                  max_replicas="spec.autoscale.max")
+    assert targets.generic_assignments(field_paths, Configuration.from_row(SCALED_BEST)) == [
+        (("spec", "replicas"), 2), (("spec", "autoscale", "min"), 1), (("spec", "autoscale", "max"), 4)]
+    assert targets.generic_assignments(field_paths, Configuration.from_row(BEST)) == [(("spec", "replicas"), 2)]
+
+
+def test_an_apply_retried_after_a_failure_keeps_the_scaling_it_recorded():
+    target = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "fraud"}
+    ref = ObjectRef(target["apiVersion"], "InferenceService", NS, "fraud")
+    step = flow.advance(context(target=target, best=SCALED_BEST, world=World({ref: KSERVE_LIVE})))
+    first = step.effect.bodies
+    assert first[0]["spec"]["predictor"]["maxReplicas"] == 4
+    step = flow.advance(context(step.memory, target=target, best=SCALED_BEST,
+                                applied=ApplyResult((), error="the webhook timed out")))
+    assert step.promoted[:2] == (st.FALSE, "TargetError")
+    # Carried on from status.promotion.pending, whose record keeps no scaling: the recorded body is applied again,
+    # not one rebuilt without maxReplicas (which would take the field away).
+    again = flow.advance(context(step.memory, target=target, best=SCALED_BEST, world=World({ref: KSERVE_LIVE})))
+    assert again.effect.bodies == first
+
+
 def test_kserve_without_a_container_is_unsupported():
     with pytest.raises(targets.TargetProblem) as problem:
         targets.kserve_assignments({"spec": {"predictor": {}}}, Configuration.from_row(BEST))

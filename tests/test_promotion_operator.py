@@ -308,6 +308,44 @@ def test_kserve_promotion_respects_other_managers_then_takes_over_when_told(api,
     assert runner.exception is None, runner.output
 
 
+def test_kserve_promotion_carries_sagemakers_scaling_recommendation_asked_once(api, crd_installed, kinds, namespace):
+    sim = SimulatedInferenceRecommender(results=advanced_recommendations)
+    sim.install()
+    isvc = {"apiVersion": KSERVE, "kind": "InferenceService", "metadata": {"name": "fraud", "namespace": namespace},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "storageUri": "s3://b/model"}}}}
+    apply_as(kinds["InferenceService"], isvc, "kubectl")
+    body = sample("fraud-advanced")
+    body["spec"]["autoscaling"] = {"targetCpuUtilizationPerCore": 60, "minInvocationsPerMinute": 1000,
+                                   "maxInvocationsPerMinute": 60000}
+    body["spec"]["promotion"] = {"mode": "Automatic",
+                                 "target": {"apiVersion": KSERVE, "kind": "InferenceService", "name": "fraud"}}
+    with KopfRunner(operator_args(namespace)) as runner:
+        create(api, namespace, body)
+        live = wait_for(lambda: (i := get(kinds["InferenceService"], namespace, "fraud"))
+                        and i["spec"]["predictor"].get("maxReplicas") and i)
+        # The simulated service: the winner's 42604/min over 2 instances, 60 % of 21302 = 12781/min per instance.
+        predictor = live["spec"]["predictor"]
+        assert {k: predictor[k] for k in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")} == {
+            "minReplicas": 1, "maxReplicas": 5, "scaleMetric": "rps", "scaleTarget": 213}
+        scaling = read(api, namespace, "fraud-advanced")["status"]["best"]["scaling"]
+        assert (scaling["source"], scaling["minCapacity"], scaling["maxCapacity"]) == ("SageMaker", 1, 5)
+        assert scaling["objective"] == body["spec"]["autoscaling"]
+        play_controller(kinds["InferenceService"], namespace, "fraud",
+                        {"observedGeneration": live["metadata"]["generation"],
+                         "conditions": [{"type": "Ready", "status": "True"}]})
+        promoted = wait_promoted(api, namespace, "fraud-advanced", "True", "Promoted")
+        assert condition(promoted, "ScalingRecommended")["status"] == "True"
+        assert ("Normal", "ScalingRecommended") in events(api, namespace, "fraud-advanced")
+    assert runner.exception is None, runner.output
+    asked = [params for operation, params in sim.calls if operation == "GetScalingConfigurationRecommendation"]
+    assert [p["RecommendationId"] for p in asked] == [promoted["status"]["best"]["recommendationId"]]
+    # A restarted operator finds the answer in status and asks nothing again.
+    with KopfRunner(operator_args(namespace)) as restarted:
+        time.sleep(3)
+    assert restarted.exception is None, restarted.output
+    assert sim.count("GetScalingConfigurationRecommendation") == 1
+
+
 def test_generic_targets_missing_or_unknown_are_reported_and_promoted_once_they_exist(api, crd_installed, kinds,
                                                                                       namespace):
     SimulatedInferenceRecommender(results=advanced_recommendations).install()

@@ -16,9 +16,11 @@ from rightsizer import status as st
 from rightsizer.backends import base, registry
 from rightsizer.backends.base import Adopted, NameTaken, Rejected, StopDone, Submitted, Timing
 from rightsizer.backends.sagemaker import translate
+from rightsizer import model
 from rightsizer.model import EndpointPerformance, JobSnapshot, Owner, Progress, Recommendation, StepFailure, StepSummary
 from rightsizer.reconcile import (CallRefused, DescribeJob, EmitEvent, JobMissing, JobSeen, Observation, Outcome,
-                                  RetryLater, StopJob, SubmitJob, job_may_be_running, reconcile, stops_on_delete)
+                                  RecommendScaling, RetryLater, ScalingAnswer, ScalingRefused, StopJob, SubmitJob,
+                                  job_may_be_running, reconcile, stops_on_delete)
 from rightsizer import state as state_module
 from rightsizer.state import JobState
 from conftest import load_samples
@@ -685,11 +687,11 @@ def seconds(value: float) -> datetime.timedelta:
 
 
 def answer(job: JobSnapshot | None = None, job_missing: bool = False, rejected: Rejected | None = None,
-           submit_result=None, stop_result=None, world=None, applied=None, deleted=None):
+           submit_result=None, stop_result=None, world=None, applied=None, deleted=None, scaling_answer=None):
     """The one result of the last action, named by what it answers."""
     given = [value for value in (JobSeen(job) if job is not None else None, JobMissing() if job_missing else None,
                                  CallRefused(rejected) if rejected is not None else None, submit_result, stop_result,
-                                 world, applied, deleted) if value is not None]
+                                 world, applied, deleted, scaling_answer) if value is not None]
     assert len(given) <= 1
     return given[0] if given else None
 
@@ -720,7 +722,8 @@ def events_of(outcome: Outcome) -> list[EmitEvent]:
 
 # Which action each result field of an Observation answers.
 ANSWERS = {"submit_result": (SubmitJob,), "job": (DescribeJob,), "job_missing": (DescribeJob,),
-           "stop_result": (StopJob,), "rejected": (SubmitJob, DescribeJob, StopJob)}  # the shell refuses any call it cannot make
+           "stop_result": (StopJob,), "rejected": (SubmitJob, DescribeJob, StopJob),
+           "scaling_answer": (RecommendScaling,)}  # the shell refuses any call it cannot make
 
 
 @dataclasses.dataclass
@@ -757,7 +760,7 @@ def run(spec: dict, status: dict, *observations: Observation) -> Trace:
             if isinstance(observation.submit_result, Adopted):
                 assert observation.submit_result.snapshot.job_name == effect.plan.job_name
         outcome = reconcile(spec, trace.status, observation)
-        effects = [a for a in outcome.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob))]
+        effects = [a for a in outcome.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob, RecommendScaling))]
         assert len(effects) <= 1 and outcome.actions[len(outcome.actions) - len(effects):] == tuple(effects)
         said = [(event.reason, event.message) for event in events_of(outcome)]
         assert len(said) == len(set(said)), "events are de-duplicated by (reason, message)"
@@ -768,7 +771,7 @@ def run(spec: dict, status: dict, *observations: Observation) -> Trace:
         # patches nothing.
         typed = JobState.from_storage(trace.status)
         assert typed.for_storage() == trace.status and state_module.changes(typed, typed) == {}
-        if effects and not observation.deleting:
+        if effects and not observation.deleting and not isinstance(effects[0], RecommendScaling):
             # Write-ahead: the status names a job before any action can create, look at or stop it.
             named = effects[0].plan.job_name if isinstance(effects[0], SubmitJob) else effects[0].job_name
             assert trace.status["jobName"] == named
@@ -1829,3 +1832,151 @@ def test_rows_and_best_keep_what_inference_recommender_measured_exactly():
     reread = [Recommendation.from_status_row(row) for row in status["recommendations"]]
     assert {r.recommendation_id: r.provenance() for r in reread} == {r.recommendation_id: r.provenance()
                                                                       for r in named(name)}
+
+
+# -- spec.autoscaling -> status.best.scaling ------------------------------------------------------------------------
+
+AUTOSCALING = {"minInvocationsPerMinute": 1000, "maxInvocationsPerMinute": 60000}
+OBJECTIVE = spec_module.Autoscaling(50, 1000, 60000)
+SCALED = {**DEFAULT, "autoscaling": AUTOSCALING}
+SAGEMAKER_SCALING = model.Scaling(
+    OBJECTIVE, "SageMaker", "GetScalingConfigurationRecommendation for the recommendation x of job y",
+    min_capacity=1, max_capacity=4, scale_in_cooldown=300, scale_out_cooldown=60,
+    policies=(model.TargetTrackingPolicy(16213.0, model.INVOCATIONS_PER_INSTANCE),), invocations_per_instance=32427,
+    model_latency=13)
+
+
+def scaling_condition(status: dict) -> tuple[str, str, str]:
+    found = by_type(status["conditions"])["ScalingRecommended"]
+    return found["status"], found["reason"], found["message"]
+
+
+def test_a_completed_job_asks_for_the_scaling_of_its_best_once():
+    running_status, name = running(SCALED)
+    assert scaling_condition(running_status)[:2] == ("Unknown", "ScalingPending")
+    status, name = completed(SCALED, default_recommendations)
+    done = reconcile(SCALED, status, at(T2))  # what the shell sees again if it died before the answer came
+    assert done.effect == RecommendScaling(base.ScalingCall(OBJECTIVE, {
+        "InferenceRecommendationsJobName": name, "RecommendationId": f"{name}/00000004",
+        "TargetCpuUtilizationPerCore": 50,
+        "ScalingPolicyObjective": {"MinInvocationsPerMinute": 1000, "MaxInvocationsPerMinute": 60000}}))
+    assert "scaling" not in status["best"]
+    # A look is due soon while the call is out: a restart asks again, and the poll timer stays on for a promotion.
+    assert status["nextPollTime"] == st.timestamp(T2 + seconds(SAGEMAKER.first_poll(TIMING)))
+
+    answered = run(SCALED, status, at(T2), at(T2, scaling_answer=ScalingAnswer(SAGEMAKER_SCALING)))
+    assert answered.effects == [done.effect, None] and "nextPollTime" not in answered.status
+    assert answered.status["best"]["scaling"] == {
+        "source": "SageMaker", "derivation": "GetScalingConfigurationRecommendation for the recommendation x of job y",
+        "objective": {"targetCpuUtilizationPerCore": 50, "minInvocationsPerMinute": 1000,
+                      "maxInvocationsPerMinute": 60000},
+        "minCapacity": 1, "maxCapacity": 4, "scaleInCooldown": 300, "scaleOutCooldown": 60,
+        "policies": [{"targetValue": 16213.0, "predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}],
+        "metrics": {"invocationsPerInstance": 32427, "modelLatency": 13}}
+    message = ("ml.m5.2xlarge for 1000-60000 invocations/min at 50 % CPU per core: 1-4 instances, "
+               "SageMakerVariantInvocationsPerInstance at 16213 (SageMaker)")
+    assert scaling_condition(answered.status) == ("True", "ScalingRecommended", message)
+    assert answered.events == [EmitEvent("Normal", "ScalingRecommended", message)]
+    # Status is the memory: a restart, a poll, days later, ask nothing again.
+    assert_settled(SCALED, answered.status, T2 + datetime.timedelta(days=3))
+
+
+def test_a_refused_scaling_request_is_a_warning_and_not_asked_again_until_spec_autoscaling_changes():
+    status, name = completed(SCALED, default_recommendations)
+    denied = Rejected("AccessDenied", "AccessDeniedException: not authorized to perform "
+                                      "sagemaker:GetScalingConfigurationRecommendation", retryable_later=True)
+    refused = run(SCALED, status, at(T2), at(T2, scaling_answer=ScalingRefused(denied)))
+    assert refused.status["best"]["scaling"]["refused"] == {"reason": "AccessDenied", "message": denied.message}
+    status_, reason, message = scaling_condition(refused.status)
+    assert (status_, reason) == ("False", "AccessDenied") and message.startswith(f"SageMaker: {denied.message}")
+    assert refused.events == [EmitEvent("Warning", "AccessDenied", message)]
+    # Ready stays as selected: the best configuration is still the answer to the job.
+    assert by_type(refused.status["conditions"])["Ready"]["reason"] == "BestSelected"
+    assert_settled(SCALED, refused.status, T2 + datetime.timedelta(hours=1))
+    # An edit of spec.autoscaling asks again; the job is not run again.
+    busier = {**SCALED, "autoscaling": {**AUTOSCALING, "maxInvocationsPerMinute": 90000}}
+    again = reconcile(busier, refused.status, at(T2, generation=2))
+    assert isinstance(again.effect, RecommendScaling)
+    assert again.effect.call.request["ScalingPolicyObjective"]["MaxInvocationsPerMinute"] == 90000
+
+
+def test_removing_spec_autoscaling_removes_the_scaling_and_its_condition():
+    status, name = completed(SCALED, default_recommendations)
+    status = run(SCALED, status, at(T2, scaling_answer=ScalingAnswer(SAGEMAKER_SCALING))).status
+    trace = run(DEFAULT, status, at(T2, generation=2))
+    assert "scaling" not in trace.status["best"]
+    assert "ScalingRecommended" not in by_type(trace.status["conditions"]) and trace.last.effect is None
+
+
+def test_a_re_selection_keeps_the_scaling_of_a_best_that_stays_and_asks_for_a_new_one():
+    status, name = completed(SCALED, default_recommendations)
+    status = run(SCALED, status, at(T2, scaling_answer=ScalingAnswer(SAGEMAKER_SCALING))).status
+    cheaper_per_hour = {**SCALED, "selection": {"objective": "CostPerInference", "constraints": {
+        "maxModelLatencyMs": 100, "minInvocationsPerMinute": 30000}}}
+    kept = run(cheaper_per_hour, status, at(T2, generation=2))
+    assert kept.status["best"]["recommendationId"] == status["best"]["recommendationId"]
+    assert kept.status["best"]["scaling"] == status["best"]["scaling"] and kept.last.effect is None
+    fastest = {**SCALED, "selection": {"objective": "ModelLatency"}}
+    moved = reconcile(fastest, status, at(T2, generation=3))
+    best = apply(status, moved)["best"]
+    assert best["recommendationId"] != status["best"]["recommendationId"] and "scaling" not in best
+    assert moved.effect.call.request["RecommendationId"] == best["recommendationId"]
+
+
+def test_a_stopped_sagemaker_jobs_partial_best_gets_no_scaling_and_no_call():
+    status, name = running(SCALED)
+    partial = default_recommendations(name)[:2]
+    trace = run(SCALED, status, at(T1), at(T1, job=snapshot(name, "STOPPED", recommendations=partial,
+                                                            steps=StepSummary(5, {"COMPLETED": 2, "STOPPED": 3}))))
+    assert trace.effects == [DescribeJob(name), None]
+    assert trace.status["best"]["scaling"]["refused"]["reason"] == "JobNotCompleted"
+    status_, reason, message = scaling_condition(trace.status)
+    assert (status_, reason) == ("False", "JobNotCompleted")
+    assert f"job {name} is STOPPED: SageMaker recommends scaling only for a completed" in message
+
+
+def test_a_job_whose_configurations_all_miss_the_sla_has_nothing_to_scale():
+    strict = {**SCALED, "selection": {"constraints": {"maxModelLatencyMs": 1}}}
+    status, _ = completed(strict, default_recommendations)
+    assert scaling_condition(status) == ("False", "NoBestConfiguration",
+                                         "no configuration was selected: there is nothing to scale")
+    assert reconcile(strict, status, at(T2)).effect is None
+
+
+def test_a_local_job_derives_its_scaling_in_the_visit_it_completes():
+    spec = {**sample("fraud-local"), "autoscaling": {"minInvocationsPerMinute": 0, "maxInvocationsPerMinute": 60000}}
+    status = apply({}, reconcile(spec, {}, Observation(generation=1, now=T0, owner=LOCAL_OWNER)))
+    name = status["jobName"]
+    status = apply(status, reconcile(spec, status, Observation(generation=1, now=T0, owner=LOCAL_OWNER,
+                                                               result=Submitted(f"local:ml/{name}"))))
+    done = JobSnapshot(name, "COMPLETED", completion_time=T2, recommendations=local_rows(name, 3),
+                       steps=StepSummary(8, {"COMPLETED": 3, "FAILED": 5}), progress=Progress(8, 8))
+    outcome = reconcile(spec, status, Observation(generation=1, now=T2, owner=LOCAL_OWNER, result=JobSeen(done)))
+    status = apply(status, outcome)
+    assert outcome.effect is None
+    scaling = status["best"]["scaling"]
+    # local-1cpu at 22000/min per instance and 99 % CPU: 50 % per core at 22000 x 50/99 = 11111/min.
+    assert (scaling["source"], scaling["minCapacity"], scaling["maxCapacity"]) == ("the local backend", 1, 3)
+    assert scaling["policies"] == [{"targetValue": 11111.0,
+                                    "predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}]
+    assert scaling_condition(status)[:2] == ("True", "ScalingRecommended")
+    assert_admissible(status)
+
+
+def test_promotion_waits_for_the_scaling_and_gives_it_to_the_kserve_predictor():
+    from rightsizer.promotion.objects import ObjectRef, ReadWorld, World
+    spec = {**copy.deepcopy(ADVANCED), "autoscaling": AUTOSCALING}
+    spec["promotion"] = {"mode": "Automatic", "target": {"apiVersion": "serving.kserve.io/v1beta1",
+                                                         "kind": "InferenceService", "name": "fraud"}}
+    status, name = completed(spec, advanced_recommendations)
+    assert "promotion" not in status  # the completing visit asked for the scaling instead of reading the target
+    ref = ObjectRef("serving.kserve.io/v1beta1", "InferenceService", OWNER.namespace, "fraud")
+    live = {"metadata": {"name": "fraud", "generation": 1},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}}}}}
+    trace = run(spec, status, at(T2), at(T2, scaling_answer=ScalingAnswer(SAGEMAKER_SCALING)),
+                at(T2, world=World({ref: live})))
+    assert isinstance(trace.effects[0], RecommendScaling) and trace.effects[1] == ReadWorld((ref,))
+    predictor = trace.last.effect.bodies[0]["spec"]["predictor"]
+    # 16213 invocations/min per instance -> 270 requests/s per replica for the Knative autoscaler.
+    assert {k: predictor[k] for k in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")} == {
+        "minReplicas": 1, "maxReplicas": 4, "scaleMetric": "rps", "scaleTarget": 270}

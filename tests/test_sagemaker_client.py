@@ -22,6 +22,7 @@ from rightsizer import spec as spec_module
 from rightsizer import model
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import client as sm
+from rightsizer.backends.sagemaker import translate
 from rightsizer.backends.sagemaker.client import RateLimiter, SageMakerBackend, use_client_factory
 from conftest import load_samples
 from seed import seed_step
@@ -434,6 +435,108 @@ def test_stop_errors(stubber, backend):
         backend.stop(JOB)
     assert denied.value.rejected.reason == "AccessDenied"
     stubber.assert_no_pending_responses()
+
+
+# -- GetScalingConfigurationRecommendation --------------------------------------------------------------------------
+
+OBJECTIVE = spec_module.Autoscaling(target_cpu_utilization_per_core=50, min_invocations_per_minute=1000,
+                                    max_invocations_per_minute=60000)
+RECOMMENDATION_ID = f"{JOB}/a1b2c3d4"
+SCALING_REQUEST = {"InferenceRecommendationsJobName": JOB, "RecommendationId": RECOMMENDATION_ID,
+                   "TargetCpuUtilizationPerCore": 50,
+                   "ScalingPolicyObjective": {"MinInvocationsPerMinute": 1000, "MaxInvocationsPerMinute": 60000}}
+SCALING_CALL = base.ScalingCall(OBJECTIVE, SCALING_REQUEST)
+
+
+def scaling_response(**dynamic):
+    """SageMaker's answer as botocore's model shapes it: the request echoed, the metric, the configuration."""
+    return {**SCALING_REQUEST, "Metric": {"InvocationsPerInstance": 16213, "ModelLatency": 13},
+            "DynamicScalingConfiguration": {
+                "MinCapacity": 1, "MaxCapacity": 8, "ScaleInCooldown": 300, "ScaleOutCooldown": 60,
+                "ScalingPolicies": [{"TargetTracking": {
+                    "MetricSpecification": {"Predefined": {"PredefinedMetricType":
+                                                           "SageMakerVariantInvocationsPerInstance"}},
+                    "TargetValue": 8106.0}}], **dynamic}}
+
+
+def test_the_scaling_request_is_the_one_botocore_validates(stubber, backend):
+    best = model.Recommendation(RECOMMENDATION_ID, "ml.m5.2xlarge", 1, {}, {}, recommended=True,
+                                endpoint_name="sm-epc-4")
+    assert translate.scaling_request(JOB, best, OBJECTIVE) == SCALING_REQUEST
+
+
+def test_recommend_scaling_reads_capacities_cooldowns_policies_and_metric(stubber, backend):
+    stubber.add_response("get_scaling_configuration_recommendation", scaling_response(), SCALING_REQUEST)
+    scaling = backend.recommend_scaling(SCALING_CALL)
+    stubber.assert_no_pending_responses()
+    assert scaling == model.Scaling(
+        OBJECTIVE, "SageMaker", f"GetScalingConfigurationRecommendation for the recommendation {RECOMMENDATION_ID} "
+                                f"of job {JOB}",
+        min_capacity=1, max_capacity=8, scale_in_cooldown=300, scale_out_cooldown=60,
+        policies=(model.TargetTrackingPolicy(8106.0, "SageMakerVariantInvocationsPerInstance"),),
+        invocations_per_instance=16213, model_latency=13)
+    assert scaling.target(model.INVOCATIONS_PER_INSTANCE) == 8106.0 and scaling.capacities == (1, 8)
+
+
+def test_recommend_scaling_keeps_a_customized_metric_and_skips_a_policy_without_a_target(stubber, backend):
+    customized = {"TargetTracking": {"MetricSpecification": {"Customized": {
+        "MetricName": "ModelLatency", "Namespace": "AWS/SageMaker", "Statistic": "Average"}}, "TargetValue": 50000.0}}
+    stubber.add_response("get_scaling_configuration_recommendation",
+                         scaling_response(ScalingPolicies=[customized, {"TargetTracking": {}}]), SCALING_REQUEST)
+    scaling = backend.recommend_scaling(SCALING_CALL)
+    assert scaling.policies == (model.TargetTrackingPolicy(
+        50000.0, None, model.CustomizedMetric("ModelLatency", "AWS/SageMaker", "Average")),)
+    assert scaling.policies[0].metric == "AWS/SageMaker/ModelLatency"
+    assert model.Scaling.from_row(scaling.to_row()) == scaling  # as status.best.scaling keeps it
+
+
+def test_an_answer_without_capacities_is_a_refusal_not_a_configuration(stubber, backend):
+    stubber.add_response("get_scaling_configuration_recommendation",
+                         {**SCALING_REQUEST, "DynamicScalingConfiguration": {}}, SCALING_REQUEST)
+    scaling = backend.recommend_scaling(SCALING_CALL)
+    assert scaling.capacities is None and scaling.refused.reason == "NoRecommendation"
+    assert RECOMMENDATION_ID in scaling.refused.message
+
+
+@pytest.mark.parametrize("code,message,reason", [
+    ("ValidationException", f"Inference recommendations job {JOB} is in IN_PROGRESS status, not COMPLETED",
+     "JobNotCompleted"),
+    ("ValidationException", "The job has not completed yet", "JobNotCompleted"),
+    ("ResourceNotFound", f"Recommendation {RECOMMENDATION_ID} not found", "RecommendationNotFound"),
+    ("ValidationException", f"RecommendationId {RECOMMENDATION_ID} does not exist in job {JOB}",
+     "RecommendationNotFound"),
+    ("ValidationException", "1 validation error detected", "ValidationFailed"),
+    ("AccessDeniedException", "not authorized to perform: sagemaker:GetScalingConfigurationRecommendation",
+     "AccessDenied"),
+], ids=["not-completed", "not-completed-worded-otherwise", "unknown-recommendation", "unknown-recommendation-worded",
+        "other-validation", "access-denied"])
+def test_a_refused_scaling_request_says_what_it_asked_about(stubber, backend, code, message, reason):
+    stubber.add_client_error("get_scaling_configuration_recommendation", code, message, 400,
+                             expected_params=SCALING_REQUEST)
+    with pytest.raises(base.RejectedError) as refused:
+        backend.recommend_scaling(SCALING_CALL)
+    assert refused.value.rejected.reason == reason
+    assert message in refused.value.rejected.message
+    assert f"recommendation {RECOMMENDATION_ID} of job {JOB}" in refused.value.rejected.message
+    stubber.assert_no_pending_responses()
+
+
+def test_a_scaling_request_by_benchmark_endpoint_names_the_endpoint_when_refused(stubber, backend):
+    request = {**{k: v for k, v in SCALING_REQUEST.items() if k != "RecommendationId"}, "EndpointName": "sm-epc-c5x"}
+    stubber.add_client_error("get_scaling_configuration_recommendation", "ResourceNotFound", "no such endpoint", 400,
+                             expected_params=request)
+    with pytest.raises(base.RejectedError) as refused:
+        backend.recommend_scaling(base.ScalingCall(OBJECTIVE, request))
+    assert refused.value.rejected.reason == "RecommendationNotFound"
+    assert f"benchmark endpoint sm-epc-c5x of job {JOB}" in refused.value.rejected.message
+
+
+def test_a_throttled_scaling_request_is_transient(stubber, backend):
+    stubber.add_client_error("get_scaling_configuration_recommendation", "ThrottlingException", "Rate exceeded", 400,
+                             expected_params=SCALING_REQUEST)
+    with pytest.raises(base.TransientBackendError) as throttled:
+        backend.recommend_scaling(SCALING_CALL)
+    assert throttled.value.throttled
 
 
 class Counting(RateLimiter):

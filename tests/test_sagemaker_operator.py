@@ -361,6 +361,29 @@ def test_a_validation_error_is_not_retried(api, namespace, operator):
     assert not (read(api, namespace, "fraud-default")["metadata"].get("finalizers"))
 
 
+def test_a_refused_scaling_request_is_a_warning_asked_once_and_the_best_stays_selected(api, namespace, operator):
+    sim = SimulatedInferenceRecommender()
+    sim.install()
+    sim.inject("GetScalingConfigurationRecommendation", "AccessDeniedException", times=10,
+               message="User is not authorized to perform: sagemaker:GetScalingConfigurationRecommendation")
+    body = sample("fraud-default")
+    body["spec"]["autoscaling"] = {"minInvocationsPerMinute": 1000, "maxInvocationsPerMinute": 60000}
+    create(api, namespace, body)
+
+    def refused():
+        found = read(api, namespace, "fraud-default") or {}
+        return found if condition(found, "ScalingRecommended").get("status") == "False" else None
+    found = wait_for(refused)
+    scaling = condition(found, "ScalingRecommended")
+    assert scaling["reason"] == "AccessDenied" and "GetScalingConfigurationRecommendation" in scaling["message"]
+    assert found["status"]["best"]["scaling"]["refused"]["reason"] == "AccessDenied"
+    assert (condition(found, "Ready")["status"], condition(found, "Ready")["reason"]) == ("True", "BestSelected")
+    wait_for(lambda: ("Warning", "AccessDenied") in events(api, namespace, "fraud-default"))
+    time.sleep(2)  # 100 s of operator time: a refusal is not asked again on its own
+    assert sim.count("GetScalingConfigurationRecommendation") == 1
+    assert "nextPollTime" not in read(api, namespace, "fraud-default")["status"]
+
+
 def test_an_invalid_spec_makes_no_sagemaker_call(api, namespace, operator):
     sim = SimulatedInferenceRecommender()
     sim.install()

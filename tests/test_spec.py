@@ -548,6 +548,37 @@ def test_parse_reads_the_promotion_with_the_crds_defaults():
             parsed.promotion.field_paths) == (spec_module.PromotionMode.DRY_RUN, True, 600, None)
 
 
+def test_parse_reads_autoscaling_with_sagemakers_default_cpu_target():
+    parsed = parse(advanced(autoscaling={"minInvocationsPerMinute": 1000, "maxInvocationsPerMinute": 30000}))
+    assert parsed.autoscaling == spec_module.Autoscaling(target_cpu_utilization_per_core=50,
+                                                         min_invocations_per_minute=1000,
+                                                         max_invocations_per_minute=30000)
+    assert parsed.autoscaling.describe() == "1000-30000 invocations/min at 50 % CPU per core"
+    assert parse(advanced()).autoscaling is None
+
+
+def test_an_autoscaling_minimum_above_its_maximum_is_refused_naming_both():
+    # The CRD's rule; a file read without the API server (rightsizer run, validate) meets it here.
+    assert errors_of(advanced(autoscaling={"minInvocationsPerMinute": 5000, "maxInvocationsPerMinute": 4000})) == [
+        "spec.autoscaling.minInvocationsPerMinute (5000) must not exceed spec.autoscaling.maxInvocationsPerMinute "
+        "(4000)"]
+
+
+def test_an_autoscaling_edit_keeps_the_job():
+    plain = advanced()
+    scaled = advanced(autoscaling={"targetCpuUtilizationPerCore": 70, "minInvocationsPerMinute": 0,
+                                   "maxInvocationsPerMinute": 30000})
+    assert dict(parse(scaled).job_definition) == dict(parse(plain).job_definition)  # what the job's name hashes
+
+
+def test_parse_reads_the_replica_field_paths():
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud"}
+    parsed = parse(advanced(promotion={"target": target, "fieldPaths": {"minReplicas": "spec.minReplicas",
+                                                                        "maxReplicas": "spec.maxReplicas"}}))
+    assert parsed.promotion.field_paths == spec_module.FieldPaths(min_replicas="spec.minReplicas",
+                                                                  max_replicas="spec.maxReplicas")
+
+
 # --- Candidates and grids ----------------------------------------------------------------------------------------
 
 def test_shorthand_gives_every_instance_type_the_shared_grid():

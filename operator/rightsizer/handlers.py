@@ -143,7 +143,11 @@ def _execute(effect: Any, backend_of: Callable[[], base.Backend], owner: Owner,
             return core.JobSeen(snapshot) if snapshot is not None else core.JobMissing()
         if isinstance(effect, core.StopJob):
             return backend_of().stop(effect.job_name)
+        if isinstance(effect, core.RecommendScaling):
+            return core.ScalingAnswer(backend_of().recommend_scaling(effect.call))
     except base.RejectedError as error:
+        if isinstance(effect, core.RecommendScaling):
+            return core.ScalingRefused(error.rejected)
         return core.CallRefused(error.rejected)
     except base.TransientBackendError as error:
         delay = TRANSIENT_RETRY_SECONDS[1 if error.throttled else 0] * max(TIME_SCALE, 0.01)
@@ -263,6 +267,8 @@ def _describe_effect(effect) -> str:
         return effect.plan.job_name
     if isinstance(effect, (core.DescribeJob, core.StopJob)):
         return effect.job_name
+    if isinstance(effect, core.RecommendScaling):
+        return ", ".join(f"{key}={value}" for key, value in effect.call.request.items() if isinstance(value, str))
     if isinstance(effect, promotion_objects.ApplyObjects):
         return ", ".join(ref.describe() for ref in effect.refs())
     if isinstance(effect, promotion_objects.DeleteObjects):

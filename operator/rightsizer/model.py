@@ -12,6 +12,7 @@ import datetime
 import enum
 from typing import Any, Mapping
 
+from rightsizer.spec import Autoscaling
 from rightsizer.status import parse_timestamp, timestamp
 
 
@@ -210,3 +211,125 @@ class JobSnapshot:
     # How many results the backend had when it took this snapshot (a backend whose results live only in the
     # operator's process); the shell hands the snapshot back (Backend.persisted) once status holds them.
     results_version: int | None = None
+
+
+# -- scaling (spec.autoscaling -> status.best.scaling) ------------------------------------------------------------
+
+# The per-instance invocations metric of a SageMaker endpoint variant (Application Auto Scaling's predefined metric
+# type); its target value is invocations per minute per instance. Every backend's policies speak it.
+INVOCATIONS_PER_INSTANCE = "SageMakerVariantInvocationsPerInstance"
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomizedMetric:
+    """A target-tracking policy's CloudWatch metric when it is not a predefined one."""
+
+    metric_name: str | None = None
+    namespace: str | None = None
+    statistic: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetTrackingPolicy:
+    """One target-tracking scaling policy: keep the metric near `target_value`."""
+
+    target_value: float
+    predefined_metric_type: str | None = None
+    customized_metric: CustomizedMetric | None = None
+
+    @classmethod
+    def from_row(cls, raw: Mapping[str, Any]) -> TargetTrackingPolicy:
+        custom = raw.get("customizedMetric")
+        return cls(raw["targetValue"], raw.get("predefinedMetricType"),
+                   CustomizedMetric(custom.get("metricName"), custom.get("namespace"), custom.get("statistic"))
+                   if custom is not None else None)
+
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"targetValue": self.target_value}
+        if self.predefined_metric_type:
+            row["predefinedMetricType"] = self.predefined_metric_type
+        if self.customized_metric is not None:
+            custom = self.customized_metric
+            row["customizedMetric"] = {key: value for key, value in (
+                ("metricName", custom.metric_name), ("namespace", custom.namespace),
+                ("statistic", custom.statistic)) if value is not None}
+        return row
+
+    @property
+    def metric(self) -> str:
+        """How messages name the metric."""
+        if self.predefined_metric_type:
+            return self.predefined_metric_type
+        custom = self.customized_metric
+        return f"{custom.namespace}/{custom.metric_name}" if custom else "an unnamed metric"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingRefusal:
+    """Why a configuration has no scaling: the reason is CamelCase, as a condition's."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """status.best.scaling: how the best configuration should scale for `objective` (spec.autoscaling), in the shape
+    of SageMaker's GetScalingConfigurationRecommendation (DynamicScalingConfiguration and Metric), or why there is
+    none (`refused`). `source` says who answered and `derivation` how."""
+
+    objective: Autoscaling
+    source: str
+    derivation: str = ""
+    min_capacity: int | None = None
+    max_capacity: int | None = None
+    scale_in_cooldown: int | None = None
+    scale_out_cooldown: int | None = None
+    policies: tuple[TargetTrackingPolicy, ...] = ()
+    # What the scaling is based on: invocations per minute one instance serves, and the model latency in ms.
+    invocations_per_instance: int | None = None
+    model_latency: int | None = None
+    refused: ScalingRefusal | None = None
+
+    @property
+    def capacities(self) -> tuple[int, int] | None:
+        """(min, max) instances, when both are known."""
+        if self.min_capacity is None or self.max_capacity is None:
+            return None
+        return self.min_capacity, self.max_capacity
+
+    def target(self, predefined_metric_type: str) -> float | None:
+        """The target value of the policy tracking this predefined metric, if there is one."""
+        return next((p.target_value for p in self.policies if p.predefined_metric_type == predefined_metric_type),
+                    None)
+
+    @classmethod
+    def from_row(cls, raw: Mapping[str, Any]) -> Scaling:
+        objective = raw.get("objective") or {}
+        metrics = raw.get("metrics") or {}
+        refused = raw.get("refused")
+        return cls(
+            objective=Autoscaling(objective.get("targetCpuUtilizationPerCore", 0),
+                                  objective.get("minInvocationsPerMinute", 0),
+                                  objective.get("maxInvocationsPerMinute", 0)),
+            source=raw.get("source", ""), derivation=raw.get("derivation", ""),
+            min_capacity=raw.get("minCapacity"), max_capacity=raw.get("maxCapacity"),
+            scale_in_cooldown=raw.get("scaleInCooldown"), scale_out_cooldown=raw.get("scaleOutCooldown"),
+            policies=tuple(TargetTrackingPolicy.from_row(p) for p in raw.get("policies") or ()),
+            invocations_per_instance=metrics.get("invocationsPerInstance"), model_latency=metrics.get("modelLatency"),
+            refused=ScalingRefusal(refused["reason"], refused["message"]) if refused else None)
+
+    def to_row(self) -> dict[str, Any]:
+        objective = self.objective
+        metrics = {key: value for key, value in (("invocationsPerInstance", self.invocations_per_instance),
+                                                 ("modelLatency", self.model_latency)) if value is not None}
+        row: dict[str, Any] = {
+            "source": self.source, "derivation": self.derivation,
+            "objective": {"targetCpuUtilizationPerCore": objective.target_cpu_utilization_per_core,
+                          "minInvocationsPerMinute": objective.min_invocations_per_minute,
+                          "maxInvocationsPerMinute": objective.max_invocations_per_minute},
+            "minCapacity": self.min_capacity, "maxCapacity": self.max_capacity,
+            "scaleInCooldown": self.scale_in_cooldown, "scaleOutCooldown": self.scale_out_cooldown,
+            "policies": [p.to_row() for p in self.policies] or None, "metrics": metrics or None,
+            "refused": {"reason": self.refused.reason, "message": self.refused.message} if self.refused else None}
+        return {key: value for key, value in row.items() if value is not None and value != ""}

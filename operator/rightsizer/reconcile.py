@@ -34,13 +34,15 @@ MAX_FAILED_STEPS = 10
 MAX_PROGRESS_RUNS = 100  # status.progress.runs' maxItems: runs beyond it are not kept across a restart
 # status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
 MAX_FAILURE_REASON_CHARS = 4096
+MAX_SCALING_MESSAGE_CHARS = 1024  # status.best.scaling.refused.message's schema limit
 
 # Conditions that get an Event whenever their (status, reason) changes.
-EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.AWAITING_APPROVAL, st.PROMOTED, st.READY)
+EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.SCALING_RECOMMENDED, st.AWAITING_APPROVAL,
+            st.PROMOTED, st.READY)
 # False conditions that are a state, not a problem: their Events are Normal.
 UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, PromotionReason.NOT_REQUIRED, PromotionReason.DRY_RUN,
                       PromotionReason.AWAITING_APPROVAL, PromotionReason.NO_BEST_CONFIGURATION,
-                      PromotionReason.APPROVED, PromotionReason.ROLLED_BACK)
+                      PromotionReason.APPROVED, PromotionReason.ROLLED_BACK, Reason.NO_BEST_CONFIGURATION)
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 
 
@@ -63,10 +65,24 @@ class CallRefused:
     rejected: base.Rejected
 
 
+@dataclasses.dataclass(frozen=True)
+class ScalingAnswer:
+    """The backend's service answered RecommendScaling."""
+
+    scaling: model.Scaling
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingRefused:
+    """The backend's service refused RecommendScaling (kept apart from CallRefused, which the job's calls answer)."""
+
+    rejected: base.Rejected
+
+
 # What the one action just carried out came back with: each action has its own answers.
 ActionResult = (JobSeen | JobMissing | CallRefused | base.Submitted | base.Adopted | base.Rejected | base.NameTaken
-                | base.StopDone | promotion_objects.World | promotion_objects.ApplyResult
-                | promotion_objects.DeleteResult)
+                | base.StopDone | ScalingAnswer | ScalingRefused | promotion_objects.World
+                | promotion_objects.ApplyResult | promotion_objects.DeleteResult)
 SUBMIT_RESULTS = (base.Submitted, base.Adopted, base.Rejected, base.NameTaken)
 
 
@@ -104,6 +120,10 @@ class Observation:
         return self.result.rejected if isinstance(self.result, CallRefused) else None
 
     @property
+    def scaling_answer(self) -> ScalingAnswer | ScalingRefused | None:
+        return self.result if isinstance(self.result, (ScalingAnswer, ScalingRefused)) else None
+
+    @property
     def world(self) -> promotion_objects.World | None:
         return self.result if isinstance(self.result, promotion_objects.World) else None
 
@@ -139,11 +159,23 @@ class StopJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecommendScaling:
+    """Ask the backend's service how the best configuration should scale (SageMaker's
+    GetScalingConfigurationRecommendation); the policy planned the call."""
+
+    call: base.ScalingCall
+
+
+@dataclasses.dataclass(frozen=True)
 class RetryLater:
     """Stop here and have the handler run again after `seconds` (the shell raises kopf's TemporaryError)."""
 
     seconds: float
     message: str
+
+
+# The actions that call the backend: at most one per outcome, and promotion waits for them.
+BACKEND_EFFECTS = (SubmitJob, DescribeJob, StopJob, RecommendScaling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +186,7 @@ class Outcome:
     @property
     def effect(self) -> Any:
         """The one action that touches the backend or the cluster, if any."""
-        return next((a for a in self.actions if isinstance(a, (SubmitJob, DescribeJob, StopJob, *PROMOTION_EFFECTS))),
-                    None)
+        return next((a for a in self.actions if isinstance(a, (*BACKEND_EFFECTS, *PROMOTION_EFFECTS))), None)
 
 
 def job_may_be_running(status: JobState) -> bool:
@@ -250,7 +281,9 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         return out.outcome()
     _validated(out, warnings)
     _drive_job(out, parsed, plan)
-    if parsed.promotion and not any(isinstance(a, (SubmitJob, DescribeJob, StopJob, RetryLater)) for a in out.actions):
+    _recommend_scaling(out, parsed)
+    # Promotion waits for the job's calls and for the scaling it would carry.
+    if parsed.promotion and not any(isinstance(a, (*BACKEND_EFFECTS, RetryLater)) for a in out.actions):
         _promote(out, parsed.promotion)
     elif not parsed.promotion:
         if out.status.condition_is(st.AWAITING_APPROVAL, st.TRUE):
@@ -325,6 +358,68 @@ def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
         out.set(next_poll_time=None)
     if step.effect is not None:
         out.actions.append(step.effect)
+
+
+# -- scaling ------------------------------------------------------------------------------------------------------
+
+def _recommend_scaling(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> None:
+    """spec.autoscaling -> status.best.scaling, asked of the backend's policy once per best configuration and
+    objective: status is the memory, so a restart finds the answer (or the refusal) and asks nothing again."""
+    objective, best = parsed.autoscaling, out.status.best
+    if objective is None:
+        if best is not None and best.scaling is not None:
+            out.set(best=dataclasses.replace(best, scaling=None))  # promotion must not apply what nobody asks for
+        if out.status.condition(st.SCALING_RECOMMENDED) is not None:
+            out.set(conditions=tuple(c for c in out.status.conditions if c.type != st.SCALING_RECOMMENDED))
+        return
+    if not results_final(out.status):
+        out.condition(st.SCALING_RECOMMENDED, st.UNKNOWN, Reason.SCALING_PENDING,
+                      f"the scaling for {objective.describe()} follows the job's selected configuration")
+        return
+    if best is None:
+        out.condition(st.SCALING_RECOMMENDED, st.FALSE, Reason.NO_BEST_CONFIGURATION,
+                      "no configuration was selected: there is nothing to scale")
+        return
+    result = out.observation.scaling_answer
+    scaling: model.Scaling
+    if isinstance(result, ScalingAnswer):
+        scaling = result.scaling
+    elif isinstance(result, ScalingRefused):
+        scaling = model.Scaling(objective, _policy(out).display_name, refused=model.ScalingRefusal(
+            result.rejected.reason, result.rejected.message[:MAX_SCALING_MESSAGE_CHARS]))
+    elif best.scaling is not None and best.scaling.objective == objective:
+        scaling = best.scaling  # asked already for this configuration and objective
+    else:
+        if out.status.job_name is None or any(isinstance(a, (*BACKEND_EFFECTS, RetryLater)) for a in out.actions):
+            return  # one call at a time; a final job always has a name
+        planned = _policy(out).scaling(parsed, objective, out.status.job_name, out.status.backend_status,
+                                       best.recommendation)
+        if isinstance(planned, base.ScalingCall):
+            # A look soon: a restart before the answer asks again, and the poll timer (filtered on nextPollTime)
+            # is not switched off by this write and on again by the promotion that follows the answer.
+            timing = out.observation.timing
+            out.set(next_poll_time=timing.after(out.observation.now, _policy(out).first_poll(timing)))
+            out.actions.append(RecommendScaling(planned))
+            return
+        scaling = planned
+    if result is not None:
+        out.set(next_poll_time=None)  # the call is answered; a promotion that follows sets its own
+    out.set(best=dataclasses.replace(best, scaling=scaling))
+    _scaling_condition(out, best.recommendation, scaling)
+
+
+def _scaling_condition(out: _Builder, best: model.Recommendation, scaling: model.Scaling) -> None:
+    if scaling.refused is not None:
+        out.condition(st.SCALING_RECOMMENDED, st.FALSE, scaling.refused.reason,
+                      f"{scaling.source}: {scaling.refused.message} (asked again when spec.autoscaling or the best "
+                      f"configuration changes)")
+        return
+    capacities = scaling.capacities
+    what = f"{capacities[0]}-{capacities[1]} instances" if capacities else "no capacities"
+    policies = "; ".join(f"{p.metric} at {p.target_value:g}" for p in scaling.policies) or "no target tracking"
+    out.condition(st.SCALING_RECOMMENDED, st.TRUE, Reason.SCALING_RECOMMENDED,
+                  f"{best.instance_type or best.recommendation_id} for {scaling.objective.describe()}: {what}, "
+                  f"{policies} ({scaling.source})")
 
 
 # -- the job ------------------------------------------------------------------------------------------------------
@@ -636,8 +731,11 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     previous = out.before.best.recommendation.recommendation_id if out.before.best else None
     if previous and previous != best.recommendation_id:
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
+    # The scaling asked of this configuration stays while it stays the best (a re-selection after a policy edit).
+    kept = out.status.best.scaling if out.status.best and \
+        out.status.best.recommendation.recommendation_id == best.recommendation_id else None
     out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best)), chosen.reason[:1024],
-                      partial[:1024] if partial else None))
+                      partial[:1024] if partial else None, kept))
     out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason + suffix)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED_FROM_PARTIAL_RESULTS if partial else Reason.BEST_SELECTED,
                   chosen.reason + suffix)

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 from rightsizer import schema
 
 # Spec fields that do not define the experiment: editing them re-selects or re-promotes without a new job.
-NOT_JOB_DEFINING = ("selection", "promotion", "deletionPolicy")
+NOT_JOB_DEFINING = ("selection", "promotion", "deletionPolicy",
+                    "autoscaling")  # asked of the finished job's best configuration, after it
 
 
 class InvalidSpec(ValueError):
@@ -218,6 +219,9 @@ class FieldPaths:
     instance_count: str | None = None
     environment: str | None = None
     compilation_job_name: str | None = None
+    # status.best.scaling's capacities, when spec.autoscaling gave them.
+    min_replicas: str | None = None
+    max_replicas: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,9 +243,29 @@ class Promotion:
                    progress_deadline_seconds=raw["progressDeadlineSeconds"],
                    allow_partial_results=raw["allowPartialResults"],
                    field_paths=FieldPaths(field_paths.get("instanceType"), field_paths.get("instanceCount"),
-                                          field_paths.get("environment"), field_paths.get("compilationJobName"))
+                                          field_paths.get("environment"), field_paths.get("compilationJobName"),
+                                          field_paths.get("minReplicas"), field_paths.get("maxReplicas"))
                    if field_paths else None,
                    variant_name=target.get("variantName"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling: the traffic the best configuration must scale for (SageMaker's
+    GetScalingConfigurationRecommendation takes the same three values)."""
+
+    target_cpu_utilization_per_core: int  # percent; SageMaker's default, 50, comes from the CRD
+    min_invocations_per_minute: int
+    max_invocations_per_minute: int
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any]) -> "Autoscaling":
+        """From spec.autoscaling with the CRD's defaults applied (schema.with_defaults)."""
+        return cls(raw["targetCpuUtilizationPerCore"], raw["minInvocationsPerMinute"], raw["maxInvocationsPerMinute"])
+
+    def describe(self) -> str:
+        return (f"{self.min_invocations_per_minute}-{self.max_invocations_per_minute} invocations/min at "
+                f"{self.target_cpu_utilization_per_core} % CPU per core")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +356,7 @@ class RightsizeJobSpec:
     # The job-defining fields as written, defaults applied: what a job's name hashes (rightsizer.naming), so the
     # name stays the same for the same spec whatever this module's values look like.
     job_definition: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    autoscaling: Autoscaling | None = None
 
 
 def infer_job_type(spec: Mapping[str, Any]) -> tuple[str, bool]:
@@ -440,6 +465,7 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
                           "spec.kubernetes.candidates" if raw.get("kubernetes") else "spec.instanceTypes"),
         job_definition=types.MappingProxyType({key: value for key, value in raw.items()
                                                if key not in NOT_JOB_DEFINING}),
+        autoscaling=Autoscaling.from_spec(raw["autoscaling"]) if raw.get("autoscaling") else None,
     )
     errors = semantic_errors(spec) if check else []
     if errors:
@@ -456,6 +482,11 @@ def semantic_errors(spec: RightsizeJobSpec) -> list[str]:
                 if stairs else "spec.trafficPattern.phases last ")
         errors.append(f"{what}{traffic.duration_seconds} s in total, longer than "
                       f"spec.jobDurationInSeconds ({spec.job_duration_seconds} s)")
+    scaling = spec.autoscaling
+    if scaling and scaling.min_invocations_per_minute > scaling.max_invocations_per_minute:
+        # The CRD's rule too; repeated for files read without the API server (`rightsizer run`, `validate`).
+        errors.append(f"spec.autoscaling.minInvocationsPerMinute ({scaling.min_invocations_per_minute}) must not "
+                      f"exceed spec.autoscaling.maxInvocationsPerMinute ({scaling.max_invocations_per_minute})")
     return errors
 
 

@@ -52,10 +52,14 @@ class Best:
     reason: str
     # Why the selection is from partial results (the job stopped, or ended before measuring every configuration).
     partial: str | None = None
+    # How it should scale for spec.autoscaling (or why it cannot): asked once per best configuration.
+    scaling: model.Scaling | None = None
 
     @classmethod
     def from_storage(cls, raw: Mapping[str, Any]) -> Best:
-        return cls(model.Recommendation.from_status_row(raw), raw.get("reason", ""), raw.get("partial"))
+        scaling = raw.get("scaling")
+        return cls(model.Recommendation.from_status_row(raw), raw.get("reason", ""), raw.get("partial"),
+                   model.Scaling.from_row(scaling) if scaling else None)
 
     def for_storage(self) -> dict[str, Any]:
         r = self.recommendation
@@ -63,7 +67,7 @@ class Best:
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
                   "metrics": dict(r.metrics), "reason": self.reason, "partial": self.partial,
                   "recommended": r.recommended, "placement": r.placement.to_row() if r.placement else None,
-                  **r.provenance()}
+                  "scaling": self.scaling.to_row() if self.scaling else None, **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}
 
 

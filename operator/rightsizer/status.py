@@ -17,6 +17,7 @@ class Condition(enum.StrEnum):
     JOB_SUBMITTED = "JobSubmitted"
     SUCCEEDED = "Succeeded"
     SLA_SATISFIED = "SLASatisfied"
+    SCALING_RECOMMENDED = "ScalingRecommended"  # only with spec.autoscaling
     AWAITING_APPROVAL = "AwaitingApproval"
     PROMOTED = "Promoted"
 
@@ -71,12 +72,16 @@ class Reason(enum.StrEnum):
     BEST_SELECTED = "BestSelected"
     BEST_SELECTED_FROM_PARTIAL_RESULTS = "BestSelectedFromPartialResults"
     BEST_CHANGED = "BestChanged"
+    SCALING_PENDING = "ScalingPending"
+    SCALING_RECOMMENDED = "ScalingRecommended"
+    NO_BEST_CONFIGURATION = "NoBestConfiguration"
 
 
 # Short names for the words every module uses.
 READY, VALIDATED, JOB_SUBMITTED, SUCCEEDED = Condition.READY, Condition.VALIDATED, Condition.JOB_SUBMITTED, \
     Condition.SUCCEEDED
 SLA_SATISFIED, AWAITING_APPROVAL, PROMOTED = Condition.SLA_SATISFIED, Condition.AWAITING_APPROVAL, Condition.PROMOTED
+SCALING_RECOMMENDED = Condition.SCALING_RECOMMENDED
 CONDITION_ORDER = tuple(Condition)
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 PENDING, SUBMITTED, IN_PROGRESS, COMPLETED = Phase.PENDING, Phase.SUBMITTED, Phase.IN_PROGRESS, Phase.COMPLETED

@@ -15,9 +15,9 @@ import dataclasses
 import datetime
 from typing import Any, Mapping, Protocol
 
-from rightsizer.model import JobSnapshot, Owner, Recommendation, StepFailure
+from rightsizer.model import JobSnapshot, JobStatus, Owner, Recommendation, Scaling, StepFailure
 from rightsizer.naming import job_name_for
-from rightsizer.spec import RightsizeJobSpec
+from rightsizer.spec import Autoscaling, RightsizeJobSpec
 from rightsizer.status import whole_seconds
 
 
@@ -130,6 +130,15 @@ class StopDone:
 SubmitResult = Submitted | Adopted | Rejected | NameTaken
 
 
+@dataclasses.dataclass(frozen=True)
+class ScalingCall:
+    """A scaling recommendation only the backend's service can give: the exact request its client sends
+    (SageMaker's GetScalingConfigurationRecommendation arguments), for the objective it answers."""
+
+    objective: Autoscaling
+    request: Mapping[str, Any]
+
+
 class TransientBackendError(RuntimeError):
     """Throttling, 5xx or a lost connection that survived the client's own retries: try again later."""
 
@@ -155,6 +164,10 @@ class Backend(Protocol):
         """The job, or None when the backend does not know it."""
 
     def stop(self, job_name: str) -> StopDone: ...
+
+    def recommend_scaling(self, call: ScalingCall) -> Scaling:
+        """Asks the service for the scaling its policy's `scaling` hook planned as a call; raises RejectedError
+        (the service refused) or TransientBackendError. Only a backend whose policy returns calls is asked."""
 
     def persisted(self, snapshot: JobSnapshot) -> None:
         """Status now holds what `snapshot` (from describe) reported. A backend whose results live only in the
@@ -203,3 +216,9 @@ class BackendPolicy(Protocol):
 
     def poll_interval(self, timing: Timing, elapsed_seconds: float) -> float:
         """Seconds to the next look at a job that has run for `elapsed_seconds`."""
+
+    def scaling(self, spec: RightsizeJobSpec, objective: Autoscaling, job_name: str, job_status: JobStatus | None,
+                best: Recommendation) -> Scaling | ScalingCall:
+        """How `best`, selected from job `job_name`, should scale for `objective` (spec.autoscaling): derived from
+        what was measured, a Scaling whose `refused` says why there is none, or the call that asks the backend's
+        service (carried out by the client's recommend_scaling)."""

@@ -245,6 +245,10 @@ class InProcessBackend:
         experiment.stop()
         return base.StopDone()
 
+    def recommend_scaling(self, call: base.ScalingCall) -> model.Scaling:
+        # The policies of in-process backends derive scaling from what they measured (backends/scaling.py).
+        raise TypeError(f"{self._scheme} jobs derive their scaling from their measurements; there is nobody to ask")
+
     def persisted(self, snapshot: model.JobSnapshot) -> None:
         with _runs_guard:
             run = _runs.get(snapshot.job_name)

@@ -431,7 +431,10 @@ def _patch_in_place(ctx: Context, step: Step, desired: Configuration, rollback: 
         previous = memory.current
     else:
         assignments = _assignments(ctx, live, desired)
-        body = paths.apply_body(live, assignments)
+        # An attempt carried on applies the body it recorded: its record keeps no placement or scaling to rebuild
+        # it from, and an apply that left a field out would take that field away.
+        recorded = memory.pending.patch if same and memory.pending is not None else None
+        body = dict(recorded) if recorded is not None else paths.apply_body(live, assignments)
         target_entry = RecordedConfiguration.of(desired, patch=body)
         previous = replace(memory.current or RecordedConfiguration(),
                            patch=paths.apply_body(live, targets.restoring(live, assignments)))

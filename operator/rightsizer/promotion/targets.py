@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import re
 from typing import Any, Mapping, Sequence
 
 from rightsizer import pricing
-from rightsizer.model import PodPlacement
+from rightsizer.model import INVOCATIONS_PER_INSTANCE, PodPlacement, Scaling
 from rightsizer.promotion import paths
 from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, condition, condition_is
 from rightsizer.promotion.paths import MISSING, Keyed, Path
@@ -36,6 +37,11 @@ NODE_CPU_RESERVE_MILLIS = 250
 NODE_MEMORY_SHARE = 0.85
 _LOCAL_PROFILE = re.compile(r"^local-([1-9][0-9]*)cpu(?:-([1-9][0-9]*)gi)?$")
 LOCAL_PROFILE_DEFAULT_GIB_PER_CPU = 2
+# KServe's predictor autoscaling (ComponentExtensionSpec in pkg/apis/serving/v1beta1/component.go): the Knative Pod
+# Autoscaler tracks `rps` (requests per second per replica); in raw (Standard) mode the HPA takes only cpu or memory,
+# as a utilisation of the container's request.
+KSERVE_DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+KSERVE_RAW_MODES = ("RawDeployment", "Standard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +56,18 @@ class Configuration:
     compilation_job_name: str | None = None
     # The kubernetes backend's node selector and resources the configuration was measured with.
     placement: PodPlacement | None = None
+    # status.best.scaling, when spec.autoscaling asked for it and it has capacities (not a refusal).
+    scaling: Scaling | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Configuration":
         """From status.best or a status.promotion entry."""
         count = row.get("initialInstanceCount", row.get("instanceCount"))
+        scaling = Scaling.from_row(row["scaling"]) if row.get("scaling") else None
         return cls(row.get("recommendationId"), row.get("instanceType"), int(count or 1),
                    dict(row.get("environment") or {}), row.get("compilationJobName"),
-                   PodPlacement.from_row(row.get("placement")))
+                   PodPlacement.from_row(row.get("placement")),
+                   scaling if scaling is not None and scaling.capacities is not None else None)
 
     def describe(self) -> str:
         if self.recommendation_id is None and self.instance_type is None and not self.environment:
@@ -128,7 +138,7 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
     else:
         raise TargetProblem(Reason.UNSUPPORTED_TARGET, "InferenceService has no predictor container to configure "
                             "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
-    assignments: list[tuple[Path, Any]] = [(("spec", "predictor", "minReplicas"), configuration.instance_count)]
+    assignments = kserve_replicas(live, configuration)
     placement = configuration.placement
     if placement is not None:
         # Measured on the cluster's own nodes: the predictor gets exactly the Pods' place and size.
@@ -156,6 +166,30 @@ def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) ->
     return assignments
 
 
+def kserve_replicas(live: Mapping[str, Any], configuration: Configuration) -> list[tuple[Path, Any]]:
+    """The predictor's replicas: the count measured, or with status.best.scaling its capacities and what the
+    predictor's autoscaler tracks (KServe's scaleMetric and scaleTarget)."""
+    predictor: Path = ("spec", "predictor")
+    scaling = configuration.scaling
+    capacities = scaling.capacities if scaling else None
+    if scaling is None or capacities is None:
+        return [((*predictor, "minReplicas"), configuration.instance_count)]
+    assignments: list[tuple[Path, Any]] = [((*predictor, "minReplicas"), capacities[0]),
+                                           ((*predictor, "maxReplicas"), capacities[1])]
+    metadata, status = live.get("metadata") or {}, live.get("status") or {}
+    mode = (metadata.get("annotations") or {}).get(KSERVE_DEPLOYMENT_MODE_ANNOTATION) or status.get("deploymentMode")
+    if mode in KSERVE_RAW_MODES:
+        # The HPA's CPU utilisation is of the request, which promotion sets to the measured instance's cores.
+        return assignments + [((*predictor, "scaleMetric"), "cpu"),
+                              ((*predictor, "scaleTarget"), scaling.objective.target_cpu_utilization_per_core)]
+    per_minute = scaling.target(INVOCATIONS_PER_INSTANCE)
+    if per_minute is None:
+        return assignments  # nothing KServe's autoscaler can track: its own defaults stay
+    # Invocations per minute per instance -> requests per second per replica, rounded down (scale out earlier).
+    return assignments + [((*predictor, "scaleMetric"), "rps"),
+                          ((*predictor, "scaleTarget"), max(1, math.floor(per_minute / 60)))]
+
+
 def compiled_artifact_problem(kind: str, field_paths: FieldPaths | None, configuration: Configuration) -> str | None:
     """Why the target cannot be given the compiled model `configuration` was measured with, or None if it can (or
     nothing was compiled). The operator knows only the compilation job's name, not its artifact or image."""
@@ -179,6 +213,11 @@ def generic_assignments(field_paths: FieldPaths, configuration: Configuration) -
         assignments.append((paths.parse(field_paths.compilation_job_name), configuration.compilation_job_name))
     if field_paths.instance_count:
         assignments.append((paths.parse(field_paths.instance_count), configuration.instance_count))
+    capacities = configuration.scaling.capacities if configuration.scaling else None
+    for where, value in ((field_paths.min_replicas, capacities[0] if capacities else None),
+                         (field_paths.max_replicas, capacities[1] if capacities else None)):
+        if where and value is not None:
+            assignments.append((paths.parse(where), value))
     if field_paths.environment:
         base = paths.parse(field_paths.environment)
         assignments.extend(((*base, name), value) for name, value in sorted(configuration.environment.items()))

@@ -5,10 +5,11 @@ without the configurations status already holds."""
 from __future__ import annotations
 
 from rightsizer.backends import base
+from rightsizer.backends.scaling import DerivesScaling
 from rightsizer.spec import RightsizeJobSpec, configuration_count
 
 
-class KubernetesPolicy(base.RunsTheSpecItself):
+class KubernetesPolicy(base.RunsTheSpecItself, DerivesScaling):
     name = "kubernetes"
     display_name = "the kubernetes backend"
     capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=True,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from rightsizer import pricing
 from rightsizer.backends import base
+from rightsizer.backends.scaling import DerivesScaling
 from rightsizer.spec import RightsizeJobSpec, configuration_count
 
 
-class LocalPolicy(base.RunsTheSpecItself):
+class LocalPolicy(base.RunsTheSpecItself, DerivesScaling):
     name = "local"
     display_name = "the local backend"
     capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=False,

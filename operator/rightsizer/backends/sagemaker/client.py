@@ -8,13 +8,14 @@ into a later retry. Errors that retrying will not fix become Rejected, with a co
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import boto3
 import botocore.config
@@ -36,8 +37,15 @@ SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnav
 ACCESS_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation",
                           "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"})
 MAX_STEP_PAGES = 20
+MAX_SCALING_POLICIES = 8  # status.best.scaling.policies' maxItems
 # What Stop says of a job that already ended; not "failed to satisfy constraint", which is a real error.
 FINISHED_JOB_MESSAGE = re.compile(r"\b(COMPLETED|FAILED|STOPPED|STOPPING)\b|cannot be stopped|already (stopped|completed)")
+# What GetScalingConfigurationRecommendation's ValidationException says of a job that did not complete, or of a
+# recommendation or endpoint the job does not have (the service model lists only ResourceNotFound).
+NOT_COMPLETED_MESSAGE = re.compile(r"not (yet )?(been )?completed?|\bCOMPLETED\b|\bIN_PROGRESS\b|\bPENDING\b",
+                                   re.IGNORECASE)
+UNKNOWN_RECOMMENDATION_MESSAGE = re.compile(r"not found|does not exist|doesn't exist|unknown|no such|invalid "
+                                            r"(recommendation|endpoint)", re.IGNORECASE)
 
 
 class RateLimiter:
@@ -235,6 +243,54 @@ def _recommendation(raw: dict, region: str | None = None, recommended: bool | No
     )
 
 
+def _scaling_subject(request: Mapping[str, Any]) -> str:
+    which = (f"recommendation {request['RecommendationId']}" if "RecommendationId" in request
+             else f"benchmark endpoint {request.get('EndpointName')}")
+    return f"{which} of job {request['InferenceRecommendationsJobName']}"
+
+
+def _scaling_refusal(error: botocore.exceptions.ClientError, classified: base.Rejected,
+                     request: Mapping[str, Any]) -> base.Rejected:
+    """A refused GetScalingConfigurationRecommendation in the words of what went wrong (the service's message is
+    quoted): a job that is not completed, a recommendation or endpoint the job does not have, or classify's."""
+    code = _error_code(error)
+    message = error.response.get("Error", {}).get("Message", "") or str(error)
+    subject = _scaling_subject(request)
+    if code == "ValidationException" and NOT_COMPLETED_MESSAGE.search(message):
+        return base.Rejected("JobNotCompleted", f"SageMaker recommends scaling only for a completed job ({subject}): "
+                             f"{message}", retryable_later=False)
+    if code == "ResourceNotFound" or (code == "ValidationException" and UNKNOWN_RECOMMENDATION_MESSAGE.search(message)):
+        return base.Rejected("RecommendationNotFound", f"SageMaker does not know the {subject}: {message}",
+                             retryable_later=False)
+    return dataclasses.replace(classified, message=f"{subject}: {classified.message}")
+
+
+def _scaling(response: Mapping[str, Any], call: base.ScalingCall, source: str) -> model.Scaling:
+    """GetScalingConfigurationRecommendation's answer as status.best.scaling keeps it."""
+    dynamic = response.get("DynamicScalingConfiguration") or {}
+    metric = response.get("Metric") or {}
+    derivation = f"{translate.SCALING_OPERATION} for the {_scaling_subject(call.request)}"
+    if dynamic.get("MinCapacity") is None or dynamic.get("MaxCapacity") is None:
+        return model.Scaling(call.objective, source, derivation, refused=model.ScalingRefusal(
+            "NoRecommendation", f"SageMaker answered {derivation} without a minimum and maximum capacity"))
+    policies = []
+    for policy in dynamic.get("ScalingPolicies") or ():
+        tracking = policy.get("TargetTracking") or {}
+        if tracking.get("TargetValue") is None:
+            continue  # a union member this operator does not know, or a policy without a target: nothing to track
+        specification = tracking.get("MetricSpecification") or {}
+        custom = specification.get("Customized")
+        policies.append(model.TargetTrackingPolicy(
+            float(tracking["TargetValue"]), (specification.get("Predefined") or {}).get("PredefinedMetricType"),
+            model.CustomizedMetric(custom.get("MetricName"), custom.get("Namespace"), custom.get("Statistic"))
+            if custom else None))
+    return model.Scaling(
+        call.objective, source, derivation, min_capacity=dynamic["MinCapacity"], max_capacity=dynamic["MaxCapacity"],
+        scale_in_cooldown=dynamic.get("ScaleInCooldown"), scale_out_cooldown=dynamic.get("ScaleOutCooldown"),
+        policies=tuple(policies[:MAX_SCALING_POLICIES]), invocations_per_instance=metric.get("InvocationsPerInstance"),
+        model_latency=metric.get("ModelLatency"))
+
+
 class SageMakerBackend:
     def __init__(self, region: str | None, rate_limiter: RateLimiter = RATE_LIMITER):
         self.region = region_for(region)
@@ -341,6 +397,18 @@ class SageMakerBackend:
                 break
         return (model.StepSummary(total=sum(by_status.values()), by_status=by_status, failures=tuple(failures)),
                 tuple(benchmarks))
+
+    def recommend_scaling(self, call: base.ScalingCall) -> model.Scaling:
+        try:
+            response = self._call("get_scaling_configuration_recommendation", **call.request)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            classified = classify(error)
+            if isinstance(classified, base.TransientBackendError):
+                raise classified from error
+            if isinstance(error, botocore.exceptions.ClientError):
+                classified = _scaling_refusal(error, classified, call.request)
+            raise base.RejectedError(classified) from error
+        return _scaling(response, call, "SageMaker")
 
     def persisted(self, snapshot: model.JobSnapshot) -> None:
         """Nothing to do: SageMaker keeps its own results."""

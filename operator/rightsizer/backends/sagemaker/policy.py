@@ -7,8 +7,8 @@ import functools
 
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import translate
-from rightsizer.model import Owner
-from rightsizer.spec import RightsizeJobSpec, configuration_count
+from rightsizer.model import JobStatus, Owner, Recommendation, Scaling, ScalingRefusal
+from rightsizer.spec import Autoscaling, RightsizeJobSpec, configuration_count
 
 # Documented guidance for custom load tests, which SageMaker's own published example breaks: warnings.
 # https://docs.aws.amazon.com/sagemaker/latest/dg/inference-recommender-load-test.html
@@ -160,6 +160,20 @@ class SageMakerPolicy:
     def poll_interval(self, timing: base.Timing, elapsed_seconds: float) -> float:
         ramp = min(1.0, max(0.0, elapsed_seconds) / POLL_RAMP_SECONDS)
         return timing.seconds(FIRST_POLL_SECONDS + (MAX_POLL_SECONDS - FIRST_POLL_SECONDS) * ramp)
+
+    def scaling(self, spec: RightsizeJobSpec, objective: Autoscaling, job_name: str, job_status: JobStatus | None,
+                best: Recommendation) -> Scaling | base.ScalingCall:
+        # GetScalingConfigurationRecommendation takes "a previously completed Inference Recommender job": a stopped
+        # job's partial results are refused here rather than by the service.
+        if job_status != JobStatus.COMPLETED:
+            return Scaling(objective, self.display_name, refused=ScalingRefusal(
+                "JobNotCompleted", f"job {job_name} is {job_status}: SageMaker recommends scaling only for a "
+                                   f"completed Inference Recommender job"))
+        try:
+            return base.ScalingCall(objective, translate.scaling_request(job_name, best, objective))
+        except translate.RequestInvalid as invalid:
+            return Scaling(objective, self.display_name, refused=ScalingRefusal(
+                "InvalidRequest", f"the {translate.SCALING_OPERATION} request would be refused: {invalid}"))
 
 
 POLICY = SageMakerPolicy()

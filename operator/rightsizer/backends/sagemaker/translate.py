@@ -1,4 +1,5 @@
-"""Spec -> the exact keyword arguments of `create_inference_recommendations_job`. Pure: no I/O.
+"""Spec -> the exact keyword arguments of `create_inference_recommendations_job` (and of
+`get_scaling_configuration_recommendation` for the best configuration). Pure: no I/O.
 
 The request is checked against botocore's SageMaker service model twice over: botocore's own validator
 (required members, types, unknown keys, minimums) and `model_violations`, which adds what botocore's client
@@ -13,9 +14,9 @@ from typing import Any, Mapping
 
 import regex
 
-from rightsizer.model import Owner
+from rightsizer.model import Owner, Recommendation
 from rightsizer.naming import job_name_for
-from rightsizer.spec import RightsizeJobSpec
+from rightsizer.spec import Autoscaling, RightsizeJobSpec
 
 OPERATION = "CreateInferenceRecommendationsJob"
 OWNER_TAG_KEYS = ("rightsizer.io/namespace", "rightsizer.io/name", "rightsizer.io/uid")
@@ -172,6 +173,33 @@ def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current
     definition = job_definition(spec, owner)
     request = {"JobName": job_name_for(definition, owner, generation, current_name), **definition}
     errors = model_violations(request)
+    if errors:
+        raise RequestInvalid(errors)
+    return request
+
+
+# -- GetScalingConfigurationRecommendation ------------------------------------------------------------------------
+
+SCALING_OPERATION = "GetScalingConfigurationRecommendation"
+
+
+def scaling_request(job_name: str, best: Recommendation, objective: Autoscaling) -> dict[str, Any]:
+    """The request for `best` of job `job_name`: by its RecommendationId when Inference Recommender recommended it
+    (or a status from before `recommended` existed says nothing), else by the endpoint it benchmarked (a benchmark
+    step has no RecommendationId: its id here is made up). Raises RequestInvalid when the request would break the
+    service model, or names neither."""
+    request: dict[str, Any] = {"InferenceRecommendationsJobName": job_name}
+    if best.recommended is not False and best.recommendation_id:
+        request["RecommendationId"] = best.recommendation_id
+    elif best.endpoint_name:
+        request["EndpointName"] = best.endpoint_name
+    else:
+        raise RequestInvalid([f"{best.recommendation_id} has neither a RecommendationId of Inference Recommender's "
+                              f"nor the name of the endpoint it benchmarked"])
+    request["TargetCpuUtilizationPerCore"] = objective.target_cpu_utilization_per_core
+    request["ScalingPolicyObjective"] = {"MinInvocationsPerMinute": objective.min_invocations_per_minute,
+                                         "MaxInvocationsPerMinute": objective.max_invocations_per_minute}
+    errors = model_violations(request, SCALING_OPERATION)
     if errors:
         raise RequestInvalid(errors)
     return request
