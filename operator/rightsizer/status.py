@@ -71,6 +71,9 @@ class Reason(enum.StrEnum):
     BEST_SELECTED = "BestSelected"
     BEST_SELECTED_FROM_PARTIAL_RESULTS = "BestSelectedFromPartialResults"
     BEST_CHANGED = "BestChanged"
+    # spec.baseline: what the promotion target serves now cannot be read, or the backend cannot measure it.
+    BASELINE_UNREADABLE = "BaselineUnreadable"
+    BASELINE_UNSUPPORTED = "BaselineUnsupported"
 
 
 # Short names for the words every module uses.
