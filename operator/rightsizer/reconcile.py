@@ -380,7 +380,8 @@ def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.J
 
     submitted = out.status.condition(st.JOB_SUBMITTED)
     if current is None or not submitted or submitted.status != st.TRUE:
-        if parsed.baseline is not None and plan.baseline is None:
+        if parsed.baseline is not None and _recorded_baseline(parsed, out.status) is None:
+            # Never read, or cleared with the job it was read for: the new job measures what is served now.
             with_baseline = _read_baseline(out, parsed)
             if with_baseline is None:
                 return
