@@ -590,3 +590,11 @@ def test_the_baseline_outcome_of_a_backend_that_runs_the_spec_splits_by_id():
     outcome = policy.baseline_outcome(spec_module.parse(local_spec()), "j", CurrentConfiguration("local-1cpu", 1, {}),
                                       JobSnapshot("j", "IN_PROGRESS", recommendations=rows))
     assert outcome == base.BaselineOutcome(rows[1:], rows[0])
+
+
+def test_a_job_whose_candidates_all_failed_still_judges_the_baseline():
+    status, name = completed(with_baseline(mode="Automatic"), rows=lambda name: ())
+    assert status["baseline"]["meetsSLA"] is True
+    assert status["best"]["recommendationId"] == baseline_recommendation_id(name)
+    assert status["best"]["savings"]["costPerInferencePercent"] == 0.0
+    assert status["recommendations"] == [] and status["recommendationsTotal"] == 0

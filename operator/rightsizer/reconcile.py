@@ -648,6 +648,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
     if snapshot.endpoint_performances:
         out.set(endpoint_performances=tuple(snapshot.endpoint_performances))
     candidates = _split_baseline(out, parsed, snapshot)
+    # Something to judge: a candidate, or the baseline alone (a SageMaker job whose benchmarks all failed).
+    measured = bool(candidates) or bool(out.status.baseline and out.status.baseline.measured)
     progress = _progress(snapshot.steps)
 
     if snapshot.progress is not None:
@@ -663,7 +665,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS,
                       f"job {name} is {snapshot.status}{progress}{waiting}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
-        if snapshot.recommendations:
+        if measured:
             _select(out, parsed, candidates, final=False)
         return
 
@@ -707,7 +709,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.condition(st.READY, st.FALSE, Reason.JOB_DELETED, message)
     out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "the job did not complete")
     out.set(best=None)
-    if snapshot.recommendations:
+    if measured:
         _select(out, parsed, candidates, final=False)
 
 
@@ -760,8 +762,7 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     reason = chosen.reason
     if recorded is not None and best.recommendation_id == incumbent:
         reason = f"{reason}; it is what {recorded.target.kind}/{recorded.target.name} serves now (spec.baseline)"
-    savings = selection_module.savings(best, dataclasses.replace(baseline, metrics=_metrics_row(baseline))) \
-        if baseline is not None else None
+    savings = selection_module.savings(best, baseline) if baseline is not None else None
     out.set(best=Best(best, reason[:1024], partial[:1024] if partial else None, savings))
     out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, reason + suffix)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED_FROM_PARTIAL_RESULTS if partial else Reason.BEST_SELECTED,
