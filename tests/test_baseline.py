@@ -598,3 +598,40 @@ def test_a_job_whose_candidates_all_failed_still_judges_the_baseline():
     assert status["best"]["recommendationId"] == baseline_recommendation_id(name)
     assert status["best"]["savings"]["costPerInferencePercent"] == 0.0
     assert status["recommendations"] == [] and status["recommendationsTotal"] == 0
+
+
+def test_a_measured_baseline_keeps_the_targets_count_where_a_candidate_gets_what_max_invocations_needs():
+    from rightsizer.backends.local.plan import measured_outcome, median_outcome
+    from test_local_experiment import load_result
+    raw = copy.deepcopy(local_spec())
+    raw["stoppingConditions"] = {"maxInvocations": 25000,
+                                 "modelLatencyThresholds": [{"percentile": "P95", "valueInMilliseconds": 100}]}
+    parsed = spec_module.parse(raw)
+    host = HostFacts(cpus=(0, 1, 2, 3), memory_total_bytes=16 << 30, memory_available_bytes=16 << 30)
+    baseline, candidate = plan_experiment(parsed, "job", host, CurrentConfiguration("local-1cpu", 2, {}))[:2]
+    result = load_result(max_invocations=12_000, p95=20.0, run_p95=25.0)
+    measured = [measured_outcome(planned, result, setup_seconds=1, usage=None, stopping=parsed.stopping_conditions)
+                for planned in (baseline, candidate)]
+    assert [(o.recommendation.initial_instance_count, o.recommendation.metrics["maxInvocations"],
+             o.recommendation.metrics["costPerHour"]) for o in measured] == [(2, 24000, 0.1), (3, 36000, 0.15)]
+    assert median_outcome([measured[0], measured[0]], 25000).recommendation.initial_instance_count == 2
+
+
+def manifest_file(tmp_path, spec: dict):
+    import yaml
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "rightsizer.io/v1alpha1", "kind": "RightsizeJob",
+                                    "metadata": {"name": "fraud", "namespace": "ml"}, "spec": spec}))
+    return path
+
+
+def test_the_tools_without_a_cluster_say_the_baseline_is_read_at_submission(tmp_path, capsys):
+    from rightsizer import cli
+    from rightsizer.tools import run as run_tool
+    assert cli.main(["render", str(manifest_file(tmp_path, with_baseline()))]) == 0
+    assert "note: spec.baseline adds the SageMaker endpoint of spec.promotion.target to InputConfig.Endpoints" in \
+        capsys.readouterr().err
+    # `rightsizer run` has no target to read: it says so before it runs (here it stops at the missing payload).
+    assert run_tool.run_file(str(manifest_file(tmp_path, local_spec()))) == 1
+    err = capsys.readouterr().err
+    assert "note: spec.baseline is not measured here" in err and "cannot run here" in err
