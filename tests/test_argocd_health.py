@@ -168,15 +168,22 @@ CASES = [
     ("Ready in the middle", job(VALID, condition("Ready", "False", "JobFailed", "job j failed: OOM"),
                                 condition("Succeeded", "False", "JobFailed")), "Degraded", "JobFailed: job j failed"),
     ("Ready last among many", job(VALID, SUBMITTED, COMPLETED, MEETS, BEST), "Healthy", "BestSelected"),
+    # spec.promotion.minSavingsPercent held the promotion back: the job did its work, the target keeps its config.
+    ("InsufficientSavings", job(VALID, COMPLETED, MEETS,
+                                condition("AwaitingApproval", "False", "InsufficientSavings", "saves 5 %"),
+                                condition("Promoted", "False", "InsufficientSavings", "saves 5 %"),
+                                condition("Ready", "True", "InsufficientSavings", "saves 5 % per inference, below 20")),
+     "Healthy", "InsufficientSavings: saves 5 % per inference, below 20"),
 ]
 
 # Ready=False reasons the operator does not retry (they wait for an edit or are final) and the ones it retries.
 TERMINAL = ["InvalidSpec", "ValidationFailed", "NameTaken", "JobFailed", "JobStopped", "JobNotFound", "JobDeleted",
             "NoCandidateMeetsSLA", "ObjectiveUnmeasured", "EndpointUpdateFailed", "ResourceRejected", "UnsupportedTarget",
-            "UnsupportedConfiguration", "NothingToRollBack"]
+            "UnsupportedConfiguration", "NothingToRollBack", "SavingsUnknown"]
 RETRIED_REASONS = ["AccessDenied", "RoleNotAssumable", "ResourceLimitExceeded", "NoCredentials", "RegionUnknown",
                    "BackendError", "ServiceQuotaExceededException", "SomethingNew", "FieldConflict", "TargetNotFound",
-                   "TargetKindNotServed", "SourceNotFound", "Forbidden", "TargetError"]
+                   "TargetKindNotServed", "SourceNotFound", "Forbidden", "TargetError", "BaselineUnreadable",
+                   "BaselineUnsupported"]
 
 CASES += [(f"Ready=False {reason} (terminal)", job(VALID, condition("Ready", "False", reason, f"why {reason}")),
            "Degraded", f"{reason}: why {reason}") for reason in TERMINAL]
@@ -270,7 +277,8 @@ def test_the_terminal_reasons_match_the_operator():
                                            promotion)}
     retried = {Reason[m] for m in re.findall(r"TargetProblem\(Reason\.(\w+)", promotion)} - final
     assert failed and final and retried
-    assert failed | final | {"UnsupportedConfiguration"} == set(flow.FINAL_REASONS) <= set(TERMINAL)
+    # UnsupportedConfiguration and SavingsUnknown are set by the gate, which neither fails an attempt nor raises.
+    assert failed | final | {"UnsupportedConfiguration", "SavingsUnknown"} == set(flow.FINAL_REASONS) <= set(TERMINAL)
     assert not retried & set(TERMINAL), retried & set(TERMINAL)
     # What the SageMaker client classifies as worth retrying later is not terminal for the health check.
     client = (REPO / "operator" / "rightsizer" / "backends" / "sagemaker" / "client.py").read_text()

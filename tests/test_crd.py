@@ -63,6 +63,11 @@ def phases(count: int) -> list[dict]:
 
 
 ARN = SAGEMAKER["model"]["modelPackageVersionArn"]
+ACK_TARGET = {"apiVersion": "sagemaker.services.k8s.aws/v1alpha1", "kind": "Endpoint", "name": "fraud"}
+KSERVE_TARGET = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "fraud"}
+ENDPOINT_ONLY_BASE = merged(SAGEMAKER, {"model": {"endpointName": "fraud-live"}, "instanceTypes": DELETE,
+                                        "environmentParameterRanges": DELETE, "trafficPattern": DELETE,
+                                        "stoppingConditions": DELETE, "jobType": "Default"})
 
 # (case, base spec, patch, the field the API server's message must name)
 INVALID = [
@@ -272,6 +277,23 @@ INVALID = [
     ("promotion-max-replicas-path", SAGEMAKER, {"promotion": {"target": {
         "apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud"},
         "fieldPaths": {"maxReplicas": "spec.max replicas"}}}, "spec.promotion.fieldPaths.maxReplicas"),
+    # spec.baseline and spec.promotion.minSavingsPercent
+    ("baseline-without-promotion", SAGEMAKER, {"baseline": {}}, "spec.baseline"),
+    ("baseline-source-unknown", SAGEMAKER, {"baseline": {"source": "Git"}, "promotion": {"target": ACK_TARGET}},
+     "spec.baseline.source"),
+    ("min-savings-without-baseline", SAGEMAKER, {"promotion": {"target": ACK_TARGET, "minSavingsPercent": 10}},
+     "spec.promotion.minSavingsPercent"),
+    ("min-savings-above-100", SAGEMAKER,
+     {"baseline": {}, "promotion": {"target": ACK_TARGET, "minSavingsPercent": 101}},
+     "spec.promotion.minSavingsPercent"),
+    ("min-savings-negative", SAGEMAKER,
+     {"baseline": {}, "promotion": {"target": ACK_TARGET, "minSavingsPercent": -5}},
+     "spec.promotion.minSavingsPercent"),
+    ("baseline-on-kubernetes", KUBERNETES, {"baseline": {}, "promotion": {"target": KSERVE_TARGET}}, "spec.baseline"),
+    ("baseline-sagemaker-needs-an-ack-endpoint", SAGEMAKER, {"baseline": {}, "promotion": {"target": KSERVE_TARGET}},
+     "spec.baseline"),
+    ("baseline-with-endpoint-name", ENDPOINT_ONLY_BASE,
+     {"baseline": {}, "promotion": {"target": ACK_TARGET}}, "spec.baseline"),
 ]
 
 
@@ -322,6 +344,17 @@ def test_the_valid_bases_are_accepted(api, crd_installed):
                        ("autoscaling-min-equals-max", scaled)):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
+
+
+@pytest.mark.parametrize("base,patch", [
+    (SAGEMAKER, {"baseline": {}, "promotion": {"target": ACK_TARGET, "minSavingsPercent": 20}}),
+    (LOCAL, {"baseline": {"source": "PromotionTarget"}, "promotion": {"target": KSERVE_TARGET}}),
+], ids=["sagemaker-ack", "local-kserve"])
+def test_a_baseline_with_its_target_is_accepted_and_its_source_defaulted(api, crd_installed, base, patch):
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        schema.GROUP, schema.VERSION, "default", schema.PLURAL, manifest("with-baseline", merged(base, patch)),
+        dry_run="All")
+    assert created["spec"]["baseline"] == {"source": "PromotionTarget"}
 
 
 def real_time_instance_types() -> list[str]:

@@ -3,20 +3,23 @@
 --   Progressing  the operator has not observed metadata.generation yet, or Ready is Unknown or missing (work in
 --                flight: JobPending, JobSubmitting, JobInProgress, JobReplacing)
 --   Suspended    AwaitingApproval=True: a promotion waits for a person
---   Healthy      Ready=True
+--   Healthy      Ready=True (also InsufficientSavings: the winner saves too little against spec.baseline, so
+--                the target keeps what it serves; a decision, not a fault)
 --   Degraded     Ready=False; when the operator retries the reason on its own, the message says so
 -- Lua 5.1 base library only (Argo CD runs health scripts in gopher-lua without useOpenLibs: no string library),
 -- and every field may be absent or of an unexpected type.
 
 -- Ready=False reasons the operator does not retry: they wait for a spec edit or are final. Any other reason
 -- (AccessDenied, RoleNotAssumable, ResourceLimitExceeded, NoCredentials, RegionUnknown, BackendError, an AWS
--- error code the operator passes through, or a promotion's TargetNotFound, FieldConflict, Forbidden) is retried
--- with back-off until it clears.
+-- error code the operator passes through, a promotion's TargetNotFound, FieldConflict, Forbidden, or spec.baseline's
+-- BaselineUnreadable and BaselineUnsupported, read again as the target may change) is retried with back-off until
+-- it clears.
 local terminal = {
   InvalidSpec = true, ValidationFailed = true, NameTaken = true, JobFailed = true, JobStopped = true,
   JobNotFound = true, JobDeleted = true, NoCandidateMeetsSLA = true, ObjectiveUnmeasured = true,
   EndpointUpdateFailed = true,
   ResourceRejected = true, UnsupportedTarget = true, UnsupportedConfiguration = true, NothingToRollBack = true,
+  SavingsUnknown = true,
 }
 
 local function field(value, key)

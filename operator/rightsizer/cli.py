@@ -140,6 +140,11 @@ def _render(args: argparse.Namespace) -> int:
             if parsed.backend != "sagemaker":
                 print(f"{args.file}: {owner.name}: backend {parsed.backend} sends no SageMaker request", file=sys.stderr)
                 continue
+            if parsed.baseline is not None:
+                # The target's endpoint is read from the cluster at submission: the file does not say it.
+                print(f"{args.file}: {owner.name}: note: spec.baseline adds the SageMaker endpoint of "
+                      f"spec.promotion.target to InputConfig.Endpoints when the operator submits the job",
+                      file=sys.stderr)
             requests.append(translate.build_request(parsed, owner, metadata.get("generation", 1)))
         except (spec_module.InvalidSpec, translate.RequestInvalid) as invalid:
             for error in invalid.errors:

@@ -131,6 +131,8 @@ def _execute(effect: Any, backend_of: Callable[[], base.Backend], owner: Owner,
     """Carry out one action; returns what it came back with, for the next Observation."""
     if isinstance(effect, promotion_objects.ReadWorld):
         return _promotion_executor(spec).read(effect)
+    if isinstance(effect, core.ReadBaseline):  # the promotion target, read the way promotion reads it
+        return core.BaselineRead(_promotion_executor(spec).read(effect.read))
     if isinstance(effect, promotion_objects.ApplyObjects):
         return _promotion_executor(spec).apply(effect)
     if isinstance(effect, promotion_objects.DeleteObjects):
@@ -273,6 +275,8 @@ def _describe_effect(effect) -> str:
         return ", ".join(ref.describe() for ref in effect.refs())
     if isinstance(effect, promotion_objects.DeleteObjects):
         return ", ".join(ref.describe() for ref in effect.refs)
+    if isinstance(effect, core.ReadBaseline):
+        effect = effect.read
     return ", ".join(ref.describe() for ref in effect.objects)
 
 

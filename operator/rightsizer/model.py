@@ -149,12 +149,92 @@ class StepFailure:
     failure_reason: str
     # The local backend's "did not fit this host": a failed step for SageMaker's counts, but no measurement.
     skipped: bool = False
+    # The local backend's: the configuration that failed is spec.baseline's, not a candidate.
+    baseline: bool = False
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> StepFailure:
         """An entry of status.steps.failures read back."""
         return cls(row.get("instanceType"), dict(row.get("environment") or {}),
-                   row.get("failureReason") or "failed in an earlier run", bool(row.get("skipped")))
+                   row.get("failureReason") or "failed in an earlier run", bool(row.get("skipped")),
+                   bool(row.get("baseline")))
+
+
+# -- spec.baseline ------------------------------------------------------------------------------------------------
+
+def baseline_recommendation_id(job_name: str) -> str:
+    """The id of the baseline's measurement, in SageMaker's `<job>/<suffix>` shape: a backend reports it under it."""
+    return f"{job_name}/baseline"
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentConfiguration:
+    """What the promotion target serves now (spec.baseline), read from it before the job is submitted."""
+
+    instance_type: str | None
+    instance_count: int
+    # The variables the experiment varies, as the target sets them (spec.baseline_variables).
+    environment: Mapping[str, str]
+    # An ACK Endpoint's SageMaker endpoint, which Inference Recommender benchmarks as it is, and its region.
+    endpoint_name: str | None = None
+    region: str | None = None
+
+    def describe(self) -> str:
+        """`ml.m5.large x1 (OMP_NUM_THREADS=2)`, as selection names configurations."""
+        what = f"{self.instance_type or 'an unknown instance type'} x{self.instance_count}"
+        return f"{what} ({describe_environment(self.environment)})" if self.environment else what
+
+    def as_definition(self) -> dict[str, Any]:
+        """The fields that define what the experiment measures: part of the job's name (rightsizer.naming)."""
+        return {"instanceType": self.instance_type, "instanceCount": self.instance_count,
+                "environment": dict(self.environment), "endpointName": self.endpoint_name}
+
+
+@dataclasses.dataclass(frozen=True)
+class Savings:
+    """status.best.savings: what the winner saves against the baseline (positive: it costs less), and how its
+    latency differs (positive: slower). A figure is None when either configuration lacks it."""
+
+    cost_per_hour: float | None = None
+    cost_per_hour_percent: float | None = None
+    cost_per_inference: float | None = None
+    cost_per_inference_percent: float | None = None
+    model_latency_change: int | None = None
+    model_latency_change_percent: float | None = None
+
+    _KEYS = {"cost_per_hour": "costPerHour", "cost_per_hour_percent": "costPerHourPercent",
+             "cost_per_inference": "costPerInference", "cost_per_inference_percent": "costPerInferencePercent",
+             "model_latency_change": "modelLatencyChange",
+             "model_latency_change_percent": "modelLatencyChangePercent"}
+
+    @classmethod
+    def from_storage(cls, raw: Mapping[str, Any]) -> Savings:
+        return cls(**{field: raw.get(key) for field, key in cls._KEYS.items()})
+
+    def for_storage(self) -> dict[str, Any]:
+        return {key: value for field, key in self._KEYS.items() if (value := getattr(self, field)) is not None}
+
+    def saved(self, per_hour: bool) -> tuple[float | None, float | None]:
+        """(percent, USD) saved per hour or per inference."""
+        if per_hour:
+            return self.cost_per_hour_percent, self.cost_per_hour
+        return self.cost_per_inference_percent, self.cost_per_inference
+
+    def describe(self, per_hour: bool, latency_name: str = "latency") -> str:
+        """`saves 12.3 % per inference (3.1e-09 USD); P95 latency +2 ms (+10 %)`: the gate's figures."""
+        percent, amount = self.saved(per_hour)
+        unit, per = ("USD/h", "hour") if per_hour else ("USD", "inference")
+        if percent is None or amount is None:
+            parts = [f"its saving per {per} is unknown"]
+        elif percent < 0:
+            parts = [f"costs {-percent:.3g} % more per {per} ({-amount:.3g} {unit})"]
+        else:
+            parts = [f"saves {percent:.3g} % per {per} ({amount:.3g} {unit})"]
+        if self.model_latency_change is not None:
+            relative = (f" ({self.model_latency_change_percent:+.3g} %)"
+                        if self.model_latency_change_percent is not None else "")
+            parts.append(f"{latency_name} {self.model_latency_change:+d} ms{relative}")
+        return "; ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,9 +24,10 @@ from rightsizer.model import JobStatus
 from rightsizer.status import Reason
 from rightsizer.promotion import flow as promotion_flow
 from rightsizer.promotion import objects as promotion_objects
+from rightsizer.promotion import targets as promotion_targets
 from rightsizer.promotion.memory import PromotionMemory
 from rightsizer.promotion.reasons import Reason as PromotionReason
-from rightsizer.state import Best, JobState, RecommendationRow
+from rightsizer.state import BaselineState, Best, JobState, RecommendationRow
 
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
@@ -42,7 +43,8 @@ EVENTFUL = (st.JOB_SUBMITTED, st.SUCCEEDED, st.SLA_SATISFIED, st.SCALING_RECOMME
 # False conditions that are a state, not a problem: their Events are Normal.
 UNREMARKABLE_FALSE = (Reason.NOT_SUBMITTED, PromotionReason.NOT_REQUIRED, PromotionReason.DRY_RUN,
                       PromotionReason.AWAITING_APPROVAL, PromotionReason.NO_BEST_CONFIGURATION,
-                      PromotionReason.APPROVED, PromotionReason.ROLLED_BACK, Reason.NO_BEST_CONFIGURATION)
+                      PromotionReason.APPROVED, PromotionReason.ROLLED_BACK, Reason.NO_BEST_CONFIGURATION,
+                      PromotionReason.INSUFFICIENT_SAVINGS)
 PROMOTION_EFFECTS = (promotion_objects.ReadWorld, promotion_objects.ApplyObjects, promotion_objects.DeleteObjects)
 
 
@@ -79,10 +81,17 @@ class ScalingRefused:
     rejected: base.Rejected
 
 
+@dataclasses.dataclass(frozen=True)
+class BaselineRead:
+    """What ReadBaseline found (apart from promotion's own reads, which a World answers)."""
+
+    world: promotion_objects.World
+
+
 # What the one action just carried out came back with: each action has its own answers.
 ActionResult = (JobSeen | JobMissing | CallRefused | base.Submitted | base.Adopted | base.Rejected | base.NameTaken
                 | base.StopDone | ScalingAnswer | ScalingRefused | promotion_objects.World
-                | promotion_objects.ApplyResult | promotion_objects.DeleteResult)
+                | promotion_objects.ApplyResult | promotion_objects.DeleteResult | BaselineRead)
 SUBMIT_RESULTS = (base.Submitted, base.Adopted, base.Rejected, base.NameTaken)
 
 
@@ -135,6 +144,10 @@ class Observation:
     def deleted(self) -> promotion_objects.DeleteResult | None:
         return self.result if isinstance(self.result, promotion_objects.DeleteResult) else None
 
+    @property
+    def baseline_read(self) -> promotion_objects.World | None:
+        return self.result.world if isinstance(self.result, BaselineRead) else None
+
 
 @dataclasses.dataclass(frozen=True)
 class EmitEvent:
@@ -167,6 +180,13 @@ class RecommendScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReadBaseline:
+    """Read what the promotion target serves now (spec.baseline), before the job that measures it is submitted."""
+
+    read: promotion_objects.ReadWorld
+
+
+@dataclasses.dataclass(frozen=True)
 class RetryLater:
     """Stop here and have the handler run again after `seconds` (the shell raises kopf's TemporaryError)."""
 
@@ -174,8 +194,9 @@ class RetryLater:
     message: str
 
 
-# The actions that call the backend: at most one per outcome, and promotion waits for them.
-BACKEND_EFFECTS = (SubmitJob, DescribeJob, StopJob, RecommendScaling)
+# The actions of the job's part of a visit (the backend's calls, and reading the baseline the job measures): at
+# most one per outcome, and promotion waits for them.
+BACKEND_EFFECTS = (SubmitJob, DescribeJob, StopJob, RecommendScaling, ReadBaseline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +296,8 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
         return out.outcome()
 
     try:
-        plan = out.policy.plan(parsed, observation.owner, observation.generation, out.status.job_name)
+        plan = out.policy.plan(parsed, observation.owner, observation.generation, out.status.job_name,
+                               baseline=_recorded_baseline(parsed, out.status))
     except base.PlanInvalid as invalid:
         _refuse(out, invalid.errors)
         return out.outcome()
@@ -284,7 +306,7 @@ def reconcile(spec: Mapping[str, Any], status: Mapping[str, Any], observation: O
     _recommend_scaling(out, parsed)
     # Promotion waits for the job's calls and for the scaling it would carry.
     if parsed.promotion and not any(isinstance(a, (*BACKEND_EFFECTS, RetryLater)) for a in out.actions):
-        _promote(out, parsed.promotion)
+        _promote(out, parsed, parsed.promotion)
     elif not parsed.promotion:
         if out.status.condition_is(st.AWAITING_APPROVAL, st.TRUE):
             # Nobody is asked any more: a stale True would keep Argo CD showing the job Suspended.
@@ -324,7 +346,7 @@ def _not_started(out: _Builder, parsed: spec_module.RightsizeJobSpec, why: str) 
 
 # -- promotion --------------------------------------------------------------------------------------------------
 
-def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
+def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec, promotion: spec_module.Promotion) -> None:
     observation, status = out.observation, out.status
     owner = observation.owner
     assert owner is not None, "a job is driven only with its owner known"
@@ -337,7 +359,8 @@ def _promote(out: _Builder, promotion: spec_module.Promotion) -> None:
         generation=observation.generation, best=status.best.for_storage() if job_done and status.best else None,
         sla_satisfied=sla.status if sla else None, annotations=observation.annotations,
         memory=PromotionMemory.from_storage(status.promotion), now=observation.now, world=observation.world,
-        applied=observation.applied, deleted=observation.deleted))
+        applied=observation.applied, deleted=observation.deleted, baseline=status.baseline if job_done else None,
+        objective=parsed.selection.objective))
     out.set(promotion=step.memory.for_storage())
     for kind, value in ((st.AWAITING_APPROVAL, step.awaiting), (st.PROMOTED, step.promoted), (st.READY, step.ready)):
         if value is not None:
@@ -435,23 +458,107 @@ def _drive_job(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.J
 
     if current and current != desired:
         # A job-defining edit: the running job answers a question nobody asks any more.
+        # With spec.baseline the new job's name waits for the target's read (it hashes what the target serves).
+        successor = "a new job" if parsed.baseline is not None else desired
         if observation.rejected is not None:
             _retry_later(out, f"cannot stop job {current}, which the spec no longer describes", observation.rejected)
             return
         if job_may_be_running(out.status) and observation.stop_result is None and not observation.job_missing:
             out.condition(st.READY, st.UNKNOWN, Reason.JOB_REPLACING,
-                          f"the spec changed: stopping job {current} before submitting {desired}")
+                          f"the spec changed: stopping job {current} before submitting {successor}")
             out.actions.append(StopJob(current))
             return
-        out.event(NORMAL, Reason.JOB_REPLACED, f"the spec changed: job {current} is replaced by {desired}")
+        out.event(NORMAL, Reason.JOB_REPLACED, f"the spec changed: job {current} is replaced by {successor}")
         out.status = out.status.cleared(*state_module.JOB_FIELDS, "job_name")
         current = None
 
     submitted = out.status.condition(st.JOB_SUBMITTED)
     if current is None or not submitted or submitted.status != st.TRUE:
+        if parsed.baseline is not None and _recorded_baseline(parsed, out.status) is None:
+            # Never read, or cleared with the job it was read for: the new job measures what is served now.
+            with_baseline = _read_baseline(out, parsed)
+            if with_baseline is None:
+                return
+            plan = with_baseline
         _submit(out, parsed, plan, submitted)
         return
     _follow(out, parsed, plan)
+
+
+# -- spec.baseline -----------------------------------------------------------------------------------------------
+
+def _recorded_baseline(parsed: spec_module.RightsizeJobSpec, status: JobState) -> model.CurrentConfiguration | None:
+    """What status.baseline read from the promotion target, when the spec still asks for it from that target: the
+    job's name hashes it, so the same read gives the same job after a restart, and another target a new one."""
+    recorded, promotion = status.baseline, parsed.promotion
+    if parsed.baseline is None or promotion is None or recorded is None or not recorded.for_target(promotion.target):
+        return None
+    return recorded.current
+
+
+def _read_baseline(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> base.JobPlan | None:
+    """Before a job with spec.baseline is submitted: read what the target serves now (one action), record it in
+    status.baseline, and plan the job with it; None while the read is under way or when it cannot be measured."""
+    observation, promotion, owner = out.observation, parsed.promotion, out.observation.owner
+    assert promotion is not None and owner is not None, "spec.baseline needs spec.promotion; a job needs its owner"
+    target = promotion.target
+    ref = promotion_objects.ObjectRef(target.api_version, target.kind, owner.namespace, target.name)
+    what = ref.describe()
+    world = observation.baseline_read
+    if world is None:
+        out.condition(st.READY, st.UNKNOWN, Reason.JOB_SUBMITTING,
+                      f"reading what {what} serves now (spec.baseline) before submitting "
+                      f"{_policy(out).describe_job(parsed)}")
+        out.actions.append(ReadBaseline(promotion_targets.baseline_reads(ref)))
+        return None
+    try:
+        current = promotion_targets.current_configuration(ref, world, promotion.field_paths, promotion.variant_name,
+                                                          spec_module.baseline_variables(parsed))
+    except promotion_targets.TargetProblem as unreadable:
+        _baseline_refused(out, parsed, Reason.BASELINE_UNREADABLE,
+                          f"cannot read what {what} serves now for spec.baseline: {unreadable.message}")
+        return None
+    unsupported = _policy(out).baseline_problem(parsed, current)
+    if unsupported is not None:
+        _baseline_refused(out, parsed, Reason.BASELINE_UNSUPPORTED,
+                          f"{_policy(out).display_name} cannot measure what {what} serves now ({current.describe()}) "
+                          f"as spec.baseline: {unsupported}")
+        return None
+    # Written with the job's name (the next write): a restart plans the same job from it.
+    out.set(baseline=BaselineState(target, st.whole_seconds(observation.now), current))
+    try:
+        return _policy(out).plan(parsed, owner, observation.generation, None, baseline=current)
+    except base.PlanInvalid as invalid:
+        _refuse(out, invalid.errors)
+        return None
+
+
+def _baseline_refused(out: _Builder, parsed: spec_module.RightsizeJobSpec, reason: Reason, message: str) -> None:
+    """No job without its baseline; the target may change (it is created, its update finishes): read it again."""
+    timing, now = out.observation.timing, out.observation.now
+    retry_at = timing.after(now, timing.promotion_retry)
+    _not_started(out, parsed, message)
+    out.condition(st.READY, st.FALSE, reason, f"{message}; no job is submitted until it can be measured; "
+                                             f"reading it again at {st.timestamp(retry_at)}")
+    out.set(next_poll_time=retry_at)
+
+
+def _split_baseline(out: _Builder, parsed: spec_module.RightsizeJobSpec,
+                    snapshot: model.JobSnapshot) -> tuple[model.Recommendation, ...]:
+    """The snapshot's candidates; the baseline's measurement, or why the job ended without it, into
+    status.baseline (its verdict comes with the selection)."""
+    recorded = out.status.baseline
+    if recorded is None:
+        return snapshot.recommendations
+    outcome = _policy(out).baseline_outcome(parsed, snapshot.job_name, recorded.current, snapshot)
+    measured = RecommendationRow(dataclasses.replace(outcome.measured, metrics=_metrics_row(outcome.measured))) \
+        if outcome.measured is not None else recorded.measured
+    failure = outcome.failure_reason if measured is None else None
+    if measured is None and failure is None and snapshot.status not in model.ACTIVE_STATUSES:
+        failure = f"job {snapshot.job_name} ended ({snapshot.status}) without measuring it"
+    out.set(baseline=dataclasses.replace(recorded, measured=measured,
+                                         failure_reason=failure[:model.STEP_FAILURE_REASON_CHARS] if failure else None))
+    return outcome.candidates
 
 
 def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobPlan,
@@ -562,7 +669,7 @@ def _follow(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
     if results_final(out.status) and policy_edited:
         # Only the policy can have changed: judge the stored results again (the job itself is not touched).
         performances = out.status.endpoint_performances
-        if performances and not out.status.recommendations:
+        if performances and not out.status.recommendations and parsed.baseline is None:
             _judge_endpoint(out, parsed, performances)
             return
         total = out.status.recommendations_total
@@ -593,8 +700,10 @@ def _resume(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         # spent). A status written before startedAt existed: a job seen running had the host since its start.
         started = progress.started if progress and progress.started else \
             out.status.start_time if out.status.backend_status == JobStatus.IN_PROGRESS else None
+        baseline = out.status.baseline.measured if out.status.baseline else None
         resume = base.ResumeState(
-            completed=tuple(row.recommendation for row in finished if row.recommendation.recommendation_id),
+            completed=tuple(row.recommendation for row in (*finished, *([baseline] if baseline else ()))
+                            if row.recommendation.recommendation_id),
             failed=tuple(failed), started_at=started, runs=runs, submitted_at=out.status.start_time)
         out.actions.append(SubmitJob(dataclasses.replace(plan, resume=resume)))
         return
@@ -632,6 +741,9 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.set(steps=_bounded(snapshot.steps))
     if snapshot.endpoint_performances:
         out.set(endpoint_performances=tuple(snapshot.endpoint_performances))
+    candidates = _split_baseline(out, parsed, snapshot)
+    # Something to judge: a candidate, or the baseline alone (a SageMaker job whose benchmarks all failed).
+    measured = bool(candidates) or bool(out.status.baseline and out.status.baseline.measured)
     progress = _progress(snapshot.steps)
 
     if snapshot.progress is not None:
@@ -647,8 +759,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.condition(st.READY, st.UNKNOWN, Reason.JOB_IN_PROGRESS,
                       f"job {name} is {snapshot.status}{progress}{waiting}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_IN_PROGRESS, f"job {name} is {snapshot.status}{progress}")
-        if snapshot.recommendations:
-            _select(out, parsed, snapshot.recommendations, final=False)
+        if measured:
+            _select(out, parsed, candidates, final=False)
         return
 
     out.set(next_poll_time=None)
@@ -657,10 +769,10 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.set(phase=st.COMPLETED)
         out.condition(st.SUCCEEDED, st.TRUE, Reason.JOB_COMPLETED,
                       f"job {name} completed{progress}{'; ' + partial if partial else ''}")
-        if snapshot.endpoint_performances and not snapshot.recommendations:
+        if snapshot.endpoint_performances and not snapshot.recommendations and parsed.baseline is None:
             _judge_endpoint(out, parsed, snapshot.endpoint_performances)
         else:
-            _select(out, parsed, snapshot.recommendations, partial=partial)
+            _select(out, parsed, candidates, partial=partial)
         return
 
     failed_steps = _failed_steps_text(snapshot.steps)
@@ -670,7 +782,7 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         message = f"job {name} was stopped before it completed{progress}{failed_steps}"
         out.set(phase=st.STOPPED)
         out.condition(st.SUCCEEDED, st.FALSE, Reason.JOB_STOPPED, message)
-        _select(out, parsed, snapshot.recommendations, partial=partial)
+        _select(out, parsed, candidates, partial=partial)
         return
     if snapshot.status == JobStatus.FAILED:
         reason = snapshot.failure_reason or f"{_policy(out).display_name} gave no reason"
@@ -691,8 +803,8 @@ def _apply_snapshot(out: _Builder, parsed: spec_module.RightsizeJobSpec, snapsho
         out.condition(st.READY, st.FALSE, Reason.JOB_DELETED, message)
     out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "the job did not complete")
     out.set(best=None)
-    if snapshot.recommendations:
-        _select(out, parsed, snapshot.recommendations, final=False)
+    if measured:
+        _select(out, parsed, candidates, final=False)
 
 
 def _partial(status: JobStatus | None, steps: model.StepSummary | None, ended_early: str | None = None) -> str | None:
@@ -709,10 +821,19 @@ def _partial(status: JobStatus | None, steps: model.StepSummary | None, ended_ea
 
 def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations: Sequence[model.Recommendation],
             final: bool = True, partial: str | None = None) -> None:
+    """Judge the candidates, and spec.baseline's measurement beside them (status.baseline keeps it and its
+    verdict, apart from the candidates' rows): it wins only if it is best, or as good (nothing to gain)."""
     constraints = selection_module.constraints_for(parsed)
-    chosen = selection_module.select(recommendations, parsed.selection.objective, constraints)
-    rows = tuple(_row(v) for v in chosen.verdicts)
+    recorded = out.status.baseline
+    baseline = recorded.measured.recommendation if recorded and recorded.measured else None
+    incumbent = baseline.recommendation_id if baseline else None
+    chosen = selection_module.select([*recommendations, *([baseline] if baseline else [])],
+                                     parsed.selection.objective, constraints, incumbent=incumbent)
+    rows = tuple(_row(v) for v in chosen.verdicts if v.recommendation.recommendation_id != incumbent)
     out.set(recommendations=rows[:MAX_RECOMMENDATION_ROWS], recommendations_total=len(rows))
+    if recorded is not None and baseline is not None:
+        verdict = next(v for v in chosen.verdicts if v.recommendation.recommendation_id == incumbent)
+        out.set(baseline=dataclasses.replace(recorded, measured=_row(verdict)))
     if not final:
         return
     suffix = f" (partial results: {partial})" if partial else ""
@@ -731,14 +852,18 @@ def _select(out: _Builder, parsed: spec_module.RightsizeJobSpec, recommendations
     previous = out.before.best.recommendation.recommendation_id if out.before.best else None
     if previous and previous != best.recommendation_id:
         out.event(NORMAL, Reason.BEST_CHANGED, f"the selection now prefers {chosen.reason}")
+    best = dataclasses.replace(best, metrics=_metrics_row(best))
+    reason = chosen.reason
+    if recorded is not None and best.recommendation_id == incumbent:
+        reason = f"{reason}; it is what {recorded.target.kind}/{recorded.target.name} serves now (spec.baseline)"
+    savings = selection_module.savings(best, baseline) if baseline is not None else None
     # The scaling asked of this configuration stays while it stays the best (a re-selection after a policy edit).
     kept = out.status.best.scaling if out.status.best and \
         out.status.best.recommendation.recommendation_id == best.recommendation_id else None
-    out.set(best=Best(dataclasses.replace(best, metrics=_metrics_row(best)), chosen.reason[:1024],
-                      partial[:1024] if partial else None, kept))
-    out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, chosen.reason + suffix)
+    out.set(best=Best(best, reason[:1024], partial[:1024] if partial else None, kept, savings))
+    out.condition(st.SLA_SATISFIED, st.TRUE, Reason.CANDIDATE_MEETS_SLA, reason + suffix)
     out.condition(st.READY, st.TRUE, Reason.BEST_SELECTED_FROM_PARTIAL_RESULTS if partial else Reason.BEST_SELECTED,
-                  chosen.reason + suffix)
+                  reason + suffix)
 
 
 def _judge_endpoint(out: _Builder, parsed: spec_module.RightsizeJobSpec,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from rightsizer.model import Recommendation, describe_environment
+from rightsizer.model import Recommendation, Savings, describe_environment
 from rightsizer.spec import Percentile, RightsizeJobSpec
 
 # The scope of a recommendation's metrics: maxInvocations, costPerHour and costPerInference describe the endpoint
@@ -128,7 +128,10 @@ def describe_configuration(recommendation: Recommendation) -> str:
     return f"{what} ({environment})" if environment else what
 
 
-def select(recommendations: Sequence[Recommendation], objective: str, constraints: Constraints) -> Selection:
+def select(recommendations: Sequence[Recommendation], objective: str, constraints: Constraints,
+           incumbent: str | None = None) -> Selection:
+    """`incumbent`: the recommendation id of what the target serves now (spec.baseline), which wins a tie: a change
+    that gains nothing is not worth making."""
     metric, smaller_is_better, phrase = OBJECTIVES[objective]
 
     def value(recommendation: Recommendation) -> float | None:
@@ -137,14 +140,15 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
         raw = recommendation.metrics.get(metric)
         return None if raw is None else float(raw)
 
-    def rank(verdict: Verdict) -> tuple[bool, bool, float, float, str]:
+    def rank(verdict: Verdict) -> tuple[bool, bool, float, float, bool, str]:
         measured = value(verdict.recommendation)
         missing = measured is None
         key = 0.0 if measured is None else measured if smaller_is_better else -measured
         cost = verdict.recommendation.metrics.get("costPerHour")
-        # Ties go to the cheaper configuration, then to a stable order.
+        # Ties go to the cheaper configuration, then to the incumbent, then to a stable order.
+        recommendation_id = verdict.recommendation.recommendation_id
         return (not verdict.meets_sla, missing, key, float("inf") if cost is None else cost,
-                verdict.recommendation.recommendation_id)
+                recommendation_id != incumbent, recommendation_id)
 
     verdicts = tuple(sorted((_judge(r, constraints) for r in recommendations), key=rank))
     qualifying = [v for v in verdicts if v.meets_sla and value(v.recommendation) is not None]
@@ -168,6 +172,30 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     if unranked:
         reason += f"; not ranked, though meeting it: {_missing(metric, unranked)}"
     return Selection(best, reason, verdicts)
+
+
+def savings(chosen: Recommendation, baseline: Recommendation) -> Savings:
+    """What `chosen` saves against `baseline` per hour and per inference (positive: it costs less; percent of the
+    baseline's figure), and how its latency differs (positive: slower)."""
+
+    def saved(before: float | None, after: float | None) -> tuple[float | None, float | None]:
+        if before is None or after is None:
+            return None, None
+        return before - after, round(100.0 * (before - after) / before, 2) if before else None
+
+    hour, hour_percent = saved(_number(baseline.metrics.get("costPerHour")), _number(chosen.metrics.get("costPerHour")))
+    inference, inference_percent = saved(cost_per_inference(baseline.metrics), cost_per_inference(chosen.metrics))
+    before, after = baseline.metrics.get("modelLatency"), chosen.metrics.get("modelLatency")
+    latency = None if before is None or after is None else int(after) - int(before)
+    return Savings(cost_per_hour=None if hour is None else round(hour, 10), cost_per_hour_percent=hour_percent,
+                   cost_per_inference=inference, cost_per_inference_percent=inference_percent,
+                   model_latency_change=latency,
+                   model_latency_change_percent=round(100.0 * latency / before, 2)
+                   if latency is not None and before else None)
+
+
+def _number(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def meets_sla(selection: Selection) -> bool:

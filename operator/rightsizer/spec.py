@@ -233,6 +233,8 @@ class Promotion:
     field_paths: FieldPaths | None = None
     variant_name: str | None = None  # spec.promotion.target.variantName: ACK only, the production variant to change
     allow_partial_results: bool = False  # Automatic may act on a selection from a job that did not finish
+    # The least a winner must save against spec.baseline, in percent of its cost; None: no such gate.
+    min_savings_percent: int | None = None
 
     @classmethod
     def from_spec(cls, raw: Mapping[str, Any]) -> "Promotion":
@@ -246,7 +248,18 @@ class Promotion:
                                           field_paths.get("environment"), field_paths.get("compilationJobName"),
                                           field_paths.get("minReplicas"), field_paths.get("maxReplicas"))
                    if field_paths else None,
-                   variant_name=target.get("variantName"))
+                   variant_name=target.get("variantName"), min_savings_percent=raw.get("minSavingsPercent"))
+
+
+class BaselineSource(StrEnum):
+    PROMOTION_TARGET = "PromotionTarget"  # what spec.promotion.target serves now
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """spec.baseline: measure what the promotion target serves now in the same experiment."""
+
+    source: BaselineSource = BaselineSource.PROMOTION_TARGET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,6 +364,7 @@ class RightsizeJobSpec:
     local: Mapping[str, Any]
     job_description: str | None = None
     kubernetes: KubernetesSettings | None = None
+    baseline: Baseline | None = None
     # Which field the candidates came from, so errors name the field the user wrote.
     candidates_field: str = "spec.instanceTypes"
     # The job-defining fields as written, defaults applied: what a job's name hashes (rightsizer.naming), so the
@@ -461,6 +475,7 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
         local=raw.get("local") or {},
         job_description=raw.get("jobDescription"),
         kubernetes=KubernetesSettings.from_spec(raw["kubernetes"]) if raw.get("kubernetes") else None,
+        baseline=Baseline(BaselineSource(raw["baseline"]["source"])) if raw.get("baseline") else None,
         candidates_field=("spec.endpointConfigurations" if raw.get("endpointConfigurations") else
                           "spec.kubernetes.candidates" if raw.get("kubernetes") else "spec.instanceTypes"),
         job_definition=types.MappingProxyType({key: value for key, value in raw.items()
@@ -487,7 +502,20 @@ def semantic_errors(spec: RightsizeJobSpec) -> list[str]:
         # The CRD's rule too; repeated for files read without the API server (`rightsizer run`, `validate`).
         errors.append(f"spec.autoscaling.minInvocationsPerMinute ({scaling.min_invocations_per_minute}) must not "
                       f"exceed spec.autoscaling.maxInvocationsPerMinute ({scaling.max_invocations_per_minute})")
+    # The CRD's rules too, for files no API server has checked (`rightsizer run`, `validate`).
+    if spec.baseline is not None and spec.promotion is None:
+        errors.append("spec.baseline measures what spec.promotion.target serves now: spec.promotion is required "
+                      "with it")
+    if spec.promotion is not None and spec.promotion.min_savings_percent is not None and spec.baseline is None:
+        errors.append("spec.promotion.minSavingsPercent compares the winner with what the target serves now: "
+                      "spec.baseline is required with it")
     return errors
+
+
+def baseline_variables(spec: RightsizeJobSpec) -> tuple[str, ...]:
+    """The environment variables the experiment varies: what a baseline's environment is compared on (promotion
+    merges only these into the target, so the target's other variables are the same before and after)."""
+    return tuple(dict.fromkeys(name for candidate in spec.candidates for name, _ in candidate.parameter_ranges))
 
 
 def configuration_count(spec: RightsizeJobSpec) -> int:

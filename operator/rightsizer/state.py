@@ -16,11 +16,12 @@ from typing import Any, Mapping
 from rightsizer import model
 from rightsizer import status as st
 from rightsizer.model import JobStatus
+from rightsizer.spec import TargetRef
 
 # A job-defining edit clears these along with the job: they describe one job.
 JOB_FIELDS = ("job_arn", "backend_status", "failure_reason", "start_time", "completion_time", "last_polled_time",
               "recommendations", "recommendations_total", "endpoint_performances", "steps", "best", "next_poll_time",
-              "submit_attempts", "progress")
+              "submit_attempts", "progress", "baseline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +55,15 @@ class Best:
     partial: str | None = None
     # How it should scale for spec.autoscaling (or why it cannot): asked once per best configuration.
     scaling: model.Scaling | None = None
+    # Against status.baseline, when spec.baseline measured one.
+    savings: model.Savings | None = None
 
     @classmethod
     def from_storage(cls, raw: Mapping[str, Any]) -> Best:
-        scaling = raw.get("scaling")
+        scaling, savings = raw.get("scaling"), raw.get("savings")
         return cls(model.Recommendation.from_status_row(raw), raw.get("reason", ""), raw.get("partial"),
-                   model.Scaling.from_row(scaling) if scaling else None)
+                   model.Scaling.from_row(scaling) if scaling else None,
+                   model.Savings.from_storage(savings) if savings is not None else None)
 
     def for_storage(self) -> dict[str, Any]:
         r = self.recommendation
@@ -67,8 +71,50 @@ class Best:
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
                   "metrics": dict(r.metrics), "reason": self.reason, "partial": self.partial,
                   "recommended": r.recommended, "placement": r.placement.to_row() if r.placement else None,
-                  "scaling": self.scaling.to_row() if self.scaling else None, **r.provenance()}
+                  "scaling": self.scaling.to_row() if self.scaling else None,
+                  "savings": self.savings.for_storage() if self.savings else None, **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineState:
+    """status.baseline: the configuration spec.promotion.target served when it was read (before the job was
+    submitted), then its measurement and verdict, or why the job did not measure it."""
+
+    target: TargetRef
+    read_at: datetime.datetime
+    current: model.CurrentConfiguration
+    measured: RecommendationRow | None = None
+    failure_reason: str | None = None
+
+    @classmethod
+    def from_storage(cls, raw: Mapping[str, Any]) -> BaselineState:
+        target = raw.get("target") or {}
+        read_at = st.parse_timestamp(raw.get("readAt"))
+        current = model.CurrentConfiguration(raw.get("instanceType"), int(raw.get("initialInstanceCount") or 1),
+                                             dict(raw.get("environment") or {}), raw.get("endpointName"),
+                                             raw.get("region"))
+        # Measured: the row's own keys (recommendationId, metrics, the verdict) beside the configuration's.
+        measured = RecommendationRow.from_storage(raw) if raw.get("recommendationId") else None
+        return cls(TargetRef(target.get("apiVersion", ""), target.get("kind", ""), target.get("name", "")),
+                   read_at or datetime.datetime.fromtimestamp(0, datetime.timezone.utc), current, measured,
+                   raw.get("failureReason"))
+
+    def for_storage(self) -> dict[str, Any]:
+        current = self.current
+        stored: dict[str, Any] = {
+            "target": {"apiVersion": self.target.api_version, "kind": self.target.kind, "name": self.target.name},
+            "readAt": st.timestamp(self.read_at), "instanceType": current.instance_type,
+            "initialInstanceCount": current.instance_count, "environment": dict(current.environment),
+            "endpointName": current.endpoint_name, "region": current.region, "failureReason": self.failure_reason}
+        if self.measured is not None:
+            row = self.measured.for_storage()
+            stored.update({key: row.get(key) for key in ("recommendationId", "metrics", "meetsSLA", "slaMessage")})
+        return {key: value for key, value in stored.items() if value is not None}
+
+    def for_target(self, target: TargetRef) -> bool:
+        """Whether this was read from `target` (an edit of spec.promotion.target asks for another baseline)."""
+        return self.target == target
 
 
 def _steps_from_storage(raw: Mapping[str, Any]) -> model.StepSummary:
@@ -79,7 +125,8 @@ def _steps_from_storage(raw: Mapping[str, Any]) -> model.StepSummary:
 def _steps_for_storage(steps: model.StepSummary) -> dict[str, Any]:
     return {"total": steps.total, "byStatus": dict(steps.by_status),
             "failures": [{"instanceType": f.instance_type, "environment": dict(f.environment),
-                          "failureReason": f.failure_reason, **({"skipped": True} if f.skipped else {})}
+                          "failureReason": f.failure_reason, **({"skipped": True} if f.skipped else {}),
+                          **({"baseline": True} if f.baseline else {})}
                          for f in steps.failures]}
 
 
@@ -121,6 +168,7 @@ class JobState:
     progress: model.Progress | None = None
     # The promotion flow's memory, in its stored form (typed by rightsizer.promotion.memory).
     promotion: Mapping[str, Any] | None = None
+    baseline: BaselineState | None = None
 
     def condition(self, condition_type: str) -> st.ConditionRecord | None:
         return st.find(self.conditions, condition_type)
@@ -153,7 +201,8 @@ class JobState:
             endpoint_performances=optional("endpointPerformances", lambda rows: tuple(
                 model.EndpointPerformance(p["endpointName"], p["maxInvocations"], p["modelLatency"]) for p in rows)),
             steps=optional("steps", _steps_from_storage), best=optional("best", Best.from_storage),
-            progress=optional("progress", _progress_from_storage), promotion=raw.get("promotion"))
+            progress=optional("progress", _progress_from_storage), promotion=raw.get("promotion"),
+            baseline=optional("baseline", BaselineState.from_storage))
 
     def for_storage(self) -> dict[str, Any]:
         def optional(value: Any, write: Any = lambda v: v) -> Any:
@@ -175,6 +224,7 @@ class JobState:
                  "modelLatency": p.model_latency} for p in rows]),
             "steps": optional(self.steps, _steps_for_storage), "best": optional(self.best, Best.for_storage),
             "progress": optional(self.progress, _progress_for_storage), "promotion": self.promotion,
+            "baseline": optional(self.baseline, BaselineState.for_storage),
         }
         return {key: value for key, value in stored.items() if value is not None}
 

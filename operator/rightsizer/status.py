@@ -75,6 +75,9 @@ class Reason(enum.StrEnum):
     SCALING_PENDING = "ScalingPending"
     SCALING_RECOMMENDED = "ScalingRecommended"
     NO_BEST_CONFIGURATION = "NoBestConfiguration"
+    # spec.baseline: what the promotion target serves now cannot be read, or the backend cannot measure it.
+    BASELINE_UNREADABLE = "BaselineUnreadable"
+    BASELINE_UNSUPPORTED = "BaselineUnsupported"
 
 
 # Short names for the words every module uses.

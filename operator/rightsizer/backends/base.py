@@ -15,7 +15,8 @@ import dataclasses
 import datetime
 from typing import Any, Mapping, Protocol
 
-from rightsizer.model import JobSnapshot, JobStatus, Owner, Recommendation, Scaling, StepFailure
+from rightsizer.model import (CurrentConfiguration, JobSnapshot, JobStatus, Owner, Recommendation, Scaling,
+                              StepFailure, baseline_recommendation_id)
 from rightsizer.naming import job_name_for
 from rightsizer.spec import Autoscaling, RightsizeJobSpec
 from rightsizer.status import whole_seconds
@@ -81,6 +82,18 @@ class JobPlan:
     spec: RightsizeJobSpec = dataclasses.field(compare=False)
     request: Mapping[str, Any]
     resume: ResumeState | None = None
+    # spec.baseline's configuration, read from the promotion target before submission; part of the name's hash.
+    baseline: CurrentConfiguration | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineOutcome:
+    """A job's results with spec.baseline's apart: the candidates, and the baseline's measurement or why the job
+    did not make it (both None while it may still come)."""
+
+    candidates: tuple[Recommendation, ...]
+    measured: Recommendation | None = None
+    failure_reason: str | None = None
 
 
 class PlanInvalid(ValueError):
@@ -181,15 +194,30 @@ class RunsTheSpecItself:
 
     poll_seconds = 2.0
 
-    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> JobPlan:
-        name = job_name_for(dict(spec.job_definition), owner, generation, current_name)
-        return JobPlan(name, spec, {"JobName": name})
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None,
+             baseline: CurrentConfiguration | None = None) -> JobPlan:
+        definition = dict(spec.job_definition)
+        if baseline is not None:
+            definition["baselineConfiguration"] = baseline.as_definition()
+        name = job_name_for(definition, owner, generation, current_name)
+        return JobPlan(name, spec, {"JobName": name}, baseline=baseline)
 
     def first_poll(self, timing: Timing) -> float:
         return timing.seconds(self.poll_seconds)
 
     def poll_interval(self, timing: Timing, elapsed_seconds: float) -> float:
         return timing.seconds(self.poll_seconds)
+
+    def baseline_outcome(self, spec: RightsizeJobSpec, job_name: str, current: CurrentConfiguration,
+                         snapshot: JobSnapshot) -> BaselineOutcome:
+        """The baseline runs as one more configuration, reported under baseline_recommendation_id; a failure of it
+        is the step failure marked `baseline`."""
+        baseline_id = baseline_recommendation_id(job_name)
+        measured = next((r for r in snapshot.recommendations if r.recommendation_id == baseline_id), None)
+        failure = next((f.failure_reason for f in (snapshot.steps.failures if snapshot.steps else ()) if f.baseline),
+                       None)
+        return BaselineOutcome(tuple(r for r in snapshot.recommendations if r.recommendation_id != baseline_id),
+                               measured, failure if measured is None else None)
 
 
 class BackendPolicy(Protocol):
@@ -208,8 +236,18 @@ class BackendPolicy(Protocol):
     def describe_job(self, spec: RightsizeJobSpec) -> str:
         """One phrase naming what will run, for condition messages."""
 
-    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> JobPlan:
-        """The job to run, named by `rightsizer.naming`; raises PlanInvalid when the backend would refuse it."""
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None,
+             baseline: CurrentConfiguration | None = None) -> JobPlan:
+        """The job to run, named by `rightsizer.naming` (`baseline`, spec.baseline's configuration, included);
+        raises PlanInvalid when the backend would refuse it."""
+
+    def baseline_problem(self, spec: RightsizeJobSpec, current: CurrentConfiguration) -> str | None:
+        """Why this backend cannot measure `current`, read from the promotion target, as spec.baseline; None if
+        it can."""
+
+    def baseline_outcome(self, spec: RightsizeJobSpec, job_name: str, current: CurrentConfiguration,
+                         snapshot: JobSnapshot) -> BaselineOutcome:
+        """The snapshot's results with the baseline's apart (a backend reports it in its own way)."""
 
     def first_poll(self, timing: Timing) -> float:
         """Seconds from submission to the first look."""

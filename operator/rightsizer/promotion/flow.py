@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
 from rightsizer import status as st
+from rightsizer.model import Savings
 from rightsizer.promotion import paths, targets
 from rightsizer.promotion.memory import PromotionMemory, RecordedConfiguration, State
 from rightsizer.promotion.objects import (ApplyObjects, ApplyResult, DeleteObjects, DeleteResult, KindRef, ObjectRef,
@@ -24,6 +25,7 @@ from rightsizer.promotion.paths import Path
 from rightsizer.promotion.reasons import Reason
 from rightsizer.promotion.targets import Configuration, TargetProblem
 from rightsizer.spec import FieldPaths, Promotion, PromotionMode
+from rightsizer.state import BaselineState
 
 APPROVE_ANNOTATION = "rightsizer.io/approve"
 ROLLBACK_ANNOTATION = "rightsizer.io/rollback"
@@ -34,7 +36,7 @@ ATTEMPT_STATES = (State.CREATING_RESOURCES, State.UPDATING_TARGET, State.WAITING
 
 # Promoted=False reasons that wait for a person (a spec edit, a new approval) rather than for time.
 FINAL_REASONS = (Reason.ENDPOINT_UPDATE_FAILED, Reason.RESOURCE_REJECTED, Reason.UNSUPPORTED_TARGET,
-                 Reason.UNSUPPORTED_CONFIGURATION, Reason.NOTHING_TO_ROLL_BACK)
+                 Reason.UNSUPPORTED_CONFIGURATION, Reason.NOTHING_TO_ROLL_BACK, Reason.SAVINGS_UNKNOWN)
 
 Condition = tuple[str, Reason, str]  # (status, reason, message)
 
@@ -59,6 +61,10 @@ class Context:
     world: World | None = None
     applied: ApplyResult | None = None
     deleted: DeleteResult | None = None
+    # spec.baseline's measurement (status.baseline), which spec.promotion.minSavingsPercent judges `best` against,
+    # and the objective, whose cost (per hour or per inference) the saving is counted in.
+    baseline: BaselineState | None = None
+    objective: str = "CostPerInference"
 
 
 @dataclasses.dataclass
@@ -127,6 +133,8 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
         step.promoted = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
         step.ready = (st.FALSE, Reason.UNSUPPORTED_CONFIGURATION, compiled)
         return None
+    if not _worth_promoting(ctx, step, configuration):
+        return None
     # A winner among what a cut-short job measured may not be the winner of the grid: a person decides, unless the
     # spec lets Automatic act on it.
     partial = best.get("partial") if mode == PromotionMode.AUTOMATIC and not ctx.promotion.allow_partial_results \
@@ -158,6 +166,41 @@ def _gate(ctx: Context, step: Step) -> Configuration | None:
         step.promoted = (st.FALSE, Reason.SLA_NOT_MET, f"nothing is promoted to {what}: SLASatisfied is not True")
         return None
     return configuration
+
+
+def _worth_promoting(ctx: Context, step: Step, configuration: Configuration) -> bool:
+    """spec.promotion.minSavingsPercent: whether `configuration` saves enough against what the target serves now
+    (status.baseline) to be promoted; when not, the conditions say so with the figures. Judged before approval (no
+    approval can make a saving larger), and not for what is promoted already."""
+    minimum, baseline = ctx.promotion.min_savings_percent, ctx.baseline
+    if minimum is None or _converged(step.memory, configuration):
+        return True
+    what, limit = _what(ctx), f"spec.promotion.minSavingsPercent {minimum}"
+    dry_run = "dry run: " if ctx.promotion.mode == PromotionMode.DRY_RUN else ""
+    measured = baseline.measured if baseline else None
+    if measured is not None and measured.meets_sla is False:
+        return True  # what the target serves breaks the SLA: a fix is worth any price, and the gate is for savings
+    per_hour = ctx.objective == "CostPerHour"
+    savings = Savings.from_storage((ctx.best or {}).get("savings") or {})
+    percent, _ = savings.saved(per_hour)
+    now = f"what {what} serves now ({baseline.current.describe()})" if baseline else f"what {what} serves now"
+    if measured is None or percent is None:
+        why = (f"the job did not measure it: {baseline.failure_reason}" if baseline and baseline.failure_reason
+               else "it was not measured" if measured is None
+               else f"no cost {'per hour' if per_hour else 'per inference'} is known for both (a price is missing)")
+        message = (f"{dry_run}nothing is promoted to {what}: {limit} cannot be judged, since the saving of "
+                   f"{configuration.describe()} against {now} is unknown: {why}")
+        step.promoted = step.ready = (st.FALSE, Reason.SAVINGS_UNKNOWN, message)
+        step.awaiting = (st.FALSE, Reason.SAVINGS_UNKNOWN, message)
+        return False
+    if percent >= minimum:
+        return True
+    message = (f"{dry_run}nothing is promoted to {what}: {configuration.describe()} "
+               f"{savings.describe(per_hour)} against {now}, below {limit}")
+    step.promoted = (st.FALSE, Reason.INSUFFICIENT_SAVINGS, message)
+    step.ready = (st.TRUE, Reason.INSUFFICIENT_SAVINGS, message)  # a decision, not a fault: the job did its work
+    step.awaiting = (st.FALSE, Reason.INSUFFICIENT_SAVINGS, message)
+    return False
 
 
 def _between_attempts(memory: PromotionMemory, state: State) -> PromotionMemory:
@@ -290,30 +333,10 @@ def _problem(step: Step, problem: TargetProblem) -> Step:
 
 def _read_problems(ctx: Context) -> tuple[World, Mapping[str, Any]]:
     """The world read and the target in it, or the TargetProblem that stops the attempt."""
-    ref, world = target_ref(ctx), ctx.world
-    if world is None:
+    if ctx.world is None:
         raise LookupError("the target was not read")  # _attempt reads it first
-    # An ACK read also lists EndpointConfigs and Models and may dry-run the Endpoint's patch (the conflict probe):
-    # World does not say which call was refused or failed, so the message names them all.
-    ack = targets.kind_of(ctx.promotion.target) == "ack"
-    if world.forbidden:
-        if ack:
-            raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read or patch {_what(ctx)}: {world.error}; "
-                                f"its ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
-                                f"delete on EndpointConfigs and Models, in {ref.api_version}")
-        raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read {_what(ctx)}: {world.error}; grant its "
-                            f"ServiceAccount get (and patch) on {ref.kind} in {ref.api_version}")
-    if world.error:
-        doing = f"reading {_what(ctx)} and its ACK objects, or the dry run of its patch," if ack \
-            else f"reading {_what(ctx)}"
-        raise TargetProblem(Reason.TARGET_ERROR, f"{doing} failed: {world.error}")
-    if (ref.api_version, ref.kind) in world.unserved:
-        raise TargetProblem(Reason.TARGET_KIND_NOT_SERVED, f"the API server does not serve {ref.kind} in "
-                            f"{ref.api_version} (is its CRD or controller installed?)")
-    live = world.objects.get(ref)
-    if live is None:
-        raise TargetProblem(Reason.TARGET_NOT_FOUND, f"{_what(ctx)} does not exist in namespace {ref.namespace}")
-    return world, live
+    # An ACK read may also dry-run the Endpoint's patch (the conflict probe).
+    return ctx.world, targets.read_target(target_ref(ctx), ctx.world, probed=True)
 
 
 def _apply_problems(applied: ApplyResult, what: str, grant: str = "") -> None:

@@ -28,6 +28,10 @@ class Reason(StrEnum):
     TARGET_ERROR = "TargetError"
     TARGET_KIND_NOT_SERVED = "TargetKindNotServed"
     TARGET_NOT_FOUND = "TargetNotFound"
+    # spec.promotion.minSavingsPercent: the winner saves too little against status.baseline (a decision: Ready stays
+    # True), or the saving is unknown because the baseline was not measured or priced (a person must look).
+    INSUFFICIENT_SAVINGS = "InsufficientSavings"
+    SAVINGS_UNKNOWN = "SavingsUnknown"
     # AwaitingApproval (also NoBestConfiguration and RolledBack)
     APPROVAL_REQUIRED = "ApprovalRequired"
     PARTIAL_RESULTS = "PartialResults"  # Automatic, but the selection is from a job that did not finish

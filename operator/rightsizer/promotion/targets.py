@@ -16,9 +16,10 @@ import re
 from typing import Any, Mapping, Sequence
 
 from rightsizer import pricing
-from rightsizer.model import INVOCATIONS_PER_INSTANCE, PodPlacement, Scaling
+from rightsizer.model import INVOCATIONS_PER_INSTANCE, CurrentConfiguration, PodPlacement, Scaling
 from rightsizer.promotion import paths
-from rightsizer.promotion.objects import JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, condition, condition_is
+from rightsizer.promotion.objects import (JOB_LABEL, MANAGED_BY_LABEL, KindRef, ObjectRef, ReadWorld, World,
+                                          condition, condition_is)
 from rightsizer.promotion.paths import MISSING, Keyed, Path
 from rightsizer.promotion.reasons import Reason
 from rightsizer.spec import FieldPaths, TargetRef
@@ -127,17 +128,21 @@ def _quantities(instance_type: str) -> dict[str, Any] | None:
     return {"cpu": cpu, "memory": f"{memory // 2**20}Mi"}
 
 
-def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) -> list[tuple[Path, Any]]:
+def kserve_container_path(live: Mapping[str, Any]) -> Path:
+    """Where the predictor's serving container is: spec.predictor.model, a framework key, or the first of
+    spec.predictor.containers."""
     predictor = (live.get("spec") or {}).get("predictor") or {}
-    container_path: Path
     key = next((k for k in KSERVE_CONTAINER_KEYS if isinstance(predictor.get(k), Mapping)), None)
     if key is not None:
-        container_path = ("spec", "predictor", key)
-    elif predictor.get("containers"):
-        container_path = ("spec", "predictor", "containers", Keyed("name", predictor["containers"][0]["name"]))
-    else:
-        raise TargetProblem(Reason.UNSUPPORTED_TARGET, "InferenceService has no predictor container to configure "
-                            "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
+        return ("spec", "predictor", key)
+    if predictor.get("containers"):
+        return ("spec", "predictor", "containers", Keyed("name", predictor["containers"][0]["name"]))
+    raise TargetProblem(Reason.UNSUPPORTED_TARGET, "InferenceService has no predictor container to configure "
+                        "(spec.predictor.model, a framework key or spec.predictor.containers)", retry=False)
+
+
+def kserve_assignments(live: Mapping[str, Any], configuration: Configuration) -> list[tuple[Path, Any]]:
+    container_path = kserve_container_path(live)
     assignments = kserve_replicas(live, configuration)
     placement = configuration.placement
     if placement is not None:
@@ -236,6 +241,31 @@ def differences(live: Mapping[str, Any], assignments: Sequence[tuple[Path, Any]]
         if current is MISSING or str(current) != str(value):
             out.append(f"{paths.render(path)}: {'unset' if current is MISSING else current} -> {value}")
     return out
+
+
+def read_target(ref: ObjectRef, world: World, probed: bool = False) -> Mapping[str, Any]:
+    """The target as `world` holds it, or the TargetProblem that the read ran into. `probed`: the read also
+    dry-ran a patch of the target (World does not say which call failed, so the message names them all)."""
+    what = ref.describe()
+    ack = kind_of(TargetRef(ref.api_version, ref.kind, ref.name)) == "ack"
+    if world.forbidden:
+        if ack:
+            raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read or patch {what}: {world.error}; "
+                                f"its ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
+                                f"delete on EndpointConfigs and Models, in {ref.api_version}")
+        raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read {what}: {world.error}; grant its "
+                            f"ServiceAccount get (and patch) on {ref.kind} in {ref.api_version}")
+    if world.error:
+        doing = (f"reading {what} and its ACK objects{', or the dry run of its patch,' if probed else ''}" if ack
+                 else f"reading {what}")
+        raise TargetProblem(Reason.TARGET_ERROR, f"{doing} failed: {world.error}")
+    if (ref.api_version, ref.kind) in world.unserved:
+        raise TargetProblem(Reason.TARGET_KIND_NOT_SERVED, f"the API server does not serve {ref.kind} in "
+                            f"{ref.api_version} (is its CRD or controller installed?)")
+    live = world.objects.get(ref)
+    if live is None:
+        raise TargetProblem(Reason.TARGET_NOT_FOUND, f"{what} does not exist in namespace {ref.namespace}")
+    return live
 
 
 def apply_document(target: ObjectRef, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,3 +430,96 @@ def ack_endpoint_verdict(endpoint: Mapping[str, Any], config_name: str) -> tuple
     if endpoint_status == "InService" and condition_is(endpoint, ACK_SYNCED, "True"):
         return "done", "InService"
     return "waiting", f"endpointStatus {endpoint_status}"
+
+
+# -- what the target serves now (spec.baseline) ------------------------------------------------------------------
+
+def baseline_reads(ref: ObjectRef) -> ReadWorld:
+    """What reading the target's current configuration takes: an ACK Endpoint with the EndpointConfigs and Models
+    behind it, any other target alone."""
+    if kind_of(TargetRef(ref.api_version, ref.kind, ref.name)) == "ack":
+        return ReadWorld(*ack_reads(ref))
+    return ReadWorld((ref,))
+
+
+def current_configuration(ref: ObjectRef, world: World, field_paths: FieldPaths | None, variant_name: str | None,
+                          variables: Sequence[str]) -> CurrentConfiguration:
+    """What the target serves now, with the environment cut to `variables` (the ones the experiment varies), or
+    the TargetProblem that keeps it from being read."""
+    live = read_target(ref, world)
+    kind = kind_of(TargetRef(ref.api_version, ref.kind, ref.name))
+    if kind == "ack":
+        return _ack_current(ref, world, live, variant_name, variables)
+    if kind == "kserve":
+        return _kserve_current(live, variables)
+    return _generic_current(ref, live, field_paths or FieldPaths(), variables)
+
+
+def _only(environment: Mapping[str, Any], variables: Sequence[str]) -> dict[str, str]:
+    return {name: str(environment[name]) for name in variables if environment.get(name) is not None}
+
+
+def _ack_current(ref: ObjectRef, world: World, endpoint: Mapping[str, Any], variant_name: str | None,
+                 variables: Sequence[str]) -> CurrentConfiguration:
+    what = ref.describe()
+    configs = world.listings.get(KindRef(ref.api_version, "EndpointConfig", ref.namespace), ())
+    models = world.listings.get(KindRef(ref.api_version, "Model", ref.namespace), ())
+    live = ack_live(endpoint, configs, models, [variant_name])
+    status = endpoint.get("status") or {}
+    if not ack_serves(endpoint, live.config_name):
+        failure = f": {status['failureReason']}" if status.get("failureReason") else ""
+        raise TargetProblem(Reason.TARGET_ERROR, f"{what} is not steadily serving EndpointConfig "
+                            f"{live.config_name or '(none)'} (endpointStatus {status.get('endpointStatus', 'unknown')}"
+                            f"{failure}); what it serves is read once it is InService with it")
+    if live.config is None:
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"EndpointConfig {live.config_name}, which {what} serves, is not "
+                            f"an ACK resource in namespace {ref.namespace}: its instance type and count cannot be read")
+    variants = ((live.config.get("spec") or {}).get("productionVariants") or [])
+    if len(variants) != 1 or live.variant is None:
+        # Inference Recommender benchmarks endpoints of one variant only, and several are not one configuration.
+        raise TargetProblem(Reason.UNSUPPORTED_TARGET, f"EndpointConfig {live.config_name}, which {what} serves, has "
+                            f"{len(variants)} production variants; a baseline is an endpoint of exactly one")
+    if live.model is None and variables:
+        raise TargetProblem(Reason.SOURCE_NOT_FOUND, f"Model {live.variant.get('modelName')}, which {what} serves, is "
+                            f"not an ACK resource in namespace {ref.namespace}: the environment the experiment varies "
+                            f"({', '.join(variables)}) cannot be read")
+    # What SageMaker runs now (status), else what the config asked for: ACK keeps a variant's count on updates.
+    summary = next((v for v in status.get("productionVariants") or ()
+                    if isinstance(v, Mapping) and v.get("variantName") == live.variant.get("variantName")), {})
+    count = summary.get("currentInstanceCount") or live.variant.get("initialInstanceCount") or 1
+    metadata = status.get("ackResourceMetadata") or {}
+    arn_parts = str(metadata.get("arn") or "").split(":")
+    region = metadata.get("region") or (arn_parts[3] if len(arn_parts) > 3 and arn_parts[3] else None)
+    return CurrentConfiguration(live.variant.get("instanceType"), int(count), _only(live.environment(), variables),
+                                endpoint_name=(endpoint.get("spec") or {}).get("endpointName"), region=region)
+
+
+def _kserve_current(live: Mapping[str, Any], variables: Sequence[str]) -> CurrentConfiguration:
+    predictor = (live.get("spec") or {}).get("predictor") or {}
+    container = paths.get(live, kserve_container_path(live))
+    environment = {e["name"]: e.get("value") for e in (container or {}).get("env") or ()
+                   if isinstance(e, Mapping) and e.get("name")}
+    label = (predictor.get("nodeSelector") or {}).get(INSTANCE_TYPE_LABEL)
+    # Promotion writes an ml.* type's EC2 name into the node selector; read back, it is the SageMaker type again.
+    instance_type = f"ml.{label}" if label and pricing.instance_size(f"ml.{label}") else label
+    return CurrentConfiguration(instance_type, int(predictor.get("minReplicas") or 1), _only(environment, variables))
+
+
+def _generic_current(ref: ObjectRef, live: Mapping[str, Any], field_paths: FieldPaths,
+                     variables: Sequence[str]) -> CurrentConfiguration:
+    def at(dotted: str | None) -> Any:
+        value = paths.get(live, paths.parse(dotted)) if dotted else MISSING
+        return None if value is MISSING else value
+
+    instance_type, count, environment = (at(field_paths.instance_type), at(field_paths.instance_count),
+                                         at(field_paths.environment))
+    if instance_type is not None and not isinstance(instance_type, str):
+        raise TargetProblem(Reason.UNSUPPORTED_TARGET, f"{ref.describe()} has {instance_type!r} at "
+                            f"spec.promotion.fieldPaths.instanceType {field_paths.instance_type}, not an instance type")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise TargetProblem(Reason.UNSUPPORTED_TARGET, f"{ref.describe()} has {count!r} at "
+                            f"spec.promotion.fieldPaths.instanceCount {field_paths.instance_count}, not a count")
+    if environment is not None and not isinstance(environment, Mapping):
+        raise TargetProblem(Reason.UNSUPPORTED_TARGET, f"{ref.describe()} has {environment!r} at "
+                            f"spec.promotion.fieldPaths.environment {field_paths.environment}, not a string map")
+    return CurrentConfiguration(instance_type, count or 1, _only(environment or {}, variables))

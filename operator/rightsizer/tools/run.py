@@ -53,6 +53,10 @@ def run_file(path: str, *, name: str | None = None, report_path: Path | None = N
     if parsed.backend != "local":
         print(f"{path}: {job}: backend {parsed.backend} does not run here", file=sys.stderr)
         return 1
+    if parsed.baseline is not None:
+        # The baseline is what the promotion target serves, read from a cluster; here there is none to read.
+        print(f"{path}: {job}: note: spec.baseline is not measured here (it is read from spec.promotion.target in "
+              f"a cluster); only the candidates run", file=sys.stderr)
 
     board: report.ProgressBoard | None = None
 

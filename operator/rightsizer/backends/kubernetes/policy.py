@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from rightsizer.backends import base
 from rightsizer.backends.scaling import DerivesScaling
+from rightsizer.model import CurrentConfiguration
 from rightsizer.spec import RightsizeJobSpec, configuration_count
+
+# A candidate here is a node selector and Pod resources, which what a target serves is not always; listing the
+# current configuration among the candidates compares with it.
+BASELINE_UNSUPPORTED = ("spec.baseline is not supported with spec.backend: kubernetes; add the current configuration "
+                        "to spec.kubernetes.candidates to compare with it")
 
 
 class KubernetesPolicy(base.RunsTheSpecItself, DerivesScaling):
@@ -23,7 +29,12 @@ class KubernetesPolicy(base.RunsTheSpecItself, DerivesScaling):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:  # the API server's list-map keys refuse these; a file read by `rightsizer run` may not
                 errors.append(f"spec.kubernetes.candidates: names must be unique, {', '.join(duplicates)} repeated")
+        if spec.baseline is not None:  # the CRD refuses it too
+            errors.append(BASELINE_UNSUPPORTED)
         return errors
+
+    def baseline_problem(self, spec: RightsizeJobSpec, current: CurrentConfiguration) -> str | None:
+        return BASELINE_UNSUPPORTED
 
     def warnings(self, spec: RightsizeJobSpec) -> list[str]:
         warnings = []

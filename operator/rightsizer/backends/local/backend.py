@@ -26,4 +26,4 @@ class LocalBackend(inprocess.InProcessBackend):
             plan.spec, plan.job_name, time_scale=self.time_scale,
             completed={r.recommendation_id: r for r in resume.completed}, job_started_at=hooks.started_at(),
             failed=resume.failed, runs=resume.runs, on_progress=hooks.on_progress, on_outcome=hooks.on_outcome,
-            on_run=hooks.on_run, before_run=hooks.before_run)
+            on_run=hooks.on_run, before_run=hooks.before_run, baseline=plan.baseline)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import rightsizer
-from rightsizer.model import Recommendation, StepFailure
+from rightsizer.model import CurrentConfiguration, Recommendation, StepFailure
 from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, max_invocations_window,
                                             measured_outcome, median_outcome, plan_experiment, restored_outcomes,
@@ -147,7 +147,8 @@ class Experiment:
                  failed: Iterable[StepFailure] = (),
                  runs: Iterable[Recommendation] = (),
                  on_run: Callable[[ConfigurationOutcome], None] | None = None,
-                 before_run: Callable[[], None] | None = None):
+                 before_run: Callable[[], None] | None = None,
+                 baseline: CurrentConfiguration | None = None):
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         if not spec.model.local:
@@ -160,7 +161,7 @@ class Experiment:
         self.job_started_at = job_started_at
         try:
             self.plan: tuple[PlannedConfiguration, ...] = tuple(
-                plan_experiment(spec, job_name, host or HostFacts.detect()))
+                plan_experiment(spec, job_name, host or HostFacts.detect(), baseline))
         except PlacementError as error:
             raise ExperimentError(str(error)) from error
         self._payload, self._content_type = _read_payload(spec.model.local)

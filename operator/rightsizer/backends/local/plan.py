@@ -6,8 +6,9 @@ parameter_grid order) under SageMaker-shaped ids `<job name>/<index:08d>`. The o
 spec, the job name and the host, so a restarted operator finds the same ids and does not re-run what finished.
 Each candidate is placed on the host (rightsizer.loadtest.placement). A configuration is skipped, with the reason,
 when its candidate does not fit, or when spec.resourceLimit.maxNumberOfTests configurations that do fit come
-before it (SageMaker's cap on the number of load tests). The load is the spec's trafficPattern, or
-DEFAULT_TRAFFIC_PATTERN when it has none.
+before it (SageMaker's cap on the number of load tests). spec.baseline's configuration, when the job has one,
+comes first as `<job name>/baseline`, with the target's own instance count, outside that cap. The load is the
+spec's trafficPattern, or DEFAULT_TRAFFIC_PATTERN when it has none.
 
 Metrics (SageMaker's RecommendationMetrics in the lowerCamelCase of status.recommendations[].metrics; the CRD
 declares maxInvocations, modelLatency and modelSetupTime as integers, as SageMaker reports them):
@@ -42,7 +43,8 @@ import math
 import statistics
 from typing import Iterable, Mapping, Sequence
 
-from rightsizer.model import JobStatus, Recommendation, StepFailure, StepSummary, describe_environment
+from rightsizer.model import (CurrentConfiguration, JobStatus, Recommendation, StepFailure, StepSummary,
+                              baseline_recommendation_id, describe_environment)
 from rightsizer.loadtest.load_generator import LoadResult, StopReason, kept_percentile
 from rightsizer.loadtest.placement import HostFacts, Placement, Skipped, plan as place_candidates
 from rightsizer.loadtest.server_process import ResourceUsage
@@ -67,6 +69,9 @@ class PlannedConfiguration:
     environment: Mapping[str, str]
     placement: Placement | None  # None when skipped
     skipped_reason: str | None
+    # spec.baseline's configuration: measured with the target's own instance count, not the count maxInvocations needs.
+    baseline: bool = False
+    instance_count: int | None = None
 
     @property
     def skipped(self) -> bool:
@@ -111,8 +116,8 @@ def restored_outcomes(plan: Sequence[PlannedConfiguration],
     for failure in failed:
         for planned in plan:
             if (not planned.skipped and planned.recommendation_id not in restored
-                    and (planned.instance_type, dict(planned.environment))
-                    == (failure.instance_type, dict(failure.environment))):
+                    and (planned.instance_type, dict(planned.environment), planned.baseline)
+                    == (failure.instance_type, dict(failure.environment), failure.baseline)):
                 restored[planned.recommendation_id] = ConfigurationOutcome(
                     planned, None, failure.failure_reason, None, "failed in an earlier run")
     return restored
@@ -123,22 +128,36 @@ def traffic_pattern_of(spec: RightsizeJobSpec) -> TrafficPattern:
     return spec.traffic_pattern or DEFAULT_TRAFFIC_PATTERN
 
 
-def plan_experiment(spec: RightsizeJobSpec, job_name: str, host: HostFacts) -> list[PlannedConfiguration]:
-    """Every configuration of the job, in order, placed on `host` or skipped with the reason. Pure.
+def plan_experiment(spec: RightsizeJobSpec, job_name: str, host: HostFacts,
+                    baseline: CurrentConfiguration | None = None) -> list[PlannedConfiguration]:
+    """Every configuration of the job, in order, placed on `host` or skipped with the reason. Pure. `baseline`
+    (spec.baseline's configuration) comes first, under baseline_recommendation_id: every later measurement is
+    compared with it, and a job cut short by its duration still has it.
 
     Raises PlacementError when the job's local settings cannot work on this host (spec.local.loadGeneratorCpus
     names CPUs this process cannot use)."""
     local = spec.local or {}
-    instance_types = list(dict.fromkeys(c.instance_type for c in spec.candidates if c.instance_type))
+    baseline_types = [baseline.instance_type] if baseline is not None and baseline.instance_type else []
+    instance_types = list(dict.fromkeys([*baseline_types, *(c.instance_type for c in spec.candidates if c.instance_type)]))
     placements = dict(zip(instance_types, place_candidates(
         instance_types, host, local.get("loadGeneratorCpus"), local.get("pricePerHour")).placements))
     max_tests = (spec.resource_limit or {}).get("maxNumberOfTests")
     planned: list[PlannedConfiguration] = []
-    runnable = 0
+    if baseline is not None:
+        where = placements.get(baseline.instance_type) if baseline.instance_type else None
+        placed = where if isinstance(where, Placement) else None
+        planned.append(PlannedConfiguration(
+            index=0, recommendation_id=baseline_recommendation_id(job_name),
+            instance_type=baseline.instance_type or "unknown", environment=dict(baseline.environment),
+            placement=placed, skipped_reason=None if placed else
+            where.reason if isinstance(where, Skipped) else "the baseline names no instance type",
+            baseline=True, instance_count=baseline.instance_count))
+    runnable, candidates = 0, 0
     for candidate in spec.candidates:
         where = placements.get(candidate.instance_type) if candidate.instance_type else None
         for environment in parameter_grid(candidate):
-            index = len(planned)
+            index, number = len(planned), candidates
+            candidates += 1
             reason: str | None = None
             if candidate.instance_type is None:
                 reason = ("a serverless configuration: the local backend emulates instances, not SageMaker "
@@ -151,7 +170,7 @@ def plan_experiment(spec: RightsizeJobSpec, job_name: str, host: HostFacts) -> l
             else:
                 runnable += 1
             planned.append(PlannedConfiguration(
-                index=index, recommendation_id=f"{job_name}/{index:08d}",
+                index=index, recommendation_id=f"{job_name}/{number:08d}",
                 instance_type=candidate.instance_type or "serverless", environment=dict(environment),
                 placement=where if reason is None else None, skipped_reason=reason))
     return planned
@@ -216,7 +235,7 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
         return ConfigurationOutcome(planned, None, f"no successful invocation ({result.stop_reason}: "
                                                    f"{result.detail})", result, detail)
     instances, scaled = endpoint_metrics(max_invocations, stopping.max_invocations if stopping else None,
-                                         placement.price_per_hour)
+                                         placement.price_per_hour, planned.instance_count)
     metrics: dict[str, float | int] = {**scaled, "modelLatency": math.ceil(latency_ms),
                                        "modelSetupTime": round(setup_seconds)}
     if usage is not None:
@@ -229,11 +248,12 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
 
 
-def endpoint_metrics(per_instance: int, target: int | None,
-                     price_per_hour: float | None) -> tuple[int, dict[str, float | int]]:
-    """The instances an endpoint needs for `target` invocations/min, and its throughput and costs (see the module's
-    docstring: maxInvocations and costPerHour at endpoint scope, as SageMaker reports them)."""
-    instances = math.ceil(target / per_instance) if target and per_instance > 0 else 1
+def endpoint_metrics(per_instance: int, target: int | None, price_per_hour: float | None,
+                     count: int | None = None) -> tuple[int, dict[str, float | int]]:
+    """The instances an endpoint needs for `target` invocations/min (or `count`, a baseline's own), and its
+    throughput and costs (see the module's docstring: maxInvocations and costPerHour at endpoint scope, as SageMaker
+    reports them)."""
+    instances = count if count else math.ceil(target / per_instance) if target and per_instance > 0 else 1
     metrics: dict[str, float | int] = {"maxInvocations": per_instance * instances,
                                        "maxInvocationsPerInstance": per_instance}
     if price_per_hour is not None:
@@ -264,7 +284,7 @@ def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int
     for key in ("maxInvocations", "costPerHour", "costPerInference"):
         metrics.pop(key, None)
     count, scaled = endpoint_metrics(int(metrics.get("maxInvocationsPerInstance") or 0), target_invocations,
-                                     runs[0].planned.placement.price_per_hour)
+                                     runs[0].planned.placement.price_per_hour, runs[0].planned.instance_count)
     metrics.update(scaled)
     by_throughput = sorted(runs, key=lambda run: run.recommendation.metrics.get("maxInvocationsPerInstance") or 0)
     typical = by_throughput[len(by_throughput) // 2]
@@ -294,7 +314,7 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
             failures.append(StepFailure(instance_type=outcome.planned.instance_type,
                                         environment=dict(outcome.planned.environment),
                                         failure_reason=outcome.failure_reason or "no reason given",
-                                        skipped=outcome.planned.skipped))
+                                        skipped=outcome.planned.skipped, baseline=outcome.planned.baseline))
     if total > finished:
         by_status[unfinished_status] = by_status.get(unfinished_status, 0) + total - finished
     return StepSummary(total=max(total, finished), by_status=by_status, failures=tuple(failures))

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import re
+
 from rightsizer import pricing
 from rightsizer.backends import base
 from rightsizer.backends.scaling import DerivesScaling
+from rightsizer.model import CurrentConfiguration
 from rightsizer.spec import RightsizeJobSpec, configuration_count
+
+# A local profile's name (rightsizer.loadtest.placement reads its CPUs and memory from it).
+LOCAL_PROFILE = re.compile(r"local-[1-9][0-9]*cpu(?:-[1-9][0-9]*gi)?")
 
 
 class LocalPolicy(base.RunsTheSpecItself, DerivesScaling):
@@ -35,6 +41,24 @@ class LocalPolicy(base.RunsTheSpecItself, DerivesScaling):
 
     def describe_job(self, spec: RightsizeJobSpec) -> str:
         return f"the local load test of {configuration_count(spec)} configuration(s)"
+
+    def baseline_problem(self, spec: RightsizeJobSpec, current: CurrentConfiguration) -> str | None:
+        """The baseline runs as one more candidate: a local profile, or an ml.* type emulated by its vCPUs and
+        memory (the bundled catalog; no accelerators)."""
+        name = current.instance_type
+        if name is None:
+            return ("it names no instance type (an ACK variant's instanceType, a KServe predictor's "
+                    "node.kubernetes.io/instance-type node selector, spec.promotion.fieldPaths.instanceType), so the "
+                    "local backend cannot tell what to emulate")
+        if LOCAL_PROFILE.fullmatch(name):
+            return None
+        size = pricing.instance_size(name)
+        if size is None or not size.hosting:
+            return (f"its instance type {name} is neither a local-<N>cpu[-<M>gi] profile nor a SageMaker hosting "
+                    f"type of the bundled catalog, so the local backend cannot emulate it")
+        if size.accelerators:
+            return f"its instance type {name} has {size.accelerator_kind}; the local backend emulates only CPUs and memory"
+        return None
 
 
 def _price(instance_type: str, overrides: dict[str, float]) -> float | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import functools
 
+from rightsizer import pricing
 from rightsizer.backends import base
 from rightsizer.backends.sagemaker import translate
-from rightsizer.model import JobStatus, Owner, Recommendation, Scaling, ScalingRefusal
+from rightsizer.model import (CurrentConfiguration, JobSnapshot, JobStatus, Owner, Recommendation, Scaling,
+                              ScalingRefusal, baseline_recommendation_id)
 from rightsizer.spec import Autoscaling, RightsizeJobSpec, configuration_count
 
 # Documented guidance for custom load tests, which SageMaker's own published example breaks: warnings.
@@ -33,6 +35,8 @@ DOCUMENTED_CONTAINER_VALUES = {
                          "resnet18v2-gluon", "xception", "densenet201", "yolov4", "resnet152", "bert-base-cased",
                          "xceptionV1-keras", "resnet50", "retinanet"),
 }
+# The ACK SageMaker controller's API group: the only promotion target whose endpoint Inference Recommender can run.
+ACK_GROUP = "sagemaker.services.k8s.aws"
 # Inference Recommender rejects burstable ml.t2 types although the API enum lists them (its troubleshooting guide).
 REJECTED_INSTANCE_FAMILIES = ("ml.t2.",)
 
@@ -88,6 +92,22 @@ class SageMakerPolicy:
             # and for objects admitted before that rule existed.
             errors.append(f"spec.containerConfig.supportedInstanceTypes and {spec.candidates_field} both name the "
                           "instance types to benchmark: give only one")
+        return errors + self._baseline_errors(spec)
+
+    @staticmethod
+    def _baseline_errors(spec: RightsizeJobSpec) -> list[str]:
+        """The CRD's rules on spec.baseline (for files): Inference Recommender measures a baseline only as an
+        existing SageMaker endpoint, one per job."""
+        if spec.baseline is None:
+            return []
+        errors = []
+        target = spec.promotion.target if spec.promotion else None
+        if target is not None and not (target.api_version.startswith(f"{ACK_GROUP}/") and target.kind == "Endpoint"):
+            errors.append("spec.baseline with spec.backend: sagemaker benchmarks the target's SageMaker endpoint "
+                          "(InputConfig.Endpoints): spec.promotion.target must be an ACK SageMaker Endpoint")
+        if spec.model.endpoint_name:
+            errors.append("spec.baseline and spec.model.endpointName both benchmark an existing endpoint, and a job "
+                          "takes one (InputConfig.Endpoints): give only one")
         return errors
 
     def warnings(self, spec: RightsizeJobSpec) -> list[str]:
@@ -137,6 +157,10 @@ class SageMakerPolicy:
             missing = " and ".join(name for name, value in (("trafficPattern", traffic),
                                                             ("stoppingConditions", stopping)) if value is None)
             warnings.append(f"an Advanced job without spec.{missing} runs with SageMaker's defaults")
+        if spec.baseline is not None and spec.promotion is not None:
+            warnings.append(f"spec.baseline load-tests the SageMaker endpoint of {spec.promotion.target.kind}/"
+                            f"{spec.promotion.target.name} as it serves; AWS strongly recommends against running "
+                            f"Inference Recommender on an endpoint that handles live traffic (it may throttle it)")
         return warnings
 
     def describe_job(self, spec: RightsizeJobSpec) -> str:
@@ -146,13 +170,43 @@ class SageMakerPolicy:
             return "the SageMaker Default job (Inference Recommender picks the instance types)"
         return f"the SageMaker {spec.job_type} job of {configuration_count(spec)} configuration(s)"
 
-    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None) -> base.JobPlan:
+    def plan(self, spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None,
+             baseline: CurrentConfiguration | None = None) -> base.JobPlan:
         try:
-            request = translate.build_request(spec, owner, generation, current_name=current_name)
+            request = translate.build_request(spec, owner, generation, current_name=current_name, baseline=baseline)
         except translate.RequestInvalid as invalid:
             raise base.PlanInvalid([f"the SageMaker request would be refused: {error}"
                                     for error in invalid.errors]) from invalid
-        return base.JobPlan(request["JobName"], spec, request)
+        return base.JobPlan(request["JobName"], spec, request, baseline=baseline)
+
+    def baseline_problem(self, spec: RightsizeJobSpec, current: CurrentConfiguration) -> str | None:
+        if not current.endpoint_name:
+            return "the ACK Endpoint names no SageMaker endpoint (spec.endpointName) for Inference Recommender to benchmark"
+        region = spec.sagemaker.get("region")
+        if region and current.region and current.region != region:
+            return (f"endpoint {current.endpoint_name} is in {current.region} but the job runs in {region} "
+                    f"(spec.sagemaker.region): Inference Recommender benchmarks endpoints of its own region")
+        if not current.instance_type:
+            return f"the production variant of endpoint {current.endpoint_name} names no instance type to price"
+        return None
+
+    def baseline_outcome(self, spec: RightsizeJobSpec, job_name: str, current: CurrentConfiguration,
+                         snapshot: JobSnapshot) -> base.BaselineOutcome:
+        """Inference Recommender reports the existing endpoint in EndpointPerformances (throughput and latency
+        only): its cost is the bundled catalog's price in the endpoint's region times its instances."""
+        performance = next((p for p in snapshot.endpoint_performances if p.endpoint_name == current.endpoint_name),
+                           None)
+        if performance is None:
+            return base.BaselineOutcome(snapshot.recommendations)
+        metrics: dict[str, float | int] = {"maxInvocations": performance.max_invocations,
+                                           "modelLatency": performance.model_latency}
+        price = pricing.price_per_hour(current.instance_type, region=current.region or spec.sagemaker.get("region")) \
+            if current.instance_type else None
+        if price is not None and price.price is not None:
+            metrics["costPerHour"] = round(price.price * current.instance_count, 6)
+        measured = Recommendation(baseline_recommendation_id(job_name), current.instance_type, current.instance_count,
+                                  dict(current.environment), metrics, endpoint_name=current.endpoint_name)
+        return base.BaselineOutcome(snapshot.recommendations, measured)
 
     def first_poll(self, timing: base.Timing) -> float:
         return timing.seconds(FIRST_POLL_SECONDS)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import regex
 
-from rightsizer.model import Owner, Recommendation
+from rightsizer.model import CurrentConfiguration, Owner, Recommendation
 from rightsizer.naming import job_name_for
 from rightsizer.spec import Autoscaling, RightsizeJobSpec
 
@@ -103,8 +103,9 @@ def _tags(spec: RightsizeJobSpec, owner: Owner) -> list[dict[str, str]]:
                    for key, value in zip(OWNER_TAG_KEYS, (owner.namespace, owner.name, owner.uid))]
 
 
-def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
-    """The request without its name: everything that defines the job."""
+def job_definition(spec: RightsizeJobSpec, owner: Owner, baseline: CurrentConfiguration | None = None) -> dict[str, Any]:
+    """The request without its name: everything that defines the job. `baseline`: spec.baseline's configuration,
+    whose endpoint is benchmarked beside the candidates."""
     settings = spec.sagemaker
     input_config: dict[str, Any] = {}
     if spec.model.model_package_version_arn:
@@ -113,6 +114,11 @@ def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
         input_config["ModelName"] = spec.model.model_name
     if spec.model.endpoint_name:
         input_config["Endpoints"] = [{"EndpointName": spec.model.endpoint_name}]
+    elif baseline is not None and baseline.endpoint_name:
+        # "Inference recommendation jobs run a set of load tests on recommended instance types and an existing
+        # endpoint" (docs.aws.amazon.com/sagemaker/latest/dg/inference-recommender-existing-endpoint.html); botocore's
+        # RecommendationJobInputConfig.Endpoints stands beside ModelPackageVersionArn and ModelName.
+        input_config["Endpoints"] = [{"EndpointName": baseline.endpoint_name}]
     if spec.job_duration_seconds:
         input_config["JobDurationInSeconds"] = spec.job_duration_seconds
     container = _container_config(spec)
@@ -168,9 +174,10 @@ def job_definition(spec: RightsizeJobSpec, owner: Owner) -> dict[str, Any]:
     return request
 
 
-def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None = None) -> dict[str, Any]:
+def build_request(spec: RightsizeJobSpec, owner: Owner, generation: int, current_name: str | None = None,
+                  baseline: CurrentConfiguration | None = None) -> dict[str, Any]:
     """The full request, named by job_name_for."""
-    definition = job_definition(spec, owner)
+    definition = job_definition(spec, owner, baseline)
     request = {"JobName": job_name_for(definition, owner, generation, current_name), **definition}
     errors = model_violations(request)
     if errors:
