@@ -28,6 +28,7 @@ BEST = {"recommendationId": "job/00000001", "instanceType": "ml.m5.2xlarge", "in
         "environment": {"OMP_NUM_THREADS": "4"}}
 ENDPOINT_REF = ObjectRef(ACK, "Endpoint", NS, "fraud-endpoint")
 CONFIGS, MODELS = KindRef(ACK, "EndpointConfig", NS), KindRef(ACK, "Model", NS)
+SCALABLE_TARGETS, SCALING_POLICIES = targets.scaling_kinds(NS)
 
 
 # -- made-up API server contents --------------------------------------------------------------------------------
@@ -353,7 +354,8 @@ def test_a_complete_selection_needs_no_approval_in_automatic_mode():
 
 def test_ack_promotion_creates_copies_waits_for_sync_patches_then_waits_for_in_service():
     step = flow.advance(context())
-    assert step.effect.objects == (ENDPOINT_REF,) and step.effect.listings == (CONFIGS, MODELS)
+    assert step.effect.objects == (ENDPOINT_REF,)
+    assert step.effect.listings == (CONFIGS, MODELS, SCALABLE_TARGETS, SCALING_POLICIES)
     assert step.effect.probes == (targets.endpoint_patch(ENDPOINT_REF, name(1)),)  # the conflict check
 
     step = flow.advance(context(world=ack_world(endpoint("fraud-config"))))
@@ -780,7 +782,7 @@ def test_retrying_a_rollback_sagemaker_refused_copies_the_rollback_target_under_
 def test_an_attempt_under_way_is_carried_to_its_end_when_the_approval_lapses(best, annotations):
     manual = dict(mode="Manual", best=best, annotations=annotations)
     step = flow.advance(context(pending_memory(), **manual))
-    assert step.effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS))  # the same attempt: no conflict probe
+    assert step.effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS, SCALABLE_TARGETS, SCALING_POLICIES))  # the same attempt: no conflict probe
     assert step.memory.state == "CreatingResources" and step.memory.pending.for_storage() == pending_memory()["pending"]
     rejected = endpoint_config(name(1), name(1), synced=False, terminal="InvalidParameterValue")
     world = ack_world(endpoint("fraud-config"), [ORIGINAL_CONFIG, rejected], [ORIGINAL_MODEL, model(name(1), {})])
@@ -1041,7 +1043,7 @@ def test_force_conflicts_forces_the_probe_and_every_write_to_the_endpoint_but_no
                                 world=synced_world(endpoint(name(1), sent=name(1))), **force))
     assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),), force_conflicts=True)
     # A later read of an attempt under way sends no probe: nothing to force.
-    assert flow.advance(context(pending_memory(), **force)).effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS))
+    assert flow.advance(context(pending_memory(), **force)).effect == ReadWorld((ENDPOINT_REF,), (CONFIGS, MODELS, SCALABLE_TARGETS, SCALING_POLICIES))
 
 
 def test_force_conflicts_forces_the_apply_to_a_generic_target():
@@ -1061,7 +1063,8 @@ def test_a_refused_ack_read_or_probe_says_read_or_patch_and_what_the_cluster_rol
     assert step.promoted == step.ready == (
         st.FALSE, "Forbidden", f"the operator may not read or patch Endpoint/fraud-endpoint: {refusal}; its "
                                f"ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
-                               f"delete on EndpointConfigs and Models, in {ACK}")
+                               f"delete on EndpointConfigs and Models, in {ACK}, and list, create, patch and "
+                               f"delete on ScalableTargets and ScalingPolicies in {targets.AAS_API_VERSION}")
     assert step.effect is None and step.poll_after == "retry" and step.memory.pending is None
     # A generic target's read is a get and nothing else: there it says read.
     step = flow.advance(context(target=GENERIC, fieldPaths=FIELD_PATHS,
@@ -1124,6 +1127,8 @@ STORED_SHAPES = {
         context(annotations={"rightsizer.io/rollback": "true"},
                 world=synced_world(endpoint("fraud-config", sent="fraud-config")))),
     "every created object collected": all_collected,
+    "ack deregistering scaling": lambda: autoscaled_walk()["deregistering"].for_storage(),
+    "ack registering scaling": lambda: autoscaled_walk()["registering"].for_storage(),
     "generic attempt": lambda: generic_attempt().memory.for_storage(),
     "generic promoted": generic_promoted,
     "generic dry run": lambda: stored_after(context(mode="DryRun", target=GENERIC, fieldPaths=FIELD_PATHS,
@@ -1145,3 +1150,225 @@ def test_the_shapes_cover_every_state_and_field_the_flow_writes():
     fields = set(schema.openapi_schema()["properties"]["status"]["properties"]["promotion"]["properties"])
     assert set().union(*shapes) == fields
     assert [] in [shape.get("createdObjects") for shape in shapes]  # kept, not dropped, once every object is gone
+
+
+
+# -- ACK Application Auto Scaling ---------------------------------------------------------------------------------
+
+AAS = targets.AAS_API_VERSION
+SCALING_NAME = targets.scaling_name("fraud-endpoint", UID)
+OURS = {"app.kubernetes.io/managed-by": "rightsizer", "rightsizer.io/rightsizejob": "fraud"}
+LIVE_ID = "endpoint/fraud-endpoint/variant/AllTraffic"
+
+
+def scalable_target(name=SCALING_NAME, resource_id=LIVE_ID, labels=OURS, low=1, high=2, synced=True, terminal=None,
+                    deleting=False) -> dict:
+    metadata = {"name": name, "namespace": NS, "labels": dict(labels or {})}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-29T09:00:00Z"
+    return {"apiVersion": AAS, "kind": "ScalableTarget", "metadata": metadata,
+            "spec": {"serviceNamespace": "sagemaker", "resourceID": resource_id,
+                     "scalableDimension": "sagemaker:variant:DesiredInstanceCount", "minCapacity": low,
+                     "maxCapacity": high},
+            "status": {"conditions": ack_conditions(synced, terminal)}}
+
+
+def scaling_policy(name=f"{SCALING_NAME}-p0", resource_id=LIVE_ID, deleting=False, synced=True) -> dict:
+    body = scalable_target(name, resource_id, deleting=deleting, synced=synced)
+    body["kind"] = "ScalingPolicy"
+    return body
+
+
+def aas_world(world: World, scalable=(), policies=(), unserved=frozenset()) -> World:
+    return dataclasses.replace(world, listings={**world.listings, SCALABLE_TARGETS: tuple(scalable),
+                                                SCALING_POLICIES: tuple(policies)}, unserved=unserved)
+
+
+def scaled_synced(the_endpoint: dict, instance_type="ml.m5.2xlarge") -> World:
+    new = name(1)
+    return ack_world(the_endpoint, [ORIGINAL_CONFIG, endpoint_config(new, new, instance_type, 2, "AllTraffic")],
+                     [ORIGINAL_MODEL, model(new, {"OMP_NUM_THREADS": "4"})])
+
+
+def aas_refs(*entries: str) -> tuple[ObjectRef, ...]:
+    return tuple(ObjectRef(AAS, entry.split("/")[0], NS, entry.split("/")[1]) for entry in entries)
+
+
+def autoscaled_walk() -> dict:
+    """An instance-type change of an autoscaled variant, visit by visit; the memory after each named step."""
+    memories = {}
+    registered = [scalable_target()], [scaling_policy()]
+    step = flow.advance(context(best=SCALED_BEST, world=aas_world(ack_world(endpoint("fraud-config")), *registered)))
+    assert step.memory.state == "CreatingResources"
+    # The count changes (1 -> 2) but the variant keeps its name: Application Auto Scaling owns the count.
+    assert step.memory.pending.variant_name == "AllTraffic" and step.memory.pending.scaling == SCALING
+    memory = flow.advance(context(step.memory, best=SCALED_BEST, applied=ApplyResult(step.effect.refs()))).memory
+
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(scaled_synced(endpoint("fraud-config")),
+                                                                          *registered)))
+    assert step.memory.state == "DeregisteringScaling"
+    assert step.effect == DeleteObjects(aas_refs(f"ScalingPolicy/{SCALING_NAME}-p0", f"ScalableTarget/{SCALING_NAME}"))
+    memories["deregistering"] = memory = step.memory
+    step = flow.advance(context(memory, best=SCALED_BEST, deleted=DeleteResult(step.effect.refs)))
+    assert isinstance(step.effect, ReadWorld) and ("Normal", "PromotionDeregisteredScaling") in [
+        e[:2] for e in step.events]
+    memory = step.memory
+    # ACK's finalizer keeps them until it has deregistered: wait, and the endpoint is not touched.
+    deleting = [scalable_target(deleting=True)], [scaling_policy(deleting=True)]
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(scaled_synced(endpoint("fraud-config")),
+                                                                          *deleting)))
+    assert step.effect is None and "waiting for ACK to deregister" in step.promoted[2]
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(scaled_synced(endpoint("fraud-config")))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, name(1)),), force_conflicts=False)
+    assert step.memory.state == "UpdatingTarget"
+    memory = flow.advance(context(step.memory, best=SCALED_BEST, applied=ApplyResult((ENDPOINT_REF,)))).memory
+    assert memory.state == "WaitingForTarget"
+
+    updated = aas_world(scaled_synced(endpoint(name(1), sent=name(1))))
+    step = flow.advance(context(memory, best=SCALED_BEST, world=updated))
+    assert step.memory.state == "RegisteringScaling" and step.promoted[:2] == (st.UNKNOWN, "Promoting")
+    memories["registering"] = memory = step.memory
+    memories["bodies"] = step.effect.bodies
+    return memories
+
+
+def test_an_autoscaled_variant_is_deregistered_updated_then_registered_again():
+    walk = autoscaled_walk()
+    target, policy = walk["bodies"]
+    assert target == {"apiVersion": AAS, "kind": "ScalableTarget",
+                      "metadata": {"name": SCALING_NAME, "namespace": NS, "labels": OURS},
+                      "spec": {"serviceNamespace": "sagemaker", "resourceID": LIVE_ID,
+                               "scalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                               "minCapacity": 1, "maxCapacity": 4}}
+    assert policy["spec"] == {
+        "serviceNamespace": "sagemaker", "resourceID": LIVE_ID,
+        "scalableDimension": "sagemaker:variant:DesiredInstanceCount", "policyName": f"{SCALING_NAME}-p0",
+        "policyType": "TargetTrackingScaling",
+        "targetTrackingScalingPolicyConfiguration": {
+            "targetValue": 16213.0, "scaleInCooldown": 300, "scaleOutCooldown": 60,
+            "predefinedMetricSpecification": {"predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}}
+    memory = walk["registering"]
+    step = flow.advance(context(memory, best=SCALED_BEST, applied=ApplyResult(ApplyObjects(walk["bodies"]).refs())))
+    assert step.effect is None and "waiting for ACK to register" in step.promoted[2]
+    world = scaled_synced(endpoint(name(1), sent=name(1)))
+    applied = [scalable_target(low=1, high=4, synced=False)], [scaling_policy()]
+    applied[0][0]["spec"] = target["spec"]
+    applied[1][0]["spec"] = policy["spec"]
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(world, *applied)))
+    assert step.effect is None and f"ScalableTarget/{SCALING_NAME}" in step.promoted[2]
+    applied[0][0]["status"]["conditions"] = ack_conditions(True)
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(world, *applied)))
+    assert step.memory.state == "Succeeded" and step.promoted[:2] == (st.TRUE, "Promoted")
+    assert step.memory.current.scaling == SCALING and step.effect is None
+
+
+def test_a_restart_in_either_scaling_step_repeats_it_under_the_same_names():
+    walk = autoscaled_walk()
+    # Restarted while deregistering, before the delete went out: the same delete again, nothing else.
+    step = flow.advance(context(walk["deregistering"], best=SCALED_BEST,
+                                world=aas_world(scaled_synced(endpoint("fraud-config")), [scalable_target()],
+                                                [scaling_policy()])))
+    assert isinstance(step.effect, DeleteObjects) and step.memory.attempt == 1
+    # Restarted while registering, before the apply went out: the same bodies again (server-side apply: no duplicate).
+    step = flow.advance(context(walk["registering"], best=SCALED_BEST,
+                                world=aas_world(scaled_synced(endpoint(name(1), sent=name(1))))))
+    assert step.effect.bodies == walk["bodies"] and step.memory.attempt == 1
+
+
+def test_a_count_change_of_an_autoscaled_variant_keeps_its_name_and_re_registers_in_place():
+    same_type = {**SCALED_BEST, "instanceType": "ml.m5.large"}
+    registered = [scalable_target()], [scaling_policy()]
+    step = flow.advance(context(best=same_type, world=aas_world(ack_world(endpoint("fraud-config")), *registered)))
+    assert step.memory.pending.variant_name == "AllTraffic"
+    memory = flow.advance(context(step.memory, best=same_type, applied=ApplyResult(step.effect.refs()))).memory
+    # No instance-type change: AWS needs no deregistration, and the endpoint is pointed at once.
+    step = flow.advance(context(memory, best=same_type, world=aas_world(
+        scaled_synced(endpoint("fraud-config"), "ml.m5.large"), *registered)))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, name(1)),), force_conflicts=False)
+    memory = flow.advance(context(step.memory, best=same_type, applied=ApplyResult((ENDPOINT_REF,)))).memory
+    step = flow.advance(context(memory, best=same_type, world=aas_world(
+        scaled_synced(endpoint(name(1), sent=name(1)), "ml.m5.large"), *registered)))
+    target = step.effect.bodies[0]
+    assert target["metadata"]["name"] == SCALING_NAME and target["spec"]["resourceID"] == LIVE_ID
+    assert (target["spec"]["minCapacity"], target["spec"]["maxCapacity"]) == (1, 4)
+
+
+def test_without_a_scaling_a_registered_variant_keeps_its_name_on_a_count_change():
+    # A team's own ScalableTarget on AllTraffic: renaming the variant would leave it registering one that is gone.
+    foreign = [scalable_target("team-scaling", labels={})]
+    same_type = {**BEST, "instanceType": "ml.m5.large"}
+    step = flow.advance(context(best=same_type, world=aas_world(ack_world(endpoint("fraud-config")), foreign)))
+    assert step.memory.pending.variant_name == "AllTraffic" and step.memory.pending.scaling is None
+    # Nothing registered: today's behaviour, a new name for a new count.
+    step = flow.advance(context(best=same_type, world=aas_world(ack_world(endpoint("fraud-config")))))
+    assert step.memory.pending.variant_name == "AllTraffic-c2"
+
+
+@pytest.mark.parametrize("best", [BEST, SCALED_BEST, {**SCALED_BEST, "instanceType": "ml.m5.large"}])
+def test_a_foreign_scalable_target_stops_the_attempt_before_anything_is_created(best):
+    foreign = [scalable_target("team-scaling", labels={})]
+    step = flow.advance(context(best=best, world=aas_world(ack_world(endpoint("fraud-config")), foreign)))
+    assert step.promoted[:2] == (st.FALSE, "ForeignScalableTarget") and step.effect is None
+    assert "team-scaling" in step.promoted[2] and LIVE_ID in step.promoted[2] and step.poll_after == "retry"
+    assert step.memory.pending is None
+
+
+def test_a_foreign_scalable_target_appearing_mid_attempt_stops_it_before_the_update():
+    memory = autoscaled_walk()["deregistering"]
+    foreign = [scalable_target("team-scaling", labels={})]
+    step = flow.advance(context(memory, best=SCALED_BEST, world=aas_world(scaled_synced(endpoint("fraud-config")),
+                                                                          foreign)))
+    assert step.promoted[:2] == (st.FALSE, "ForeignScalableTarget") and step.effect is None
+    assert step.memory.pending is not None  # carried on once the team has deleted theirs
+
+
+def test_a_scaling_without_the_ack_autoscaling_crds_is_refused_before_anything_is_created():
+    unserved = frozenset({(AAS, "ScalableTarget"), (AAS, "ScalingPolicy")})
+    step = flow.advance(context(best=SCALED_BEST, world=aas_world(ack_world(endpoint("fraud-config")),
+                                                                  unserved=unserved)))
+    assert step.promoted[:2] == (st.FALSE, "ScalingKindNotServed") and step.effect is None
+    assert "ScalableTarget, ScalingPolicy" in step.promoted[2]
+    # Without a scaling the CRDs are not needed.
+    step = flow.advance(context(world=aas_world(ack_world(endpoint("fraud-config")), unserved=unserved)))
+    assert step.memory.state == "CreatingResources"
+
+
+def test_a_rejected_registration_fails_the_attempt_and_says_the_endpoint_is_not_autoscaled():
+    walk = autoscaled_walk()
+    target, policy = walk["bodies"]
+    rejected = scalable_target(synced=False, terminal="ValidationException: role cannot be assumed")
+    rejected["spec"] = target["spec"]
+    applied = scaling_policy()
+    applied["spec"] = policy["spec"]
+    step = flow.advance(context(walk["registering"], best=SCALED_BEST, world=aas_world(
+        scaled_synced(endpoint(name(1), sent=name(1))), [rejected], [applied])))
+    assert step.memory.state == "Failed" and step.promoted[:2] == (st.FALSE, "ResourceRejected")
+    assert "ValidationException" in step.promoted[2] and "without autoscaling" in step.promoted[2]
+
+
+def test_a_refused_registration_names_the_autoscaling_kind_to_grant():
+    walk = autoscaled_walk()
+    refused = ApplyResult((), error="scalabletargets is forbidden", forbidden=True)
+    step = flow.advance(context(walk["registering"], best=SCALED_BEST, applied=refused))
+    assert step.promoted[:2] == (st.FALSE, "Forbidden")
+    assert f"ScalableTarget/{SCALING_NAME}" in step.promoted[2] and AAS in step.promoted[2]
+
+
+def test_a_failed_deregistration_is_retried():
+    memory = autoscaled_walk()["deregistering"]
+    step = flow.advance(context(memory, best=SCALED_BEST, deleted=DeleteResult((), error="etcd timeout")))
+    assert step.poll_after == "retry" and step.memory.state == "DeregisteringScaling"
+
+
+def test_a_configuration_without_a_scaling_deregisters_what_rightsizer_registered():
+    registered = [scalable_target()], [scaling_policy()]
+    step = flow.advance(context(world=aas_world(ack_world(endpoint("fraud-config")), *registered)))
+    memory = flow.advance(context(step.memory, applied=ApplyResult(step.effect.refs()))).memory
+    step = flow.advance(context(memory, world=aas_world(synced_world(endpoint("fraud-config")), *registered)))
+    assert isinstance(step.effect, DeleteObjects) and step.memory.state == "DeregisteringScaling"
+
+
+def test_dry_run_plans_the_registration_too():
+    step = flow.advance(context(mode="DryRun", best=SCALED_BEST, world=aas_world(ack_world(endpoint("fraud-config")))))
+    kinds = [d["kind"] for d in step.memory.planned_objects]
+    assert kinds == ["Model", "EndpointConfig", "Endpoint", "ScalableTarget", "ScalingPolicy"]

@@ -16,6 +16,8 @@ from rightsizer.promotion.objects import (FIELD_MANAGER, ApplyObjects, ApplyResu
                                           ObjectRef, ReadWorld, World)
 
 ACK, KSERVE = "sagemaker.services.k8s.aws", "serving.kserve.io"
+# ACK's Application Auto Scaling controller: an ACK Endpoint's variant is registered through its objects.
+ACK_AAS = "applicationautoscaling.services.k8s.aws"
 # (group, plural) -> verbs: exactly what promotion does to the kinds it knows (manifests/rbac/role.yaml grants
 # these; tests/test_rbac.py checks the two agree).
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
@@ -24,6 +26,10 @@ PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     (ACK, "endpointconfigs"): frozenset({"list", "create", "patch", "delete"}),
     (ACK, "models"): frozenset({"list", "create", "patch", "delete"}),
     (KSERVE, "inferenceservices"): frozenset({"get", "patch"}),
+    # status.best.scaling on an ACK Endpoint: listed to find the variant's registrations, applied to register it,
+    # deleted to deregister it (README: Promotion).
+    (ACK_AAS, "scalabletargets"): frozenset({"list", "create", "patch", "delete"}),
+    (ACK_AAS, "scalingpolicies"): frozenset({"list", "create", "patch", "delete"}),
 }
 GENERIC_TARGET_VERBS = frozenset({"get", "patch"})
 

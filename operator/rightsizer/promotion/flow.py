@@ -32,7 +32,8 @@ ROLLBACK_ANNOTATION = "rightsizer.io/rollback"
 MAX_CREATED_OBJECTS = 10
 
 # The states of an attempt under way (pending recorded, outcome not known yet).
-ATTEMPT_STATES = (State.CREATING_RESOURCES, State.UPDATING_TARGET, State.WAITING_FOR_TARGET)
+ATTEMPT_STATES = (State.CREATING_RESOURCES, State.DEREGISTERING_SCALING, State.UPDATING_TARGET,
+                  State.WAITING_FOR_TARGET, State.REGISTERING_SCALING)
 
 # Promoted=False reasons that wait for a person (a spec edit, a new approval) rather than for time.
 FINAL_REASONS = (Reason.ENDPOINT_UPDATE_FAILED, Reason.RESOURCE_REJECTED, Reason.UNSUPPORTED_TARGET,
@@ -314,6 +315,8 @@ def _reads(ctx: Context, probe: bool) -> ReadWorld:
     if targets.kind_of(ctx.promotion.target) != "ack":
         return ReadWorld((ref,))
     objects, listings = targets.ack_reads(ref)
+    # Promotion also reads the variant's Application Auto Scaling registrations (ACK ScalableTargets, ScalingPolicies).
+    listings = (*listings, *targets.scaling_kinds(ref.namespace))
     if not probe:
         return ReadWorld(objects, listings)
     # The endpoint is patched only after new ACK objects exist; a conflict on its endpointConfigName should stop
@@ -503,13 +506,20 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
         # ApplyObjects stops at the first failure and `applied` holds what went through before it: the object
         # that failed is the first one asked for (the recorded copies, else the Endpoint's patch) not in it.
         creating = memory.state == State.CREATING_RESOURCES
-        asked = list(memory.pending_objects or ()) if creating else [ref.describe()]
+        registering = memory.state == State.REGISTERING_SCALING
+        asked = (list(memory.pending_objects or ()) if creating else [
+            f"{b['kind']}/{b['metadata']['name']}" for b in _scaling_bodies(ctx, _pending(memory), ctx.world)]
+            if registering else [ref.describe()])
         done = [r.describe() for r in ctx.applied.applied]
         failed = next((entry for entry in asked if entry not in done), asked[-1] if asked else _what(ctx))
         what = f"server-side apply of {failed}" + (f" (after {', '.join(done)})" if done else "")
-        _apply_problems(ctx.applied, what, f"{'create and patch' if creating else 'patch'} on "
-                                           f"{failed.split('/', 1)[0]} in {ref.api_version}")
+        _apply_problems(ctx.applied, what, f"{'create and patch' if creating or registering else 'patch'} on "
+                                           f"{failed.split('/', 1)[0]} in "
+                                           f"{targets.AAS_API_VERSION if registering else ref.api_version}")
         pending = _pending(memory)
+        if memory.state == State.REGISTERING_SCALING:
+            return _waiting(step, f"registered {', '.join(done)} for {_what(ctx)}'s variant; waiting for ACK to "
+                                  f"register it with Application Auto Scaling")
         if creating:
             return _waiting(step, f"created {', '.join(memory.pending_objects or ())}; waiting for ACK to "
                                   f"create them in SageMaker")
@@ -529,6 +539,8 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
             _apply_problems(ApplyResult(conflict=world.conflict), f"pointing {_what(ctx)} at a new EndpointConfig")
         return _ack_begin(ctx, step, desired, rollback, dry_run, world, live, restoring)
     pending = _pending(memory)
+    if memory.state == State.REGISTERING_SCALING:
+        return _ack_register(ctx, step, world, endpoint, pending)
     if memory.state == State.CREATING_RESOURCES:
         recorded = memory.pending_objects or ()
         created = [o for name in recorded for o in (_listed(world, ref, name),) if o is not None]
@@ -552,6 +564,9 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
             return _fail(step, Reason.ENDPOINT_UPDATE_FAILED,
                          f"{_what(ctx)} was pointed at EndpointConfig {config_name} but now names "
                          f"{live.config_name}: another writer changed it during the promotion")
+        deregistering = _deregister(ctx, step, world, endpoint, live, pending)
+        if deregistering is not None:
+            return deregistering
         step.memory = replace(memory, state=State.UPDATING_TARGET)
         step.effect = ApplyObjects((targets.endpoint_patch(ref, config_name),),
                                    force_conflicts=ctx.promotion.force_conflicts)
@@ -566,7 +581,7 @@ def _ack(ctx: Context, step: Step, desired: Configuration, rollback: bool, dry_r
     if verdict == "waiting":
         return _waiting_for_controller(ctx, step, f"waiting for {_what(ctx)} to serve EndpointConfig "
                                                   f"{config_name}: {detail}")
-    return _succeed(ctx, step)
+    return _ack_register(ctx, step, world, endpoint, pending)
 
 
 def _listed(world: World, ref: ObjectRef, entry: str) -> Mapping[str, Any] | None:
@@ -599,6 +614,9 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
                 return _ack_planned(ctx, step, desired, [targets.endpoint_patch(ref, name)])
             step.memory = replace(_start(memory, ctx, rollback, snapshot, reused, State.UPDATING_TARGET),
                                   pending_objects=None)
+            deregistering = _deregister(ctx, step, world, live.endpoint, live, reused)
+            if deregistering is not None:
+                return deregistering
             step.effect = ApplyObjects((targets.endpoint_patch(ref, name),),
                                        force_conflicts=ctx.promotion.force_conflicts)
             return _waiting(step, f"pointing {_what(ctx)} at EndpointConfig {name} again")
@@ -619,8 +637,12 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
     if live.realises(desired) and targets.ack_serves(live.endpoint, live.config_name):
         if dry_run:
             return _ack_planned(ctx, step, desired, [])
-        step.memory = replace(memory, pending=snapshot.updated(desired), rollback=rollback,
-                              previous=_last_known_good(memory, snapshot))
+        pending = snapshot.updated(desired).autoscaled(desired)
+        step.memory = replace(memory, pending=pending, rollback=rollback, previous=_last_known_good(memory, snapshot))
+        if pending.scaling:
+            # Already served: only the registration is left to do.
+            step.memory = replace(step.memory, pending_generation=ctx.generation, started_at=ctx.now)
+            return _ack_register(ctx, step, world, live.endpoint, pending)
         return _succeed(ctx, step)
     needs_model = any(live.environment().get(k) != v for k, v in desired.environment.items())
     if needs_model and live.model is None:
@@ -629,14 +651,22 @@ def _ack_begin(ctx: Context, step: Step, desired: Configuration, rollback: bool,
                             f"promotion copies it to set the environment")
     name = targets.object_name(ref.name, ctx.owner_uid, (memory.attempt or 0) + 1)
     variant_name = live.variant["variantName"]
-    if int(live.variant.get("initialInstanceCount") or 1) != desired.instance_count:
+    # ACK updates with RetainAllVariantProperties, which keeps a same-named variant's count: a new count needs a new
+    # variant name, unless the variant is autoscaled. Then the count is Application Auto Scaling's (the registered
+    # min/max capacity), and a new name would leave the ScalableTarget registering a variant that is gone; AWS's
+    # procedure keeps the variant name too ("For production variants that you want to keep existing instance count
+    # or weight, use the same variant name", https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html).
+    autoscaled = desired.scaling is not None or _registered(ctx, world, live.endpoint, variant_name)
+    if int(live.variant.get("initialInstanceCount") or 1) != desired.instance_count and not autoscaled:
         variant_name = targets.variant_name_for(variant_name, desired.instance_count)
     pending = RecordedConfiguration.of(desired, endpoint_config_name=name,
                                        model_name=name if needs_model else live.variant.get("modelName"),
-                                       variant_name=variant_name)
+                                       variant_name=variant_name).autoscaled(desired)
+    _scaling_problems(ctx, world, live, pending)
     if dry_run:
         bodies = _ack_bodies(ctx, live, desired, pending)
-        return _ack_planned(ctx, step, desired, [*bodies, targets.endpoint_patch(ref, name)])
+        return _ack_planned(ctx, step, desired, [*bodies, targets.endpoint_patch(ref, name),
+                                                 *_scaling_bodies(ctx, pending, world)])
     making_room = _make_room(ctx, step, world, live, [*(["Model/" + name] if needs_model else []),
                                                       "EndpointConfig/" + name])
     if making_room is not None:
@@ -736,9 +766,13 @@ def _make_room(ctx: Context, step: Step, world: World, live: targets.AckLive, ne
 
 
 def _collected(step: Step, deleted: DeleteResult) -> Step:
-    gone = {f"{r.kind}/{r.name}" for r in deleted.deleted}
+    deregistered = sorted(f"{r.kind}/{r.name}" for r in deleted.deleted if r.api_version == targets.AAS_API_VERSION)
+    gone = {f"{r.kind}/{r.name}" for r in deleted.deleted if r.api_version != targets.AAS_API_VERSION}
     step.memory = replace(step.memory, created_objects=tuple(e for e in step.memory.created_objects or ()
                                                              if e not in gone))
+    if deregistered:
+        step.events.append(("Normal", "PromotionDeregisteredScaling", f"deleted {', '.join(deregistered)}: ACK "
+                                                                      f"deregisters the variant from autoscaling"))
     if gone:
         step.events.append(("Normal", "PromotionCleanedUp", f"deleted {', '.join(sorted(gone))}, which no promoted "
                                                             f"or previous configuration uses any more"))
@@ -747,3 +781,133 @@ def _collected(step: Step, deleted: DeleteResult) -> Step:
                                                                  f"created: {deleted.error}; retrying later"))
         step.poll_after = PollAfter.RETRY
     return step
+
+
+# -- ACK Application Auto Scaling -------------------------------------------------------------------------------
+# AWS: "If the update would change the instance type for any model that is a target for auto scaling, the update
+# fails. [...] Before you update the endpoint, delete any scaling policies configured for it and deregister the
+# variant as a scalable target [...]. After you update the endpoint, you can register the updated variant as a
+# scalable target and attach a scaling policy." Those steps are needed only when the update changes an autoscaled
+# variant's instance type or removes the variant
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html). In ACK terms, deregistering is
+# deleting the ScalableTarget and ScalingPolicy objects (ACK's finalizer calls DeleteScalingPolicy and
+# DeregisterScalableTarget), and registering is applying them. Only what rightsizer created (its name and label) is
+# ever deleted: a ScalableTarget of the team's own that registers the variant stops the attempt before anything is
+# created, with a message saying what to do.
+
+def _scaling_listings(ctx: Context, world: World) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
+    scalable, policies = targets.scaling_kinds(ctx.namespace)
+    return world.listings.get(scalable, ()), world.listings.get(policies, ())
+
+
+def _registered(ctx: Context, world: World, endpoint: Mapping[str, Any], variant_name: str | None) -> bool:
+    """Whether any ScalableTarget (ours or not) registers this variant."""
+    resource_id = targets.variant_resource_id(endpoint, variant_name)
+    return any(targets.registers(o, resource_id) for o in _scaling_listings(ctx, world)[0])
+
+
+def _scaling_problems(ctx: Context, world: World, live: targets.AckLive, pending: RecordedConfiguration) -> None:
+    """What stops an attempt on an autoscaled variant before it creates anything."""
+    if pending.scaling:
+        unserved = [kind.kind for kind in targets.scaling_kinds(ctx.namespace)
+                    if (kind.api_version, kind.kind) in world.unserved]
+        if unserved:
+            raise TargetProblem(Reason.SCALING_KIND_NOT_SERVED, f"status.best.scaling is to be registered for "
+                                f"{_what(ctx)}'s variant, but the API server does not serve {', '.join(unserved)} in "
+                                f"{targets.AAS_API_VERSION}: install the ACK Application Auto Scaling controller")
+    _to_deregister(ctx, world, live.endpoint, live, pending)
+
+
+def _to_deregister(ctx: Context, world: World, endpoint: Mapping[str, Any], live: targets.AckLive,
+                   pending: RecordedConfiguration) -> list[Mapping[str, Any]]:
+    """Our ScalableTarget and ScalingPolicies that must go before the endpoint is pointed at `pending`'s config:
+    when the update changes the autoscaled variant's instance type or removes the variant, when they register
+    another variant than the one `pending` names, or when `pending` has no scaling (a promotion of a configuration
+    without one, a rollback to what the endpoint served before). Raises when a ScalableTarget that is not ours
+    registers the variant and the update needs it deregistered, or ours would have to be registered beside it."""
+    variant = live.variant or {}
+    live_id = targets.variant_resource_id(endpoint, variant.get("variantName"))
+    new_id = targets.variant_resource_id(endpoint, pending.variant_name)
+    changes = (variant.get("instanceType") != pending.instance_type
+               or variant.get("variantName") != pending.variant_name)
+    name = targets.scaling_name(ctx.promotion.target.name, ctx.owner_uid)
+    scalable, policies = _scaling_listings(ctx, world)
+    foreign = [o["metadata"]["name"] for o in scalable if targets.registers(o, live_id) and not targets.ours(o, name)]
+    if foreign and (changes or pending.scaling):
+        why = (f"SageMaker fails UpdateEndpoint when it changes an autoscaled variant's instance type (from "
+               f"{variant.get('instanceType')} to {pending.instance_type}), and rightsizer deletes only what it "
+               f"created" if changes else "Application Auto Scaling holds one scalable target per variant, and "
+               "rightsizer would register status.best.scaling for it")
+        raise TargetProblem(Reason.FOREIGN_SCALABLE_TARGET, f"ScalableTarget {', '.join(foreign)} in namespace "
+                            f"{ctx.namespace}, which rightsizer did not create, registers {live_id}: {why}. Delete "
+                            f"it and its ScalingPolicies (ACK deregisters the variant), or promote by hand; the "
+                            f"operator tries again")
+    mine = [o for o in (*policies, *scalable) if targets.ours(o, name)]
+    target = next((o for o in scalable if o["metadata"]["name"] == name and targets.ours(o, name)), None)
+    keep = pending.scaling and not changes and target is not None and targets.registers(target, new_id)
+    return [] if keep else mine
+
+
+def _deregister(ctx: Context, step: Step, world: World, endpoint: Mapping[str, Any], live: targets.AckLive,
+                pending: RecordedConfiguration) -> Step | None:
+    """Deregistering before the endpoint's update: a delete, then a wait until ACK has deregistered (its finalizer
+    keeps the objects until then). None when nothing is (or is any longer) registered that must go."""
+    going = _to_deregister(ctx, world, endpoint, live, pending)
+    if not going:
+        return None
+    step.memory = replace(step.memory, state=State.DEREGISTERING_SCALING)
+    names = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in going)
+    waiting = [o for o in going if not (o.get("metadata") or {}).get("deletionTimestamp")]
+    if not waiting:
+        return _waiting_for_controller(ctx, step, f"waiting for ACK to deregister {names} before {_what(ctx)} is "
+                                                  f"updated")
+    step.effect = DeleteObjects(tuple(ObjectRef(targets.AAS_API_VERSION, o["kind"], ctx.namespace,
+                                                o["metadata"]["name"]) for o in waiting))
+    return _waiting(step, f"deleting {names} (deregistering the variant from autoscaling) before {_what(ctx)} is "
+                          f"updated to {pending.configuration().describe()}")
+
+
+def _scaling_bodies(ctx: Context, pending: RecordedConfiguration, world: World | None) -> list[dict[str, Any]]:
+    scaling = pending.configuration().scaling
+    endpoint = (world.objects.get(target_ref(ctx)) if world else None) or {}
+    if scaling is None or not pending.variant_name:
+        return []
+    name = targets.scaling_name(ctx.promotion.target.name, ctx.owner_uid)
+    return targets.scaling_bodies(ctx.namespace, name, targets.variant_resource_id(endpoint, pending.variant_name),
+                                  str((endpoint.get("spec") or {}).get("endpointName")), pending.variant_name,
+                                  scaling, ctx.job_name)
+
+
+def _ack_register(ctx: Context, step: Step, world: World, endpoint: Mapping[str, Any],
+                  pending: RecordedConfiguration) -> Step:
+    """After the endpoint serves `pending`: apply the ScalableTarget and ScalingPolicies, wait for ACK to sync
+    them, then the attempt has succeeded. Without a scaling, it has succeeded already."""
+    bodies = _scaling_bodies(ctx, pending, world)
+    if not bodies:
+        return _succeed(ctx, step)
+    step.memory = replace(step.memory, state=State.REGISTERING_SCALING)
+    scalable, policies = _scaling_listings(ctx, world)
+    listed = {(o["kind"], o["metadata"]["name"]): o for o in (*scalable, *policies)}
+    found = [listed.get((b["kind"], b["metadata"]["name"])) for b in bodies]
+    if any(o is not None and (o.get("metadata") or {}).get("deletionTimestamp") for o in found):
+        return _waiting_for_controller(ctx, step, f"waiting for ACK to finish deregistering before registering "
+                                                  f"{_what(ctx)}'s variant again")
+    if any(o is None or any((o.get("spec") or {}).get(k) != v for k, v in b["spec"].items())
+           for o, b in zip(found, bodies)):
+        step.effect = ApplyObjects(tuple(bodies), force_conflicts=ctx.promotion.force_conflicts)
+        return _waiting(step, f"registering {_what(ctx)}'s variant {pending.variant_name} for autoscaling: applying "
+                              f"{', '.join(b['kind'] + '/' + b['metadata']['name'] for b in bodies)}")
+    present = [o for o in found if o is not None]  # all of them, after the apply above
+    for obj in present:
+        terminal = condition(obj, targets.ACK_TERMINAL)
+        if terminal and terminal.get("status") == "True":
+            return _fail(step, Reason.RESOURCE_REJECTED,
+                         f"ACK could not register {obj['kind']} {obj['metadata']['name']} with Application Auto "
+                         f"Scaling: {terminal.get('message') or 'terminal condition without a message'}; "
+                         f"{_what(ctx)} serves {pending.configuration().describe()} without autoscaling")
+    unsynced = [f"{o['kind']}/{o['metadata']['name']}" for o in present
+                if not condition_is(o, targets.ACK_SYNCED, "True")]
+    if unsynced:
+        return _waiting_for_controller(ctx, step, f"waiting for ACK to register {', '.join(unsynced)} with "
+                                                  f"Application Auto Scaling")
+    return _succeed(ctx, step)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Mapping
 
 from rightsizer import status as st
+from rightsizer.model import Scaling
 from rightsizer.promotion.targets import Configuration
 from rightsizer.spec import PromotionMode, TargetRef
 
@@ -23,6 +24,9 @@ class State(StrEnum):
     CREATING_RESOURCES = "CreatingResources"
     UPDATING_TARGET = "UpdatingTarget"
     WAITING_FOR_TARGET = "WaitingForTarget"
+    # ACK Endpoint with autoscaling: before UpdateEndpoint changes an autoscaled variant's instance type, and after it.
+    DEREGISTERING_SCALING = "DeregisteringScaling"
+    REGISTERING_SCALING = "RegisteringScaling"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
@@ -42,6 +46,9 @@ class RecordedConfiguration:
     variant_name: str | None = None
     # Patch-in-place targets: the server-side apply body that sets this configuration.
     patch: Mapping[str, Any] | None = None
+    # ACK Endpoint only: status.best.scaling (its stored row), registered with Application Auto Scaling after the
+    # endpoint serves this configuration; None: the variant is not autoscaled by rightsizer.
+    scaling: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, configuration: Configuration, **fields: Any) -> RecordedConfiguration:
@@ -54,6 +61,11 @@ class RecordedConfiguration:
                                    instance_count=configuration.instance_count,
                                    environment=dict(configuration.environment))
 
+    def autoscaled(self, configuration: Configuration) -> RecordedConfiguration:
+        """This record with `configuration`'s scaling, which an ACK attempt registers (patch-in-place targets carry
+        theirs in `patch`)."""
+        return dataclasses.replace(self, scaling=configuration.scaling.to_row() if configuration.scaling else None)
+
     @classmethod
     def from_storage(cls, raw: Mapping[str, Any]) -> RecordedConfiguration:
         environment, patch = raw.get("environment"), raw.get("patch")
@@ -61,19 +73,21 @@ class RecordedConfiguration:
                    instance_count=raw.get("instanceCount"),
                    environment=dict(environment) if environment is not None else None,
                    endpoint_config_name=raw.get("endpointConfigName"), model_name=raw.get("modelName"),
-                   variant_name=raw.get("variantName"), patch=patch)
+                   variant_name=raw.get("variantName"), patch=patch, scaling=raw.get("scaling"))
 
     def for_storage(self) -> dict[str, Any]:
         stored = {"recommendationId": self.recommendation_id, "instanceType": self.instance_type,
                   "instanceCount": self.instance_count,
                   "environment": dict(self.environment) if self.environment is not None else None,
                   "endpointConfigName": self.endpoint_config_name, "modelName": self.model_name,
-                  "variantName": self.variant_name, "patch": self.patch}
+                  "variantName": self.variant_name, "patch": self.patch, "scaling": self.scaling}
         return {key: value for key, value in stored.items() if value is not None}
 
     def configuration(self) -> Configuration:
+        scaling = Scaling.from_row(self.scaling) if self.scaling else None
         return Configuration(self.recommendation_id, self.instance_type, int(self.instance_count or 1),
-                             dict(self.environment or {}))
+                             dict(self.environment or {}),
+                             scaling=scaling if scaling is not None and scaling.capacities is not None else None)
 
     def objects(self) -> set[str]:
         """The ACK objects (Kind/name) this configuration uses."""

@@ -28,6 +28,10 @@ class Reason(StrEnum):
     TARGET_ERROR = "TargetError"
     TARGET_KIND_NOT_SERVED = "TargetKindNotServed"
     TARGET_NOT_FOUND = "TargetNotFound"
+    # A ScalableTarget rightsizer did not create registers the variant a promotion must deregister or register.
+    FOREIGN_SCALABLE_TARGET = "ForeignScalableTarget"
+    # The ACK Application Auto Scaling CRDs are not served, and status.best.scaling needs them.
+    SCALING_KIND_NOT_SERVED = "ScalingKindNotServed"
     # spec.promotion.minSavingsPercent: the winner saves too little against status.baseline (a decision: Ready stays
     # True), or the saving is unknown because the baseline was not measured or priced (a person must look).
     INSUFFICIENT_SAVINGS = "InsufficientSavings"

@@ -252,7 +252,8 @@ def read_target(ref: ObjectRef, world: World, probed: bool = False) -> Mapping[s
         if ack:
             raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read or patch {what}: {world.error}; "
                                 f"its ClusterRole must grant get and patch on Endpoints, and list, create, patch and "
-                                f"delete on EndpointConfigs and Models, in {ref.api_version}")
+                                f"delete on EndpointConfigs and Models, in {ref.api_version}, and list, create, patch and delete on "
+                                f"ScalableTargets and ScalingPolicies in {AAS_API_VERSION}")
         raise TargetProblem(Reason.FORBIDDEN, f"the operator may not read {what}: {world.error}; grant its "
                             f"ServiceAccount get (and patch) on {ref.kind} in {ref.api_version}")
     if world.error:
@@ -523,3 +524,79 @@ def _generic_current(ref: ObjectRef, live: Mapping[str, Any], field_paths: Field
         raise TargetProblem(Reason.UNSUPPORTED_TARGET, f"{ref.describe()} has {environment!r} at "
                             f"spec.promotion.fieldPaths.environment {field_paths.environment}, not a string map")
     return CurrentConfiguration(instance_type, count or 1, _only(environment or {}, variables))
+
+
+# -- ACK Application Auto Scaling (status.best.scaling on an ACK Endpoint) ---------------------------------------
+# The ACK applicationautoscaling-controller's ScalableTarget and ScalingPolicy
+# (https://aws-controllers-k8s.github.io/community/reference/applicationautoscaling/v1alpha1/scalabletarget/ and
+# .../scalingpolicy/); a SageMaker variant is registered as described in
+# https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-add-code-define.html. The operator calls no
+# Application Auto Scaling API itself: ACK does, with its own IAM role.
+
+AAS_API_VERSION = "applicationautoscaling.services.k8s.aws/v1alpha1"
+SAGEMAKER_SERVICE_NAMESPACE = "sagemaker"
+VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+def scaling_kinds(namespace: str) -> tuple[KindRef, KindRef]:
+    return (KindRef(AAS_API_VERSION, "ScalableTarget", namespace), KindRef(AAS_API_VERSION, "ScalingPolicy", namespace))
+
+
+def variant_resource_id(endpoint: Mapping[str, Any], variant_name: str | None) -> str:
+    """Application Auto Scaling's ResourceId of a SageMaker variant: endpoint/<endpoint-name>/variant/<variant>."""
+    return f"endpoint/{(endpoint.get('spec') or {}).get('endpointName')}/variant/{variant_name}"
+
+
+def scaling_name(target_name: str, owner_uid: str) -> str:
+    """The ScalableTarget rightsizer keeps for one target (its ScalingPolicies are <name>-p<i>). One name per target,
+    not per attempt: Application Auto Scaling holds one scalable target per variant, so two objects would fight."""
+    base = re.sub(r"[^a-z0-9-]", "-", target_name.lower()).strip("-")[:44].rstrip("-") or "endpoint"
+    return f"{base}-rs{hashlib.sha256(owner_uid.encode()).hexdigest()[:5]}-scaling"
+
+
+def registers(obj: Mapping[str, Any], resource_id: str) -> bool:
+    spec = obj.get("spec") or {}
+    return (spec.get("serviceNamespace") == SAGEMAKER_SERVICE_NAMESPACE and spec.get("resourceID") == resource_id
+            and spec.get("scalableDimension", VARIANT_DIMENSION) == VARIANT_DIMENSION)
+
+
+def ours(obj: Mapping[str, Any], name: str) -> bool:
+    """A ScalableTarget or ScalingPolicy rightsizer created for this target: its name and our label."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    own = metadata.get("name") == name or str(metadata.get("name", "")).startswith(f"{name}-p")
+    return own and labels.get(MANAGED_BY_LABEL[0]) == MANAGED_BY_LABEL[1]
+
+
+def scaling_bodies(namespace: str, name: str, resource_id: str, endpoint_name: str, variant_name: str,
+                   scaling: Scaling, job_name: str) -> list[dict[str, Any]]:
+    """The ScalableTarget, then one target-tracking ScalingPolicy per policy of `scaling`."""
+    capacities = scaling.capacities or (1, 1)
+    key = {"serviceNamespace": SAGEMAKER_SERVICE_NAMESPACE, "resourceID": resource_id,
+           "scalableDimension": VARIANT_DIMENSION}
+    metadata = {"namespace": namespace, "labels": _labels(job_name)}
+    bodies: list[dict[str, Any]] = [{"apiVersion": AAS_API_VERSION, "kind": "ScalableTarget",
+                                     "metadata": {"name": name, **metadata},
+                                     "spec": {**key, "minCapacity": capacities[0], "maxCapacity": capacities[1]}}]
+    for index, policy in enumerate(scaling.policies):
+        configuration: dict[str, Any] = {"targetValue": policy.target_value}
+        if policy.predefined_metric_type:
+            configuration["predefinedMetricSpecification"] = {"predefinedMetricType": policy.predefined_metric_type}
+        elif policy.customized_metric is not None:
+            custom = policy.customized_metric
+            configuration["customizedMetricSpecification"] = {
+                **{k: v for k, v in (("metricName", custom.metric_name), ("namespace", custom.namespace),
+                                     ("statistic", custom.statistic)) if v is not None},
+                "dimensions": [{"name": "EndpointName", "value": endpoint_name},
+                               {"name": "VariantName", "value": variant_name}]}
+        else:
+            continue
+        for field, value in (("scaleInCooldown", scaling.scale_in_cooldown),
+                             ("scaleOutCooldown", scaling.scale_out_cooldown)):
+            if value is not None:
+                configuration[field] = value
+        bodies.append({"apiVersion": AAS_API_VERSION, "kind": "ScalingPolicy",
+                       "metadata": {"name": f"{name}-p{index}", **metadata},
+                       "spec": {**key, "policyName": f"{name}-p{index}", "policyType": "TargetTrackingScaling",
+                                "targetTrackingScalingPolicyConfiguration": configuration}})
+    return bodies
