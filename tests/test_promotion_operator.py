@@ -26,6 +26,7 @@ CRDS = Path(__file__).parent / "crds"
 ACK = "sagemaker.services.k8s.aws/v1alpha1"
 KSERVE = "serving.kserve.io/v1beta1"
 GENERIC = "serving.example.com/v1"
+AAS = "applicationautoscaling.services.k8s.aws/v1alpha1"
 BEST_ID_SUFFIX = "/00000001"  # the advanced seed job's winner: ml.m5.2xlarge x2, OMP_NUM_THREADS=4
 
 
@@ -52,7 +53,7 @@ def kinds(api, serving_crds):
     applier = dynamic.DynamicClient(api)
     return {kind: applier.resources.get(api_version=version, kind=kind) for version, kind in
             [(ACK, "Model"), (ACK, "EndpointConfig"), (ACK, "Endpoint"), (KSERVE, "InferenceService"),
-             (GENERIC, "ModelDeployment")]}
+             (GENERIC, "ModelDeployment"), (AAS, "ScalableTarget"), (AAS, "ScalingPolicy")]}
 
 
 def apply_as(resource, body: dict, manager: str, force: bool = True) -> dict:
@@ -375,3 +376,134 @@ def test_generic_targets_missing_or_unknown_are_reported_and_promoted_once_they_
     fleets = get(kinds["ModelDeployment"], namespace, "fraud")["spec"]["fleets"]
     assert fleets == [{"machineType": "ml.m5.2xlarge", "replicas": 2, "env": {"OMP_NUM_THREADS": "4"}},
                       {"machineType": "ml.c5.large", "replicas": 1}]
+
+
+
+ACK_FINALIZER = "finalizers.applicationautoscaling.services.k8s.aws/{}"  # ACK keeps an object until AWS let it go
+AUTOSCALING = {"targetCpuUtilizationPerCore": 60, "minInvocationsPerMinute": 1000, "maxInvocationsPerMinute": 60000}
+
+
+def register_as(kinds, namespace: str, name: str, labels: dict, kind: str = "ScalableTarget") -> dict:
+    """A registration of AllTraffic as ACK holds it: with ACK's finalizer, synced."""
+    spec = {"serviceNamespace": "sagemaker", "resourceID": "endpoint/fraud-endpoint/variant/AllTraffic",
+            "scalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    spec.update({"minCapacity": 1, "maxCapacity": 2} if kind == "ScalableTarget" else {
+        "policyName": name, "policyType": "TargetTrackingScaling", "targetTrackingScalingPolicyConfiguration": {
+            "targetValue": 500.0, "predefinedMetricSpecification": {
+                "predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}})
+    body = kinds[kind].create(namespace=namespace, body={
+        "apiVersion": AAS, "kind": kind, "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                                                      "finalizers": [ACK_FINALIZER.format(kind)]},
+        "spec": spec}).to_dict()
+    play_controller(kinds[kind], namespace, name, ack_status())
+    return body
+
+
+def release(kinds, kind: str, namespace: str, name: str) -> None:
+    """ACK, having deregistered it from Application Auto Scaling, removes its finalizer."""
+    kinds[kind].patch(name=name, namespace=namespace, body={"metadata": {"finalizers": None}},
+                      content_type="application/merge-patch+json")
+
+
+def test_an_autoscaled_endpoint_is_deregistered_updated_and_registered_again_in_that_order(
+        api, installed, kinds, namespace, tmp_path, monkeypatch):
+    """An instance-type change (ml.m5.large -> ml.m5.2xlarge) of a variant an earlier promotion autoscaled, with a
+    count change (1 -> 2): as the operator's ServiceAccount, so the ClusterRole's new rules are proved sufficient."""
+    SimulatedInferenceRecommender(results=advanced_recommendations).install()
+    install_endpoint(kinds, namespace)
+    monkeypatch.setenv("KUBECONFIG", str(service_account_kubeconfig(api, tmp_path / "operator.kubeconfig")))
+    body = sample("fraud-advanced")
+    body["spec"]["autoscaling"] = AUTOSCALING
+    body["spec"]["promotion"].update(mode="Manual", forceConflicts=True)
+    with KopfRunner(operator_args(namespace)) as runner:
+        created = create(api, namespace, body)
+        job = wait_for(lambda: (b := read(api, namespace, "fraud-advanced"))
+                       and condition(b, "AwaitingApproval").get("status") == "True" and b)
+        assert job["status"]["best"]["scaling"]["minCapacity"] == 1
+        # What an earlier promotion of this job registered for AllTraffic (its name and label).
+        name = targets.scaling_name("fraud-endpoint", created["metadata"]["uid"])
+        labels = {"app.kubernetes.io/managed-by": "rightsizer", "rightsizer.io/rightsizejob": "fraud-advanced"}
+        old_target = register_as(kinds, namespace, name, labels)
+        old_policy = register_as(kinds, namespace, f"{name}-p0", labels, "ScalingPolicy")
+        annotate(api, namespace, "fraud-advanced", {"rightsizer.io/approve": "best"})
+
+        configs = wait_for(lambda: ours(kinds, "EndpointConfig", namespace))
+        new = configs[0]["metadata"]["name"]
+        # The count changes, but the autoscaled variant keeps its name: the registration's variant stays.
+        assert [v["variantName"] for v in configs[0]["spec"]["productionVariants"]] == ["AllTraffic"]
+        for kind in ("Model", "EndpointConfig"):
+            play_controller(kinds[kind], namespace, new, ack_status())
+
+        # 1. Deregister: both deleted, and the Endpoint is not touched while ACK holds them.
+        for kind, old in (("ScalableTarget", old_target), ("ScalingPolicy", old_policy)):
+            wait_for(lambda: (get(kinds[kind], namespace, old["metadata"]["name"]) or {}).get(
+                "metadata", {}).get("deletionTimestamp"))
+        state = read(api, namespace, "fraud-advanced")["status"]["promotion"]["state"]
+        assert state == "DeregisteringScaling"
+        time.sleep(1.5)
+        assert get(kinds["Endpoint"], namespace, "fraud-endpoint")["spec"]["endpointConfigName"] == "fraud-config"
+        release(kinds, "ScalingPolicy", namespace, f"{name}-p0")
+        time.sleep(1)
+        assert get(kinds["Endpoint"], namespace, "fraud-endpoint")["spec"]["endpointConfigName"] == "fraud-config"
+        release(kinds, "ScalableTarget", namespace, name)
+
+        # 2. Update: the Endpoint is pointed at the copy; nothing is registered while SageMaker updates it.
+        wait_for(lambda: get(kinds["Endpoint"], namespace, "fraud-endpoint")["spec"]["endpointConfigName"] == new)
+        play_controller(kinds["Endpoint"], namespace, "fraud-endpoint", ack_status(False, endpointStatus="Updating"),
+                        {targets.ACK_LAST_UPDATE_ANNOTATION: new})
+        time.sleep(1.5)
+        assert get(kinds["ScalableTarget"], namespace, name) is None
+        assert get(kinds["ScalingPolicy"], namespace, f"{name}-p0") is None
+        play_controller(kinds["Endpoint"], namespace, "fraud-endpoint", ack_status(endpointStatus="InService"))
+
+        # 3. Register: the same names again, new objects, with the scaling's capacities and policy.
+        target = wait_for(lambda: get(kinds["ScalableTarget"], namespace, name))
+        policy = wait_for(lambda: get(kinds["ScalingPolicy"], namespace, f"{name}-p0"))
+        assert target["metadata"]["uid"] != old_target["metadata"]["uid"]
+        assert policy["metadata"]["uid"] != old_policy["metadata"]["uid"]
+        scaling = read(api, namespace, "fraud-advanced")["status"]["best"]["scaling"]
+        assert (target["spec"]["minCapacity"], target["spec"]["maxCapacity"]) == (scaling["minCapacity"],
+                                                                                  scaling["maxCapacity"])
+        configuration = policy["spec"]["targetTrackingScalingPolicyConfiguration"]
+        assert configuration["predefinedMetricSpecification"] == {
+            "predefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+        assert configuration["targetValue"] == scaling["policies"][0]["targetValue"]
+        assert "rightsizer" in managers_of(target, "minCapacity")
+        assert read(api, namespace, "fraud-advanced")["status"]["promotion"]["state"] == "RegisteringScaling"
+        for kind, registered in (("ScalableTarget", name), ("ScalingPolicy", f"{name}-p0")):
+            play_controller(kinds[kind], namespace, registered, ack_status())
+        promoted = wait_promoted(api, namespace, "fraud-advanced", "True", "Promoted")
+        assert promoted["status"]["promotion"]["current"]["scaling"]["minCapacity"] == scaling["minCapacity"]
+        wait_for(lambda: ("Normal", "PromotionDeregisteredScaling") in events(api, namespace, "fraud-advanced"))
+
+        # No registration is left pointing at a variant the endpoint no longer has.
+        config = get(kinds["EndpointConfig"], namespace, new)
+        variants = {f"endpoint/fraud-endpoint/variant/{v['variantName']}"
+                    for v in config["spec"]["productionVariants"]}
+        registrations = [o.to_dict() for kind in ("ScalableTarget", "ScalingPolicy")
+                         for o in kinds[kind].get(namespace=namespace).items]
+        assert len(registrations) == 2 and all(o["spec"]["resourceID"] in variants for o in registrations)
+    assert runner.exception is None, runner.output
+    assert refusals(runner.output) == [], runner.output
+
+
+def test_a_teams_own_scalable_target_stops_an_instance_type_change_untouched(api, crd_installed, kinds, namespace):
+    SimulatedInferenceRecommender(results=advanced_recommendations).install()
+    install_endpoint(kinds, namespace)
+    theirs = register_as(kinds, namespace, "team-scaling", {})
+    body = sample("fraud-advanced")
+    body["spec"]["promotion"]["mode"] = "Automatic"
+    with KopfRunner(operator_args(namespace)) as runner:
+        create(api, namespace, body)
+        blocked = wait_promoted(api, namespace, "fraud-advanced", "False", "ForeignScalableTarget")
+        message = condition(blocked, "Promoted")["message"]
+        assert "team-scaling" in message and "endpoint/fraud-endpoint/variant/AllTraffic" in message
+        time.sleep(1)
+        assert ours(kinds, "EndpointConfig", namespace) == []
+        assert get(kinds["ScalableTarget"], namespace, "team-scaling")["metadata"]["uid"] == theirs["metadata"]["uid"]
+        assert get(kinds["Endpoint"], namespace, "fraud-endpoint")["spec"]["endpointConfigName"] == "fraud-config"
+        # The team deregisters theirs: the promotion goes ahead.
+        release(kinds, "ScalableTarget", namespace, "team-scaling")
+        kinds["ScalableTarget"].delete(name="team-scaling", namespace=namespace)
+        wait_for(lambda: ours(kinds, "EndpointConfig", namespace), timeout=60)
+    assert runner.exception is None, runner.output
