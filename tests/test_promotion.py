@@ -1372,3 +1372,21 @@ def test_dry_run_plans_the_registration_too():
     step = flow.advance(context(mode="DryRun", best=SCALED_BEST, world=aas_world(ack_world(endpoint("fraud-config")))))
     kinds = [d["kind"] for d in step.memory.planned_objects]
     assert kinds == ["Model", "EndpointConfig", "Endpoint", "ScalableTarget", "ScalingPolicy"]
+
+
+def test_a_rollback_of_an_autoscaled_promotion_deregisters_before_pointing_back():
+    walk = autoscaled_walk()
+    target, policy = walk["bodies"]
+    registered = [scalable_target()], [scaling_policy()]
+    registered[0][0]["spec"], registered[1][0]["spec"] = target["spec"], policy["spec"]
+    promoted = flow.advance(context(walk["registering"], best=SCALED_BEST, world=aas_world(
+        scaled_synced(endpoint(name(1), sent=name(1))), *registered))).memory
+    assert promoted.state == "Succeeded"
+    rollback = {"rightsizer.io/rollback": "true"}
+    step = flow.advance(context(promoted, best=SCALED_BEST, annotations=rollback, world=aas_world(
+        scaled_synced(endpoint(name(1), sent=name(1))), *registered)))
+    assert step.memory.state == "DeregisteringScaling" and step.memory.rollback
+    assert step.effect == DeleteObjects(aas_refs(f"ScalingPolicy/{SCALING_NAME}-p0", f"ScalableTarget/{SCALING_NAME}"))
+    step = flow.advance(context(step.memory, best=SCALED_BEST, annotations=rollback, world=aas_world(
+        scaled_synced(endpoint(name(1), sent=name(1))))))
+    assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),), force_conflicts=False)
