@@ -1390,3 +1390,13 @@ def test_a_rollback_of_an_autoscaled_promotion_deregisters_before_pointing_back(
     step = flow.advance(context(step.memory, best=SCALED_BEST, annotations=rollback, world=aas_world(
         scaled_synced(endpoint(name(1), sent=name(1))))))
     assert step.effect == ApplyObjects((targets.endpoint_patch(ENDPOINT_REF, "fraud-config"),), force_conflicts=False)
+
+
+def test_a_policy_the_new_scaling_no_longer_has_is_deleted_before_the_update():
+    same_type = {**SCALED_BEST, "instanceType": "ml.m5.large"}
+    registered = [scalable_target()], [scaling_policy(), scaling_policy(f"{SCALING_NAME}-p1")]
+    step = flow.advance(context(best=same_type, world=aas_world(ack_world(endpoint("fraud-config")), *registered)))
+    memory = flow.advance(context(step.memory, best=same_type, applied=ApplyResult(step.effect.refs()))).memory
+    step = flow.advance(context(memory, best=same_type, world=aas_world(
+        scaled_synced(endpoint("fraud-config"), "ml.m5.large"), *registered)))
+    assert step.effect == DeleteObjects(aas_refs(f"ScalingPolicy/{SCALING_NAME}-p1"))

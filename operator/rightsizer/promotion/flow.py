@@ -845,7 +845,11 @@ def _to_deregister(ctx: Context, world: World, endpoint: Mapping[str, Any], live
     mine = [o for o in (*policies, *scalable) if targets.ours(o, name)]
     target = next((o for o in scalable if o["metadata"]["name"] == name and targets.ours(o, name)), None)
     keep = pending.scaling and not changes and target is not None and targets.registers(target, new_id)
-    return [] if keep else mine
+    if not keep:
+        return mine
+    # Registered in place: only policies the new scaling no longer has go (the rest are applied over).
+    wanted = {(b["kind"], b["metadata"]["name"]) for b in _scaling_bodies(ctx, pending, world)}
+    return [o for o in mine if (o["kind"], o["metadata"]["name"]) not in wanted]
 
 
 def _deregister(ctx: Context, step: Step, world: World, endpoint: Mapping[str, Any], live: targets.AckLive,
