@@ -1400,3 +1400,10 @@ def test_a_policy_the_new_scaling_no_longer_has_is_deleted_before_the_update():
     step = flow.advance(context(memory, best=same_type, world=aas_world(
         scaled_synced(endpoint("fraud-config"), "ml.m5.large"), *registered)))
     assert step.effect == DeleteObjects(aas_refs(f"ScalingPolicy/{SCALING_NAME}-p1"))
+
+
+@pytest.mark.parametrize("target_name", ["fraud-endpoint", "a" * 253, "fraud.endpoint.v2", "x"])
+def test_scaling_object_names_are_valid_kubernetes_names_one_per_target_and_job(target_name):
+    name = targets.scaling_name(target_name, UID)
+    assert DNS_LABEL.match(f"{name}-p9") and len(f"{name}-p9") <= 63
+    assert name == targets.scaling_name(target_name, UID) != targets.scaling_name(target_name, UID[::-1])

@@ -337,9 +337,13 @@ def ack_live(endpoint: Mapping[str, Any], configs: Sequence[Mapping[str, Any]], 
 def object_name(target_name: str, owner_uid: str, attempt: int) -> str:
     """A Kubernetes name that is also a valid SageMaker name (<= 63, alphanumerics and hyphens), new for every
     attempt so that a name SageMaker or ACK refused is never tried again."""
+    return f"{_name_base(target_name, owner_uid)}-{attempt}"
+
+
+def _name_base(target_name: str, owner_uid: str) -> str:
+    """<target>-rs<owner uid hash>: what every object rightsizer creates for one target and job starts with."""
     base = re.sub(r"[^a-z0-9-]", "-", target_name.lower()).strip("-")[:44].rstrip("-") or "endpoint"
-    digest = hashlib.sha256(owner_uid.encode()).hexdigest()[:5]
-    return f"{base}-rs{digest}-{attempt}"
+    return f"{base}-rs{hashlib.sha256(owner_uid.encode()).hexdigest()[:5]}"
 
 
 def _variant_base(name: str) -> str:
@@ -550,8 +554,7 @@ def variant_resource_id(endpoint: Mapping[str, Any], variant_name: str | None) -
 def scaling_name(target_name: str, owner_uid: str) -> str:
     """The ScalableTarget rightsizer keeps for one target (its ScalingPolicies are <name>-p<i>). One name per target,
     not per attempt: Application Auto Scaling holds one scalable target per variant, so two objects would fight."""
-    base = re.sub(r"[^a-z0-9-]", "-", target_name.lower()).strip("-")[:44].rstrip("-") or "endpoint"
-    return f"{base}-rs{hashlib.sha256(owner_uid.encode()).hexdigest()[:5]}-scaling"
+    return f"{_name_base(target_name, owner_uid)}-scaling"
 
 
 def registers(obj: Mapping[str, Any], resource_id: str) -> bool:
