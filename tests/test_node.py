@@ -268,7 +268,7 @@ def test_the_kubernetes_sample_measures_each_cpu_limit_for_real_and_resumes_afte
     pod = operator_pod(installed)
     kubectl(installed, "-n", NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
     kubectl(installed, "-n", "ml", "wait", "rsj/fraud-kubernetes", "--timeout=600s",
-            "--for=jsonpath={.status.phase}=Completed")
+            "--for=jsonpath={.status.phase}=Completed", timeout=660)
     done = rsj(installed, "fraud-kubernetes")
     print(kubectl(installed, "-n", "ml", "get", "rsj", "-o", "wide").stdout)
     print(json.dumps(done["status"]["recommendations"], indent=1)[:4000])
@@ -370,7 +370,7 @@ def test_the_local_sample_completes_inside_the_pod_and_resumes_after_the_pod_is_
     # The Deployment replaces the deleted Pod; the new operator resumes the job from its status.
     kubectl(kubeconfig, "-n", NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
     kubectl(kubeconfig, "-n", "ml", "wait", "rsj/fraud-local", "--timeout=600s",
-            "--for=jsonpath={.status.phase}=Completed")
+            "--for=jsonpath={.status.phase}=Completed", timeout=660)
     done = rsj(kubeconfig, "fraud-local")
     assert operator_pod(kubeconfig)["metadata"]["name"] != pod["metadata"]["name"]
     rows = {row["recommendationId"]: row for row in done["status"]["recommendations"]}

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kubernetes import client
@@ -43,6 +44,8 @@ STATS_EVERY_S = 5.0  # the kubelet refreshes its figures every 10-15 s; sampling
 GONE_TIMEOUT_S = 120.0
 # The load Jobs' activeDeadlineSeconds over the pattern's own wall-clock cap: image start and worker connection.
 LOAD_DEADLINE_GRACE_S = 180
+# A load generator Pod missing this long (not yet created, or deleted) ends the wait for its result.
+MASTER_GONE_S = 60.0
 
 
 class _Stopped(Exception):
@@ -70,6 +73,7 @@ class KubernetesExperiment:
         self._restored = restored_outcomes(self.plan, completed, failed)
         self._on_progress, self._on_outcome, self._before_run = on_progress, on_outcome, before_run
         self._stop = threading.Event()
+        self.run_id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._current: dict[int, str] = {}  # what each configuration in flight is doing
         self._finished = len(self._restored)
@@ -117,15 +121,15 @@ class KubernetesExperiment:
         return sorted(outcomes.values(), key=lambda outcome: outcome.planned.index)
 
     def stop(self) -> None:
-        """Start no other configuration, and delete every object of the job. Thread-safe, idempotent."""
+        """Start no other configuration, and delete every object this run made. Thread-safe, idempotent."""
         self._stop.set()
-        self._delete_objects(self._selector())
+        self._delete_objects(f"{self._selector()},{kplan.RUN_LABEL}={self.run_id}")
 
     # -- one configuration -------------------------------------------------------------------------------------
 
     def _run_configuration(self, planned: kplan.PlannedConfiguration,
                            deadline: float | None) -> ConfigurationOutcome | None:
-        selector = self._selector(planned.index)
+        selector = f"{self._selector(planned.index)},{kplan.RUN_LABEL}={self.run_id}"
         try:
             return self._measure(planned, deadline)
         except _Stopped:
@@ -197,14 +201,25 @@ class KubernetesExperiment:
         server_pods = [pod.name for pod in pods]
         next_stats = 0.0
         master_selector = self._selector(index, kplan.LOAD_MASTER)
+        load_began, seen_master = time.monotonic(), time.monotonic()
         while True:
             self._check(deadline, allow_running_past=True)
             if time.monotonic() >= next_stats:
                 samples.extend(self._stats(nodes, server_pods))
                 next_stats = time.monotonic() + STATS_EVERY_S
-            finished = kplan.load_finished([kplan.pod_view(p) for p in self._pods(master_selector)])
+            masters = self._pods(master_selector)
+            finished = kplan.load_finished([kplan.pod_view(p) for p in masters])
             if finished is not None:
                 break
+            if masters:
+                seen_master = time.monotonic()
+            elif time.monotonic() - seen_master > MASTER_GONE_S:
+                # Deleted by someone else (its Job, or the namespace's objects): nothing will report a result.
+                return ConfigurationOutcome(planned, None, f"the load generator's Pod disappeared for "
+                                                           f"{MASTER_GONE_S:.0f} s before reporting a result", None)
+            if time.monotonic() - load_began > load_deadline + LOAD_DEADLINE_GRACE_S:
+                return ConfigurationOutcome(planned, None, f"the load test reported no result within "
+                                                           f"{load_deadline + LOAD_DEADLINE_GRACE_S} s", None)
             self._progress(planned, f"load test running with {self.workers} Locust "
                                     f"worker{'' if self.workers == 1 else 's'}")
             time.sleep(POLL_S)
@@ -257,6 +272,7 @@ class KubernetesExperiment:
 
     def _create_once(self, body: dict[str, Any]) -> None:
         namespace = self.owner.namespace
+        body = kplan.with_run(body, self.run_id)
         if body["kind"] == "Deployment":
             self.apps.create_namespaced_deployment(namespace, body)
         elif body["kind"] == "Service":

@@ -47,6 +47,9 @@ from rightsizer.spec import (INSTANCE_TYPE_LABEL, KubernetesCandidate, Kubernete
 JOB_LABEL = "rightsizer.io/job"
 CONFIGURATION_LABEL = "rightsizer.io/configuration"
 ROLE_LABEL = "rightsizer.io/role"
+# Which run of the job made an object: a run cleans up only its own, never a later run's (an operator that is
+# shutting down while its successor has started the same configuration).
+RUN_LABEL = "rightsizer.io/run"
 SERVER, LOAD_MASTER, LOAD_WORKER = "server", "load-master", "load-worker"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "rightsizer")
 OWNER_API_VERSION, OWNER_KIND = "rightsizer.io/v1alpha1", "RightsizeJob"
@@ -137,6 +140,12 @@ def server_container(model: Mapping[str, Any], project_image: str) -> ServerCont
 
 def _labels(job_name: str, index: int, role: str) -> dict[str, str]:
     return {JOB_LABEL: job_name, CONFIGURATION_LABEL: str(index), ROLE_LABEL: role, MANAGED_BY[0]: MANAGED_BY[1]}
+
+
+def with_run(body: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """`body` labelled with the run that makes it (on the object only: selectors and Pod templates stay stable)."""
+    metadata = {**body["metadata"], "labels": {**body["metadata"]["labels"], RUN_LABEL: run_id}}
+    return {**body, "metadata": metadata}
 
 
 def _metadata(name: str, owner: Owner, labels: Mapping[str, str]) -> dict[str, Any]:
