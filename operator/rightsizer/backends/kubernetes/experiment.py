@@ -392,7 +392,7 @@ def _window(result: LoadResult, terminated: Mapping[str, Any] | None,
             fallback_start: datetime.datetime) -> tuple[datetime.datetime | None, datetime.datetime | None]:
     """The load test's window of maximum invocations in wall-clock time: the run began duration_s before the
     master's container finished (it exits right after writing its result)."""
-    finished = kplan._time((terminated or {}).get("finishedAt"))
+    finished = kplan.parse_time((terminated or {}).get("finishedAt"))
     run_start = (finished - datetime.timedelta(seconds=result.duration_s)) if finished else fallback_start
     window = result.max_invocations_window_s or (0.0, result.duration_s)
     return (run_start + datetime.timedelta(seconds=window[0]), run_start + datetime.timedelta(seconds=window[1]))

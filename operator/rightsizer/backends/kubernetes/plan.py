@@ -304,7 +304,8 @@ class PodView:
     restarts: int
 
 
-def _time(text: str | None) -> datetime.datetime | None:
+def parse_time(text: str | None) -> datetime.datetime | None:
+    """A time as the Kubernetes API writes it (metav1.Time, RFC 3339 in UTC)."""
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
@@ -327,13 +328,14 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         if ended and terminated is None:
             terminated = ended
         if (state.get("running") or {}).get("startedAt"):
-            started = _time(state["running"]["startedAt"])
+            started = parse_time(state["running"]["startedAt"])
     unschedulable = (scheduled.get("message") or "the scheduler cannot place it"
                      if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" else None)
     return PodView(name=pod["metadata"]["name"], node=(pod.get("spec") or {}).get("nodeName"),
                    phase=status.get("phase") or "Pending", ready=ready.get("status") == "True",
-                   ready_since=_time(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None,
-                   created=_time(pod["metadata"].get("creationTimestamp")), started=started,
+                   ready_since=(parse_time(ready.get("lastTransitionTime")) if ready.get("status") == "True"
+                                else None),
+                   created=parse_time(pod["metadata"].get("creationTimestamp")), started=started,
                    unschedulable=unschedulable, waiting=waiting, terminated=terminated, restarts=restarts)
 
 
@@ -432,7 +434,7 @@ def stats_samples(summary: Mapping[str, Any], namespace: str, pod_names: Iterabl
         memory = pod.get("memory") or {}
         if cpu.get("usageCoreNanoSeconds") is None or not cpu.get("time"):
             continue
-        samples.append(StatsSample(reference["name"], _time(cpu["time"]),  # type: ignore[arg-type]
+        samples.append(StatsSample(reference["name"], parse_time(cpu["time"]),  # type: ignore[arg-type]
                                    int(cpu["usageCoreNanoSeconds"]), memory.get("workingSetBytes")))
     return samples
 
@@ -561,6 +563,6 @@ def memory_capacity(candidate: KubernetesCandidate, allocatable: Mapping[str, An
 __all__ = [
     "FAILED", "READY", "STARTING", "Measured", "Names", "PodUsage", "PodView", "ServerContainer", "StatsSample",
     "Verdict", "judge_server", "load_finished", "load_objects", "measured_outcome", "memory_capacity", "names",
-    "node_instance_type", "node_price", "node_share", "placement_of", "plan_experiment", "pod_view", "server_container",
+    "node_instance_type", "node_price", "node_share", "parse_time", "placement_of", "plan_experiment", "pod_view", "server_container",
     "server_objects", "setup_seconds", "stats_samples", "usage_over", "worker_count",
 ]
