@@ -205,6 +205,19 @@ def test_cpu_over_the_window_comes_from_the_kubelets_cumulative_counters():
     assert kplan.usage_over(samples[:2], T0, T0) is None  # one sample per Pod: no rate
 
 
+def test_samples_span_the_load_only_with_one_on_each_side_of_its_end_for_every_pod():
+    def at(second, *pods):
+        stamp = f"2026-12-05T12:00:{second:02d}Z"
+        return kplan.stats_samples(summary(*((pod, stamp, second * 10**9, 2**20) for pod in pods)), "ml", pods)
+
+    end = T0 + datetime.timedelta(seconds=15)
+    # A 15-s load between two kubelet refreshes: only the sample before it has been seen so far.
+    assert not kplan.samples_span_load(at(5, "a", "b"), ["a", "b"], end)
+    assert not kplan.samples_span_load(at(5, "a", "b") + at(16, "a"), ["a", "b"], end)  # b not refreshed yet
+    assert kplan.samples_span_load(at(5, "a", "b") + at(16, "a", "b"), ["a", "b"], end)
+    assert kplan.samples_span_load(at(5, "a") + at(15, "a"), ["a"], end)  # a refresh at the very end counts
+
+
 def test_cost_is_the_nodes_price_prorated_by_the_larger_request_share():
     parsed = spec(kubernetes={"candidates": [
         {"name": "a", "instanceType": "m5.large", "resources": {"requests": {"cpu": "500m", "memory": "6Gi"}}}],

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 STATS_EVERY_S = 5.0  # the kubelet refreshes its figures every 10-15 s; sampling faster only repeats them
+# After the load, how long to wait for the kubelet's next figures (its refresh is 10-15 s; cadvisor housekeeping).
+STATS_SETTLE_S = 30.0
 GONE_TIMEOUT_S = 120.0
 # The load Jobs' activeDeadlineSeconds over the pattern's own wall-clock cap: image start and worker connection.
 LOAD_DEADLINE_GRACE_S = 180
@@ -223,12 +225,13 @@ class KubernetesExperiment:
             self._progress(planned, f"load test running with {self.workers} Locust "
                                     f"worker{'' if self.workers == 1 else 's'}")
             time.sleep(POLL_S)
-        samples.extend(self._stats(nodes, server_pods))
         invocation_end = _utc_now()
         message, terminated = finished
         result = _decode(message, terminated)
         if result.stop_reason is StopReason.JOB_DURATION:
             raise _Stopped()  # cut short, its maximum is only what the first users reached
+        started, ended = _window(result, terminated, invocation_start)
+        samples.extend(self._samples_past(nodes, server_pods, samples, ended or invocation_end))
         # 3. the numbers
         node = self.core.read_node(nodes[0]) if nodes else None
         labels = (node.metadata.labels or {}) if node else {}
@@ -247,7 +250,6 @@ class KubernetesExperiment:
                              f"per Pod")
             else:
                 notes.append(f"no cost: {quote.source if quote.price is None else 'no CPU or memory request'}")
-        started, ended = _window(result, terminated, invocation_start)
         usage = kplan.usage_over(samples, started, ended) if started and ended else None
         return kplan.measured_outcome(planned, kplan.Measured(
             result=result, setup_seconds=setup, usage=usage, replicas=candidate.replicas,
@@ -287,6 +289,18 @@ class KubernetesExperiment:
                                                  _preload_content=False)
         pods: list[dict[str, Any]] = json.loads(response.data)["items"]
         return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+
+    def _samples_past(self, nodes: list[str], pods: list[str], samples: list[kplan.StatsSample],
+                      end: datetime.datetime) -> list[kplan.StatsSample]:
+        """Samples until every server Pod has one on each side of the load's end, for at most STATS_SETTLE_S."""
+        more: list[kplan.StatsSample] = []
+        deadline = time.monotonic() + STATS_SETTLE_S
+        while True:
+            more.extend(self._stats(nodes, pods))
+            if kplan.samples_span_load([*samples, *more], pods, end) or time.monotonic() >= deadline \
+                    or self._stop.is_set():
+                return more
+            time.sleep(POLL_S)
 
     def _stats(self, nodes: list[str], pods: list[str]) -> list[kplan.StatsSample]:
         samples: list[kplan.StatsSample] = []

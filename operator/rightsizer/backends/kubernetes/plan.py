@@ -468,6 +468,16 @@ def usage_over(samples: Sequence[StatsSample], start: datetime.datetime, end: da
     return PodUsage(sum(rates) / len(rates), max(memory) if memory else 0, min(spans))
 
 
+def samples_span_load(samples: Sequence[StatsSample], pod_names: Iterable[str], end: datetime.datetime) -> bool:
+    """Whether every Pod has a sample from before `end` and one from at or after it: a load test shorter than the
+    kubelet's refresh can otherwise end between two of them and leave no rate."""
+    for pod in pod_names:
+        times = {s.time for s in samples if s.pod == pod}
+        if not any(t < end for t in times) or not any(t >= end for t in times):
+            return False
+    return True
+
+
 def node_share(candidate: KubernetesCandidate, allocatable: Mapping[str, Any]) -> float | None:
     """The fraction of the node one server Pod blocks: the larger of its CPU and memory requests' shares of the
     node's allocatable (what the scheduler keeps others from)."""
