@@ -80,6 +80,50 @@ class PodPlacement:
 
 
 @dataclasses.dataclass(frozen=True)
+class Uncertainty:
+    """How much a measured configuration's figures move: relative standard deviations in percent, the larger of
+    the spread within each load test (its windows at saturation) and across its repetitions. costPerInference
+    moves with maxInvocations (the price is fixed). None where a backend reports single figures (SageMaker)."""
+
+    max_invocations_percent: float | None = None
+    model_latency_percent: float | None = None
+    runs: int = 1  # load tests behind the figures
+    windows: int = 0  # windows at saturation behind the within-run spread, over all runs
+
+    @classmethod
+    def from_storage(cls, raw: Mapping[str, Any] | None) -> Uncertainty | None:
+        if not raw:
+            return None
+        return cls(raw.get("maxInvocations"), raw.get("modelLatency"), int(raw.get("runs") or 1),
+                   int(raw.get("windows") or 0))
+
+    def for_storage(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"runs": self.runs, "windows": self.windows}
+        if self.max_invocations_percent is not None:
+            row["maxInvocations"] = self.max_invocations_percent
+            row["costPerInference"] = self.max_invocations_percent
+        if self.model_latency_percent is not None:
+            row["modelLatency"] = self.model_latency_percent
+        return row
+
+    def percent(self, metric: str) -> float | None:
+        """The relative standard deviation of `metric` (a key of a row's metrics), None when not known."""
+        if metric in ("maxInvocations", "maxInvocationsPerInstance", "costPerInference"):
+            return self.max_invocations_percent
+        if metric == "modelLatency":
+            return self.model_latency_percent
+        return None
+
+    def describe(self) -> str:
+        """`± 4.1 % throughput, ± 6 % latency over 2 runs (9 windows)`."""
+        parts = [f"± {value:.2g} % {name}" for name, value in (("throughput", self.max_invocations_percent),
+                                                              ("latency", self.model_latency_percent))
+                 if value is not None]
+        runs = f"{self.runs} run{'' if self.runs == 1 else 's'}"
+        return f"{', '.join(parts) or 'no spread known'} over {runs} ({self.windows} windows)"
+
+
+@dataclasses.dataclass(frozen=True)
 class Recommendation:
     recommendation_id: str
     instance_type: str | None
@@ -99,6 +143,7 @@ class Recommendation:
     # only measured as a benchmark step); None for a backend that measures without recommending.
     recommended: bool | None = None
     placement: PodPlacement | None = None
+    uncertainty: Uncertainty | None = None
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
@@ -109,6 +154,7 @@ class Recommendation:
                    serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
                    invocation_end=parse_timestamp(row.get("invocationEndTime")),
                    recommended=row.get("recommended"), placement=PodPlacement.from_row(row.get("placement")),
+                   uncertainty=Uncertainty.from_storage(row.get("uncertainty")),
                    **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
 
     def to_status_row(self) -> dict[str, Any]:
@@ -129,6 +175,8 @@ class Recommendation:
             row["recommended"] = self.recommended
         if self.placement is not None:
             row["placement"] = self.placement.to_row()
+        if self.uncertainty is not None:
+            row["uncertainty"] = self.uncertainty.for_storage()
         return {**row, **self.provenance()}
 
     def provenance(self) -> dict[str, str]:

@@ -9,8 +9,11 @@ modelLatency at the threshold's percentile, so the latency constraint is that pe
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+import math
+import re
+from typing import Callable, Mapping, Sequence
 
+from rightsizer import pricing
 from rightsizer.model import Recommendation, Savings, describe_environment
 from rightsizer.spec import Percentile, RightsizeJobSpec
 
@@ -70,6 +73,8 @@ class Selection:
     best: Recommendation | None
     reason: str
     verdicts: tuple[Verdict, ...]  # every recommendation, best first, then by the objective
+    # The configurations whose objective is within noise of the best's (TIE_DEVIATIONS), the best not among them.
+    tied_with: tuple[Recommendation, ...] = ()
 
 
 def constraints_for(spec: RightsizeJobSpec) -> Constraints:
@@ -95,26 +100,58 @@ def cost_per_inference(metrics: Mapping[str, float | int]) -> float | None:
     return None
 
 
+# Two measurements are told apart only when they differ by more than this many standard deviations of their
+# difference (about 95 % confidence for normal noise): less is a tie, and a verdict that close to a limit says so.
+TIE_DEVIATIONS = 2.0
+
+
+def _deviation(recommendation: Recommendation, metric: str, value: float) -> float | None:
+    """One standard deviation of `value`, the recommendation's `metric`, from its uncertainty; None if unknown."""
+    percent = recommendation.uncertainty.percent(metric) if recommendation.uncertainty else None
+    return None if percent is None else abs(value) * percent / 100.0
+
+
+def _near(recommendation: Recommendation, metric: str, value: float, limit: float) -> str:
+    """` (within noise: ± 6 %)` when `value` is within TIE_DEVIATIONS of its standard deviation of `limit`."""
+    deviation = _deviation(recommendation, metric, value)
+    if deviation is None or abs(value - limit) > TIE_DEVIATIONS * deviation:
+        return ""
+    return f" (within noise: ± {100.0 * deviation / abs(value):.2g} %)" if value else ""
+
+
 def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     metrics = recommendation.metrics
-    failures = []
+    failures, close = [], []
     latency, throughput, cost = metrics.get("modelLatency"), metrics.get("maxInvocations"), metrics.get("costPerHour")
-    if constraints.max_model_latency_ms is not None and (latency is None or latency > constraints.max_model_latency_ms):
-        failures.append("no latency measured" if latency is None
-                        else f"{constraints.latency_name} {latency} ms > {constraints.max_model_latency_ms} ms")
+    limit_ms = constraints.max_model_latency_ms
+    if limit_ms is not None:
+        if latency is None:
+            failures.append("no latency measured")
+        else:
+            near = _near(recommendation, "modelLatency", float(latency), limit_ms)
+            if latency > limit_ms:
+                failures.append(f"{constraints.latency_name} {latency} ms > {limit_ms} ms{near}")
+            elif near:
+                close.append(f"{constraints.latency_name} {latency} ms against {limit_ms} ms{near}")
     # maxInvocations and costPerHour are the recommended endpoint's, all initialInstanceCount instances together
     # (see ENDPOINT_SCOPE): compared as they are, never multiplied by the count again.
     count = recommendation.initial_instance_count or 1
-    if constraints.min_invocations_per_minute is not None and (
-            throughput is None or throughput < constraints.min_invocations_per_minute):
+    floor = constraints.min_invocations_per_minute
+    if floor is not None:
         if throughput is None:
             failures.append("no throughput measured")
         else:
+            near = _near(recommendation, "maxInvocations", float(throughput), floor)
             on = f" on {count} instances" if count > 1 else ""
-            failures.append(f"{throughput} invocations/min{on} < {constraints.min_invocations_per_minute}")
+            if throughput < floor:
+                failures.append(f"{throughput} invocations/min{on} < {floor}{near}")
+            elif near:
+                close.append(f"{throughput} invocations/min{on} against {floor}{near}")
     if constraints.max_cost_per_hour is not None and (cost is None or cost > constraints.max_cost_per_hour):
         failures.append("no price known" if cost is None else f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
-    return Verdict(recommendation, not failures, "; ".join(failures) or "meets the SLA")
+    if failures:
+        return Verdict(recommendation, False, "; ".join(failures))
+    return Verdict(recommendation, True, "; ".join(["meets the SLA", *close]))
 
 
 def describe_configuration(recommendation: Recommendation) -> str:
@@ -152,6 +189,15 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
 
     verdicts = tuple(sorted((_judge(r, constraints) for r in recommendations), key=rank))
     qualifying = [v for v in verdicts if v.meets_sla and value(v.recommendation) is not None]
+    tie = _tie(qualifying[0].recommendation, [v.recommendation for v in qualifying], metric, value) \
+        if qualifying else []
+    if len(tie) > 1:
+        # Within noise, the objective cannot order them: the cheaper, then the incumbent, then the simpler wins.
+        tie.sort(key=lambda r: (_number(r.metrics.get("costPerHour")) or float("inf"),
+                                r.recommendation_id != incumbent, simplicity(r), rank(_judge(r, constraints))))
+        winner = tie[0]
+        qualifying.sort(key=lambda v: v.recommendation.recommendation_id != winner.recommendation_id)
+        verdicts = tuple(sorted(verdicts, key=lambda v: v.recommendation.recommendation_id != winner.recommendation_id))
     # Meeting the SLA without the objective's metric (a local profile without a price under a cost objective):
     # such a configuration cannot be ranked, which is not an SLA failure and must not read as one.
     unranked = [v.recommendation for v in verdicts if v.meets_sla and value(v.recommendation) is None]
@@ -165,13 +211,84 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
         return Selection(None, f"none of the {len(recommendations)} configurations meets {constraints.describe()}",
                          verdicts)
     best = qualifying[0].recommendation
-    measured = value(best)
-    shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"
-    reason = (f"{describe_configuration(best)}: {phrase} ({metric} {shown}) among {len(qualifying)} of "
-              f"{len(recommendations)} configurations meeting {constraints.describe()}")
+    shown = _shown(best, metric, value(best))
+    tied = tuple(r for r in tie if r.recommendation_id != best.recommendation_id)
+    if tied:
+        others = ", ".join(f"{describe_configuration(r)} ({_shown(r, metric, value(r))})" for r in tied[:3])
+        more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+        kind = "a tie within noise" if any(r.uncertainty for r in tie) else "a tie"
+        reason = (f"{describe_configuration(best)}: {kind} for {phrase} ({metric} {shown}) with "
+                  f"{others}{more}; the tie goes to the cheaper, then the simpler configuration; among "
+                  f"{len(qualifying)} of {len(recommendations)} configurations meeting {constraints.describe()}")
+    else:
+        reason = (f"{describe_configuration(best)}: {phrase} ({metric} {shown}) among {len(qualifying)} of "
+                  f"{len(recommendations)} configurations meeting {constraints.describe()}")
     if unranked:
         reason += f"; not ranked, though meeting it: {_missing(metric, unranked)}"
-    return Selection(best, reason, verdicts)
+    return Selection(best, reason, verdicts, tied)
+
+
+def _shown(recommendation: Recommendation, metric: str, measured: float | None) -> str:
+    """`7.34e-09 ± 4.1 %`: the objective's figure and, when known, its noise."""
+    if measured is None:
+        return "unknown"
+    shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"
+    percent = recommendation.uncertainty.percent(metric) if recommendation.uncertainty else None
+    return f"{shown} ± {percent:.2g} %" if percent is not None else shown
+
+
+def _tie(best: Recommendation, qualifying: Sequence[Recommendation], metric: str,
+         value: Callable[[Recommendation], float | None]) -> list[Recommendation]:
+    """`best` and every qualifying configuration whose objective differs from best's by less than TIE_DEVIATIONS
+    standard deviations of the difference. Without an uncertainty on both sides, only an equal figure ties."""
+    best_value = value(best)
+    if best_value is None:
+        return [best]
+    best_deviation = _deviation(best, metric, best_value)
+    tie = []
+    for recommendation in qualifying:
+        other = value(recommendation)
+        if other is None:
+            continue
+        deviation = _deviation(recommendation, metric, other)
+        if other == best_value:
+            tie.append(recommendation)
+        elif deviation is not None and best_deviation is not None and \
+                abs(other - best_value) <= TIE_DEVIATIONS * math.hypot(deviation, best_deviation):
+            tie.append(recommendation)
+    return tie
+
+
+_LOCAL_PROFILE_CPUS = re.compile(r"local-([1-9][0-9]*)cpu")
+
+
+def simplicity(recommendation: Recommendation) -> tuple[float, float, str]:
+    """What "simpler" orders by in a tie: fewer CPUs (the Pod's CPU request, a local profile's CPUs, a SageMaker
+    type's vCPUs), then smaller numeric environment values (threads, workers), then a stable order."""
+    cpus: float | None = None
+    if recommendation.placement is not None:
+        cpus = _cpu_quantity(recommendation.placement.requests.get("cpu"))
+    if cpus is None and recommendation.instance_type:
+        profile = _LOCAL_PROFILE_CPUS.match(recommendation.instance_type)
+        size = pricing.instance_size(recommendation.instance_type)
+        cpus = float(profile.group(1)) if profile else float(size.vcpus) if size else None
+    numbers = 0.0
+    for text in recommendation.environment.values():
+        try:
+            numbers += float(text)
+        except ValueError:
+            continue
+    return (float("inf") if cpus is None else cpus, numbers, recommendation.recommendation_id)
+
+
+def _cpu_quantity(quantity: str | None) -> float | None:
+    """A Kubernetes CPU quantity (`2`, `500m`, `1.5`) in cores."""
+    if not quantity:
+        return None
+    try:
+        return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        return None
 
 
 def savings(chosen: Recommendation, baseline: Recommendation) -> Savings:

@@ -71,6 +71,7 @@ class Best:
                   "initialInstanceCount": r.initial_instance_count, "environment": dict(r.environment),
                   "metrics": dict(r.metrics), "reason": self.reason, "partial": self.partial,
                   "recommended": r.recommended, "placement": r.placement.to_row() if r.placement else None,
+                  "uncertainty": r.uncertainty.for_storage() if r.uncertainty else None,
                   "scaling": self.scaling.to_row() if self.scaling else None,
                   "savings": self.savings.for_storage() if self.savings else None, **r.provenance()}
         return {key: value for key, value in stored.items() if value is not None}

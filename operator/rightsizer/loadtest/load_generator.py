@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,40 @@ class TimelinePoint:
         return getattr(self, _kept_field(percentile, "{}_ms"))
 
 
+def throughput_spread(timeline: Sequence[TimelinePoint], window_intervals: int,
+                      users_at_max: int | None) -> tuple[float | None, int]:
+    """The noise of a run's maximum invocations, as (relative standard deviation in percent, windows it is over).
+
+    Once the server saturates (from the first interval at the users of the maximum on), more users add no
+    throughput, so every window there measures the same capacity: their spread is the measurement's noise. The
+    windows are consecutive, not overlapping. A run that ended within one window of saturating falls back to its
+    intervals: the standard error of their mean rate (an underestimate, their noise being correlated)."""
+    if users_at_max is None:
+        return None, 0
+    start = next((i for i, point in enumerate(timeline) if point.users >= users_at_max), None)
+    if start is None:
+        return None, 0
+    saturated = [point for point in timeline[start:] if point.duration_s > 0]
+    windows = [saturated[i:i + window_intervals] for i in range(0, len(saturated) - window_intervals + 1,
+                                                                    window_intervals)]
+    rates = [sum(p.rps * p.duration_s for p in w) / sum(p.duration_s for p in w) for w in windows]
+    if len(rates) >= 2:
+        return _relative_sd(rates), len(rates)
+    rates = [point.rps for point in saturated[:window_intervals]]
+    if len(rates) < 2:
+        return None, len(rates) // window_intervals
+    spread = _relative_sd(rates)
+    return (None if spread is None else spread / math.sqrt(len(rates))), 1
+
+
+def _relative_sd(values: Sequence[float]) -> float | None:
+    mean = sum(values) / len(values)
+    if mean <= 0:
+        return None
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return round(100.0 * math.sqrt(variance) / mean, 2)
+
+
 @dataclass(frozen=True)
 class LoadProgress:
     elapsed_s: float
@@ -230,6 +264,10 @@ class LoadResult:
     max_invocations_window_s: tuple[float, float] | None = None
     # Locust processes that generated the load: 1 for the local generator, the workers of a distributed one.
     workers: int = 1
+    # How much max_invocations_per_minute moves within this run: the relative standard deviation, in percent, of
+    # the throughput of the windows at saturation (throughput_spread), and how many windows that is.
+    throughput_spread_percent: float | None = None
+    spread_windows: int = 0
 
     @property
     def failed(self) -> bool:
@@ -245,7 +283,7 @@ class LoadResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoadResult:
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         values["stop_reason"] = StopReason(values["stop_reason"])
         values["timeline"] = tuple(TimelinePoint(**point) for point in values["timeline"])
         if values["max_invocations_window_s"] is not None:
@@ -256,7 +294,7 @@ class LoadResult:
     def without_measurements(cls, reason: StopReason, detail: str) -> LoadResult:
         nothing = {f.name: None for f in fields(cls)}
         return cls(**{**nothing, "stop_reason": reason, "detail": detail, "total_requests": 0, "total_failures": 0,
-                      "cpu_warning": False, "duration_s": 0.0, "timeline": ()})
+                      "cpu_warning": False, "duration_s": 0.0, "timeline": (), "spread_windows": 0})
 
 
 @dataclass(frozen=True)
@@ -699,11 +737,14 @@ class _Measurements:
         """The run's LoadResult; times on the clock of `started` and `now` (None: the run never started)."""
         started = now if started is None else started
         p50, p95, p99 = self.run_percentiles()
+        best = self.best_sustained_window()
+        timeline = tuple(self.timeline(started))
+        spread, windows = throughput_spread(timeline, self.window_intervals, best["users_at_max_invocations"])
         return LoadResult(
-            stop_reason=reason, detail=detail, **self.best_sustained_window(),
+            stop_reason=reason, detail=detail, **best, throughput_spread_percent=spread, spread_windows=windows,
             total_requests=self.total_requests, total_failures=self.total_failures,
             run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99, locust_p95_ms=locust_p95_ms,
-            cpu_warning=cpu_warning, duration_s=round(now - started, 3), timeline=tuple(self.timeline(started)),
+            cpu_warning=cpu_warning, duration_s=round(now - started, 3), timeline=timeline,
             max_invocations_window_s=None if self.best_window is None else
             (round(self.best_window[0] - started, 3), round(self.best_window[1] - started, 3)),
             workers=workers)

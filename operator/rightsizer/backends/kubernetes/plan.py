@@ -38,7 +38,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from rightsizer import pricing
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, endpoint_metrics,
-                                            reported_percentile)
+                                            reported_percentile, within_run_uncertainty)
 from rightsizer.loadtest.load_generator import LoadResult, StopReason
 from rightsizer.model import Owner, PodPlacement, Recommendation
 from rightsizer.spec import (INSTANCE_TYPE_LABEL, KubernetesCandidate, KubernetesSettings, RightsizeJobSpec,
@@ -554,7 +554,7 @@ def measured_outcome(planned: PlannedConfiguration, measured: Measured,
         recommendation_id=planned.recommendation_id, instance_type=planned.instance_type,
         initial_instance_count=count, environment=dict(planned.environment), metrics=metrics,
         invocation_start=measured.invocation_start, invocation_end=measured.invocation_end,
-        placement=measured.placement)
+        placement=measured.placement, uncertainty=within_run_uncertainty(result, percentile))
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
 
 

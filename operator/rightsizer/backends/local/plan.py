@@ -43,7 +43,7 @@ import math
 import statistics
 from typing import Iterable, Mapping, Sequence
 
-from rightsizer.model import (CurrentConfiguration, JobStatus, Recommendation, StepFailure, StepSummary,
+from rightsizer.model import (CurrentConfiguration, JobStatus, Recommendation, StepFailure, StepSummary, Uncertainty,
                               baseline_recommendation_id, describe_environment)
 from rightsizer.loadtest.load_generator import LoadResult, StopReason, kept_percentile
 from rightsizer.loadtest.placement import HostFacts, Placement, Skipped, plan as place_candidates
@@ -205,6 +205,39 @@ def max_invocations_window(result: LoadResult, window_s: float) -> tuple[float, 
     return None if best is None else (best[1], best[2])
 
 
+def within_run_uncertainty(result: LoadResult, percentile: Percentile) -> Uncertainty:
+    """One load test's noise: its throughput's spread at saturation (the load generator's throughput_spread), and
+    its latency's as the standard error of the per-interval latencies over the window of the maximum."""
+    latencies: list[float] = []
+    window = result.max_invocations_window_s
+    if window is not None:
+        for point in result.timeline:
+            value = point.latency_ms(percentile)
+            if value is not None and window[0] < point.elapsed_s <= window[1] + 1e-6:
+                latencies.append(value)
+    latency = None
+    if len(latencies) >= 2 and statistics.fmean(latencies) > 0:
+        latency = round(100.0 * statistics.stdev(latencies) / statistics.fmean(latencies) / math.sqrt(len(latencies)),
+                        2)
+    return Uncertainty(result.throughput_spread_percent, latency, runs=1, windows=result.spread_windows)
+
+
+def across_runs_uncertainty(recommendations: Sequence[Recommendation]) -> Uncertainty:
+    """Several runs of one configuration: each figure's relative standard deviation across the runs, or the
+    largest within one run when that is larger (two runs that happen to agree do not make a figure exact)."""
+    def spread(metric: str) -> float | None:
+        values = [float(r.metrics[metric]) for r in recommendations if r.metrics.get(metric) is not None]
+        within = [p for r in recommendations if r.uncertainty and (p := r.uncertainty.percent(metric)) is not None]
+        across = None
+        if len(values) >= 2 and statistics.fmean(values) > 0:
+            across = 100.0 * statistics.stdev(values) / statistics.fmean(values)
+        candidates = [v for v in (across, max(within, default=None)) if v is not None]
+        return round(max(candidates), 2) if candidates else None
+
+    return Uncertainty(spread("maxInvocationsPerInstance"), spread("modelLatency"), runs=len(recommendations),
+                       windows=sum(r.uncertainty.windows for r in recommendations if r.uncertainty))
+
+
 def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup_seconds: float,
                      usage: ResourceUsage | None, stopping: StoppingConditions | None,
                      server_failure: str | None = None, invocation_start: datetime.datetime | None = None,
@@ -244,7 +277,8 @@ def measured_outcome(planned: PlannedConfiguration, result: LoadResult, *, setup
     recommendation = Recommendation(
         recommendation_id=planned.recommendation_id, instance_type=planned.instance_type,
         initial_instance_count=instances, environment=dict(planned.environment), metrics=metrics,
-        invocation_start=invocation_start, invocation_end=invocation_end)
+        invocation_start=invocation_start, invocation_end=invocation_end,
+        uncertainty=within_run_uncertainty(result, percentile))
     return ConfigurationOutcome(planned, recommendation, None, result, detail)
 
 
@@ -294,6 +328,7 @@ def median_outcome(runs: Sequence[ConfigurationOutcome], target_invocations: int
               + (f", modelLatency {min(latencies)}-{max(latencies)} ms" if latencies else ""))
     recommendation = dataclasses.replace(
         recommendations[0], metrics=metrics, initial_instance_count=count,
+        uncertainty=across_runs_uncertainty(recommendations),
         invocation_start=recommendations[0].invocation_start, invocation_end=recommendations[-1].invocation_end)
     return ConfigurationOutcome(typical.planned, recommendation, None, typical.load,
                                 "; ".join(part for part in (spread, typical.detail) if part))
@@ -321,7 +356,8 @@ def step_summary(outcomes: Iterable[ConfigurationOutcome], total: int, *,
 
 
 __all__ = [
-    "DEFAULT_TRAFFIC_PATTERN", "ConfigurationOutcome", "PlannedConfiguration", "max_invocations_window",
+    "DEFAULT_TRAFFIC_PATTERN", "ConfigurationOutcome", "PlannedConfiguration", "across_runs_uncertainty",
+    "max_invocations_window", "within_run_uncertainty",
     "measured_outcome", "median_outcome", "plan_experiment", "reported_percentile", "restored_outcomes", "step_summary",
     "traffic_pattern_of",
 ]
