@@ -462,7 +462,7 @@ def test_a_configuration_failing_in_a_later_repetition_is_failed_once(example):
         """Run 1 measures both; run 2 fails the first and the job duration ends the second."""
         script: list = []
 
-        def _run_configuration(self, planned, deadline):
+        def _run_configuration(self, planned, deadline, probe=False):
             outcome = self.script.pop(0)(planned)
             if outcome is None:
                 self.end_reason = "spec.jobDurationInSeconds (600 s) was reached; 1 configuration not measured"

@@ -144,6 +144,8 @@ class Recommendation:
     recommended: bool | None = None
     placement: PodPlacement | None = None
     uncertainty: Uncertainty | None = None
+    # A probe of spec.search Adaptive (a compressed load test that ranks configurations), not a full measurement.
+    probe: bool = False
 
     @classmethod
     def from_status_row(cls, row: Mapping[str, Any]) -> Recommendation:
@@ -154,7 +156,7 @@ class Recommendation:
                    serverless=row.get("serverless"), invocation_start=parse_timestamp(row.get("invocationStartTime")),
                    invocation_end=parse_timestamp(row.get("invocationEndTime")),
                    recommended=row.get("recommended"), placement=PodPlacement.from_row(row.get("placement")),
-                   uncertainty=Uncertainty.from_storage(row.get("uncertainty")),
+                   uncertainty=Uncertainty.from_storage(row.get("uncertainty")), probe=bool(row.get("probe")),
                    **{field: row.get(key) for field, key in _PROVENANCE_KEYS.items()})
 
     def to_status_row(self) -> dict[str, Any]:
@@ -177,6 +179,8 @@ class Recommendation:
             row["placement"] = self.placement.to_row()
         if self.uncertainty is not None:
             row["uncertainty"] = self.uncertainty.for_storage()
+        if self.probe:
+            row["probe"] = True
         return {**row, **self.provenance()}
 
     def provenance(self) -> dict[str, str]:

@@ -211,10 +211,10 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
         return Selection(None, f"none of the {len(recommendations)} configurations meets {constraints.describe()}",
                          verdicts)
     best = qualifying[0].recommendation
-    shown = _shown(best, metric, value(best))
+    shown = objective_figure(best, metric)
     tied = tuple(r for r in tie if r.recommendation_id != best.recommendation_id)
     if tied:
-        others = ", ".join(f"{describe_configuration(r)} ({_shown(r, metric, value(r))})" for r in tied[:3])
+        others = ", ".join(f"{describe_configuration(r)} ({objective_figure(r, metric)})" for r in tied[:3])
         more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
         kind = "a tie within noise" if any(r.uncertainty for r in tie) else "a tie"
         reason = (f"{describe_configuration(best)}: {kind} for {phrase} ({metric} {shown}) with "
@@ -228,8 +228,10 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     return Selection(best, reason, verdicts, tied)
 
 
-def _shown(recommendation: Recommendation, metric: str, measured: float | None) -> str:
-    """`7.34e-09 ± 4.1 %`: the objective's figure and, when known, its noise."""
+def objective_figure(recommendation: Recommendation, metric: str) -> str:
+    """`7.34e-09 ± 4.1 %`: a recommendation's figure for an objective's metric and, when known, its noise."""
+    measured = (cost_per_inference(recommendation.metrics) if metric == "costPerInference"
+                else _number(recommendation.metrics.get(metric)))
     if measured is None:
         return "unknown"
     shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"

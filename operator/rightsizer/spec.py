@@ -198,6 +198,19 @@ class Selection:
     max_cost_per_hour: float | None = None
 
 
+class SearchStrategy(StrEnum):
+    GRID = "Grid"
+    ADAPTIVE = "Adaptive"
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """spec.search: how a backend that runs the load itself covers the configurations."""
+
+    strategy: SearchStrategy = SearchStrategy.GRID
+    reduction_factor: int = 3
+
+
 class PromotionMode(StrEnum):
     MANUAL = "Manual"  # waits for the annotation rightsizer.io/approve
     AUTOMATIC = "Automatic"  # promotes when SLASatisfied is True
@@ -371,6 +384,7 @@ class RightsizeJobSpec:
     # name stays the same for the same spec whatever this module's values look like.
     job_definition: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
     autoscaling: Autoscaling | None = None
+    search: Search = Search()
 
 
 def infer_job_type(spec: Mapping[str, Any]) -> tuple[str, bool]:
@@ -481,6 +495,8 @@ def parse(raw_spec: Mapping[str, Any], check: bool = True) -> RightsizeJobSpec:
         job_definition=types.MappingProxyType({key: value for key, value in raw.items()
                                                if key not in NOT_JOB_DEFINING}),
         autoscaling=Autoscaling.from_spec(raw["autoscaling"]) if raw.get("autoscaling") else None,
+        search=Search(SearchStrategy(raw["search"]["strategy"]), int(raw["search"]["reductionFactor"]))
+        if raw.get("search") else Search(),
     )
     errors = semantic_errors(spec) if check else []
     if errors:

@@ -263,7 +263,8 @@ def _record_outcome(run: _Run, outcome: ConfigurationOutcome) -> None:
     with _runs_guard:
         run.outcomes.append(outcome)
         rid = outcome.planned.recommendation_id
-        run.runs = [r for r in run.runs if r.recommendation_id != rid]  # now in the outcome (their median)
+        # Now in the outcome (their median). Probes stay: spec.search decides again from all of them on a restart.
+        run.runs = [r for r in run.runs if r.recommendation_id != rid or r.probe]
         if not outcome.planned.skipped:  # a skipped one costs nothing to judge again
             run.version += 1
 

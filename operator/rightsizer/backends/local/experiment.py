@@ -2,7 +2,8 @@
 another, the way SageMaker Inference Recommender benchmarks every endpoint configuration of an Advanced job. What
 runs, and how a load test becomes metrics, is decided in plan.py; this module starts and stops the processes.
 
-Configurations run one at a time, whatever spec.resourceLimit.maxParallelOfTests says: the model server and the
+Configurations run one at a time, in the order spec.search gives (every one, or an adaptive search's probes and
+survivors: backends/search.py), whatever spec.resourceLimit.maxParallelOfTests says: the model server and the
 load generator each need cores of their own (a load generator sharing the server's cores takes CPU time the
 server would have used, so the server measures slower), and two benchmarks side by side would measure each other.
 For each configuration, Experiment.run:
@@ -46,6 +47,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import rightsizer
 from rightsizer.model import CurrentConfiguration, Recommendation, StepFailure
+from rightsizer.backends import search
 from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.local.plan import (ConfigurationOutcome, PlannedConfiguration, max_invocations_window,
                                             measured_outcome, median_outcome, plan_experiment, restored_outcomes,
@@ -176,11 +178,15 @@ class Experiment:
         if unknown:
             log.warning("%s: finished configurations %s are not in the plan; ignored", job_name, ", ".join(unknown))
         self._restored = restored_outcomes(self.plan, completed, failed)
-        # Finished repetitions of configurations not complete yet (from an earlier run): not run again.
+        # Finished repetitions of configurations not complete yet, and every probe (from an earlier run): not run
+        # again.
         self._restored_runs: dict[str, list[ConfigurationOutcome]] = {}
+        self._restored_probes: dict[str, Recommendation] = {}
         for finished_run in runs:
             planned = by_id.get(finished_run.recommendation_id)
-            if planned is not None and finished_run.recommendation_id not in self._restored:
+            if planned is not None and finished_run.probe:
+                self._restored_probes[finished_run.recommendation_id] = finished_run
+            elif planned is not None and finished_run.recommendation_id not in self._restored:
                 self._restored_runs.setdefault(finished_run.recommendation_id, []).append(
                     ConfigurationOutcome(planned, finished_run, None, None, "restored from an earlier run"))
         self._on_progress = on_progress
@@ -194,6 +200,9 @@ class Experiment:
         self._started = False
         self._finished_count = len(self._restored)
         self.end_reason: str | None = None  # why run() returned before every configuration had an outcome
+        # What the load tests of this run took (probes and full runs), for benchmarks/search.py.
+        self.load_tests = 0
+        self.load_seconds = 0.0
 
     @property
     def restored(self) -> tuple[ConfigurationOutcome, ...]:
@@ -219,8 +228,8 @@ class Experiment:
             server.stop(grace_seconds=SERVER_STOP_GRACE_S)
 
     def run(self) -> list[ConfigurationOutcome]:
-        """Run the configurations that have no outcome yet; return every outcome (restored ones included) in plan
-        order. Skipped configurations get theirs first, at once."""
+        """Run the configurations that have no outcome yet, in the order spec.search gives (backends/search.py);
+        return every outcome (restored ones included) in plan order. Skipped configurations get theirs first."""
         with self._lock:
             if self._started:
                 raise RuntimeError("an Experiment runs once")
@@ -230,49 +239,70 @@ class Experiment:
         for planned in self.plan:
             if planned.skipped and planned.recommendation_id not in outcomes:
                 self._record(outcomes, ConfigurationOutcome(planned, None, planned.skipped_reason, None))
-        # Repetitions are interleaved (all configurations once, then again) so that a slow minute of the host
-        # does not land on one configuration's every run.
         runs: dict[str, list[ConfigurationOutcome]] = {key: list(value) for key, value in self._restored_runs.items()}
+        probes = dict(self._restored_probes)
         for recommendation_id in [key for key, value in runs.items() if len(value) >= self.repetitions]:
             self._record(outcomes, median_outcome(runs.pop(recommendation_id)[:self.repetitions],
                                                   self._target_invocations))
         try:
-            for self._run_number in range(1, self.repetitions + 1):
-                for planned in self.plan:
-                    if planned.recommendation_id in outcomes:
-                        continue
-                    if len(runs.get(planned.recommendation_id, ())) >= self._run_number:
-                        continue  # this run finished before a restart
+            while True:
+                step = search.next_step(self.plan, self.spec, self._search_state(outcomes, runs, probes),
+                                        self.repetitions)
+                for cut in step.cut:
+                    self._record(outcomes, cut)
+                for recommendation_id, reason in step.finish.items():
+                    measured = median_outcome(runs.pop(recommendation_id), self._target_invocations)
+                    self._record(outcomes, dataclasses.replace(measured, detail=f"{reason}; {measured.detail}"))
+                if step.cut or step.finish:
+                    continue
+                if step.trial is None:
+                    break
+                planned, self._run_number = step.trial.planned, step.trial.run_number
+                if self.stopped:
+                    self.end_reason = "stopped"
+                    return self._sorted(outcomes)
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.end_reason = self._duration_reason()
+                    self._record_partial_runs(outcomes, runs)
+                    return self._sorted(outcomes)
+                if self._before_run is not None:
+                    self._before_run()  # e.g. until status holds every finished run (the backend's barrier)
                     if self.stopped:
                         self.end_reason = "stopped"
                         return self._sorted(outcomes)
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self.end_reason = self._duration_reason()
+                outcome = self._run_configuration(planned, deadline, probe=step.trial.probe)
+                if outcome is None:
+                    if self.end_reason != "stopped":
                         self._record_partial_runs(outcomes, runs)
-                        return self._sorted(outcomes)
-                    if self._before_run is not None:
-                        self._before_run()  # e.g. until status holds every finished run (the backend's barrier)
-                        if self.stopped:
-                            self.end_reason = "stopped"
-                            return self._sorted(outcomes)
-                    outcome = self._run_configuration(planned, deadline)
-                    if outcome is None:
-                        if self.end_reason != "stopped":
-                            self._record_partial_runs(outcomes, runs)
-                        return self._sorted(outcomes)
-                    if outcome.recommendation is None:  # a failure is not worth repeating
-                        runs.pop(planned.recommendation_id, None)  # nor are its earlier runs a result
-                        self._record(outcomes, outcome)
-                        continue
-                    runs.setdefault(planned.recommendation_id, []).append(outcome)
-                    if len(runs[planned.recommendation_id]) == self.repetitions:
-                        self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id),
-                                                              self._target_invocations))
-                    elif self._on_run is not None:
-                        self._notify(self._on_run, outcome)
+                    return self._sorted(outcomes)
+                if outcome.recommendation is None:  # a failure is not worth repeating
+                    runs.pop(planned.recommendation_id, None)  # nor are its earlier runs a result
+                    self._record(outcomes, outcome)
+                    continue
+                if step.trial.probe:
+                    probe = dataclasses.replace(outcome.recommendation, probe=True)
+                    probes[planned.recommendation_id] = probe
+                    if self._on_run is not None:
+                        self._notify(self._on_run, dataclasses.replace(outcome, recommendation=probe))
+                    continue
+                runs.setdefault(planned.recommendation_id, []).append(outcome)
+                if len(runs[planned.recommendation_id]) == self.repetitions:
+                    self._record(outcomes, median_outcome(runs.pop(planned.recommendation_id),
+                                                          self._target_invocations))
+                elif self._on_run is not None:
+                    self._notify(self._on_run, outcome)
         finally:
             self._report(None, None)
         return self._sorted(outcomes)
+
+    def _search_state(self, outcomes: Mapping[str, ConfigurationOutcome],
+                      runs: Mapping[str, list[ConfigurationOutcome]],
+                      probes: Mapping[str, Recommendation]) -> search.State:
+        measured = {rid: median_outcome(finished, self._target_invocations).recommendation
+                    for rid, finished in runs.items() if finished}
+        return search.State(decided=set(outcomes), probes=probes,
+                            runs={rid: len(finished) for rid, finished in runs.items()},
+                            measured={rid: r for rid, r in measured.items() if r is not None})
 
     @staticmethod
     def _sorted(outcomes: Mapping[str, ConfigurationOutcome]) -> list[ConfigurationOutcome]:
@@ -287,8 +317,8 @@ class Experiment:
 
     # -- one configuration --------------------------------------------------------------------------------------
 
-    def _run_configuration(self, planned: PlannedConfiguration,
-                           deadline: float | None) -> ConfigurationOutcome | None:
+    def _run_configuration(self, planned: PlannedConfiguration, deadline: float | None,
+                           probe: bool = False) -> ConfigurationOutcome | None:
         """The configuration's outcome, or None when stop() or the job duration interrupted it."""
         placement = planned.placement
         self._report(planned, f"{planned.label}: starting the model server")
@@ -303,7 +333,7 @@ class Experiment:
                     return None
                 self._running_server = server
                 server.start()
-            return self._benchmark(planned, server, deadline)
+            return self._benchmark(planned, server, deadline, probe)
         except Exception as error:  # noqa: BLE001 - one configuration's surprise must not end the others
             if self.stopped:
                 self.end_reason = "stopped"
@@ -318,8 +348,11 @@ class Experiment:
             server.stop(grace_seconds=SERVER_STOP_GRACE_S)
 
     def _benchmark(self, planned: PlannedConfiguration, server: ServerProcess,
-                   deadline: float | None) -> ConfigurationOutcome | None:
+                   deadline: float | None, probe: bool) -> ConfigurationOutcome | None:
         placement = planned.placement
+        # A probe runs the pattern compressed (spec.search Adaptive); the job's own time_scale applies on top.
+        time_scale = self.time_scale * (
+            search.probe_time_scale(self.spec.search, self._traffic.duration_seconds) if probe else 1.0)
         try:
             setup_seconds = server.wait_until_ready(timeout=SERVER_READY_TIMEOUT_S)
         except ServerFailed as failure:
@@ -333,7 +366,7 @@ class Experiment:
             if remaining <= 0:
                 self.end_reason = self._duration_reason()
                 return None
-            job_duration_s = remaining / self.time_scale  # the load generator scales it back
+            job_duration_s = remaining / time_scale  # the load generator scales it back
         self._report(planned, f"{planned.label}: model server ready after {setup_seconds:.1f} s, starting the load")
         clock = _LoadClock()
 
@@ -343,7 +376,7 @@ class Experiment:
 
         test = LoadTest(LoadTarget(server.url(self._server_command.invoke_path), self._payload, self._content_type),
                         self._traffic, self._stopping, cpus=placement.load_generator_cpus,
-                        time_scale=self.time_scale, job_duration_s=job_duration_s, settings=self._run_settings,
+                        time_scale=time_scale, job_duration_s=job_duration_s, settings=self._run_settings,
                         on_progress=on_load_progress)
         with self._lock:
             if self.stopped:
@@ -357,6 +390,8 @@ class Experiment:
         finally:
             test.stop()
         ended = time.monotonic()
+        self.load_tests += 1
+        self.load_seconds += result.duration_s
         invocation_end = _utc_now()
         if self.stopped and result.stop_reason is StopReason.CANCELLED:
             self.end_reason = "stopped"
@@ -414,7 +449,9 @@ class Experiment:
                 load: LoadProgress | None = None) -> None:
         if self._on_progress is None:
             return
-        if current and planned is not None and self.repetitions > 1:
+        if current and planned is not None and self._run_number == search.PROBE:
+            current = f"probe: {current}"
+        elif current and planned is not None and self.repetitions > 1:
             current = f"run {self._run_number}/{self.repetitions}: {current}"
         progress = ExperimentProgress(completed=self._finished_count, total=len(self.plan),
                                       current=current[:PROGRESS_TEXT_MAX] if current else None,

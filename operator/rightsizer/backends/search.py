@@ -1,0 +1,185 @@
+"""Which load test a backend that runs the load itself (local, kubernetes) starts next: spec.search, pure.
+
+Grid measures every runnable configuration, its repetitions interleaved (all once, then all again), as Inference
+Recommender measures an Advanced job's grid.
+
+Adaptive is successive halving (Jamieson & Talwalkar 2016; Katib and Ray Tune ship it as Hyperband/ASHA) over
+what the problem gives:
+1. A probe of every configuration: the job's traffic pattern compressed to 1/reductionFactor of its length (never
+   under MIN_PROBE_S), with the job's stopping conditions. A server saturates at the same load whatever the ramp's
+   speed, so a short ramp ranks configurations well enough to drop the clear losers.
+2. The probes are judged by the job's own selection (objective, SLA constraints, ties within noise). The best
+   ceil(n / reductionFactor), the best probe and every probe tied with it go on; the others end, with the reason.
+3. The survivors are measured in full, repetitions interleaved. Before each further repetition, a survivor whose
+   figures so far are beyond noise of the best (it cannot win) ends with the runs it has.
+spec.baseline's configuration is never cut: every other one is compared with it.
+
+Everything is decided from what status holds (outcomes, finished runs and probes), so a restarted operator makes
+the same decisions and runs nothing twice. The number kept after the probes is counted over every runnable
+configuration, so applying the rule again to the survivors keeps them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Collection, Mapping, Sequence
+
+from rightsizer import selection
+from rightsizer.backends.local.plan import ConfigurationOutcome, PlannedConfiguration
+from rightsizer.model import Recommendation
+from rightsizer.spec import RightsizeJobSpec, Search, SearchStrategy
+
+# A probe shorter than this holds too few of the load generator's 5 s windows to find a plateau.
+MIN_PROBE_S = 12.0
+PROBE = 0  # a Trial's run number for the probe; full runs count from 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    planned: PlannedConfiguration
+    run_number: int  # PROBE, or 1..repetitions
+
+    @property
+    def probe(self) -> bool:
+        return self.run_number == PROBE
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What to do now: end the configurations in `cut` (not measured in full) and `finish` (recommendation id ->
+    reason: measured with the runs they have), then start `trial`; no trial: wait for those in flight, or done."""
+
+    trial: Trial | None = None
+    cut: tuple[ConfigurationOutcome, ...] = ()
+    finish: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What is known of the job's configurations, by recommendation id."""
+
+    decided: Collection[str]  # have an outcome (measured, failed, skipped or cut)
+    # Every finished probe, decided configurations' too: the cut after the probes is made again from the same
+    # probes after a restart, so it keeps the same configurations.
+    probes: Mapping[str, Recommendation]
+    runs: Mapping[str, int]  # finished full runs of undecided configurations
+    # Each undecided configuration's full runs so far as one (their median), for the cut between repetitions.
+    measured: Mapping[str, Recommendation]
+    in_flight: Collection[str] = ()
+
+
+def probe_time_scale(search: Search, pattern_seconds: float) -> float:
+    """How much a probe compresses the traffic pattern: 1/reductionFactor, but never below MIN_PROBE_S."""
+    if pattern_seconds <= 0:
+        return 1.0
+    return min(1.0, max(1.0 / search.reduction_factor, MIN_PROBE_S / pattern_seconds))
+
+
+def next_step(plan: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, state: State,
+              repetitions: int = 1) -> Step:
+    runnable = [p for p in plan if not p.skipped]
+    if spec.search.strategy is SearchStrategy.GRID:
+        return _full_runs(runnable, state, repetitions)
+    return _adaptive(runnable, spec, state, repetitions)
+
+
+def _full_runs(configurations: Sequence[PlannedConfiguration], state: State, repetitions: int) -> Step:
+    """The next full run, repetitions interleaved; Step() when every configuration is done or in flight."""
+    for run_number in range(1, repetitions + 1):
+        for planned in configurations:
+            rid = planned.recommendation_id
+            if rid not in state.decided and rid not in state.in_flight and state.runs.get(rid, 0) < run_number:
+                return Step(Trial(planned, run_number))
+    return Step()
+
+
+def _adaptive(runnable: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, state: State,
+              repetitions: int) -> Step:
+    candidates = [p for p in runnable if not p.baseline]
+    baseline = [p for p in runnable if p.baseline]
+    undecided = [p for p in candidates if p.recommendation_id not in state.decided]
+    unprobed = [p for p in undecided if p.recommendation_id not in state.probes
+                and state.runs.get(p.recommendation_id, 0) == 0]
+    if unprobed:
+        # The baseline's full runs go first (a job cut short still has it), then every probe.
+        first = _full_runs(baseline, state, repetitions)
+        if first.trial is not None:
+            return first
+        ready = [p for p in unprobed if p.recommendation_id not in state.in_flight]
+        return Step(Trial(ready[0], PROBE)) if ready else Step()
+    cut = _probe_cut(candidates, undecided, spec, state)
+    if cut:
+        return Step(cut=cut)
+    survivors = [*baseline, *undecided]
+    for run_number in range(2, repetitions + 1):
+        behind = [p for p in survivors if p.recommendation_id not in state.decided
+                  and state.runs.get(p.recommendation_id, 0) < run_number]
+        if not behind:
+            continue
+        finish = _repetition_cut(survivors, spec, state, run_number - 1, repetitions)
+        if finish:
+            return Step(finish=finish)
+        break
+    return _full_runs(survivors, state, repetitions)
+
+
+def _probe_cut(candidates: Sequence[PlannedConfiguration], undecided: Sequence[PlannedConfiguration],
+               spec: RightsizeJobSpec, state: State) -> tuple[ConfigurationOutcome, ...]:
+    """Outcomes for the undecided configurations whose probe does not go on (none once the cut was made)."""
+    keep_count = math.ceil(len(candidates) / spec.search.reduction_factor)
+    probes = [state.probes[p.recommendation_id] for p in candidates if p.recommendation_id in state.probes]
+    if len(probes) <= keep_count:
+        return ()
+    objective, constraints = spec.selection.objective, selection.constraints_for(spec)
+    judged = selection.select(probes, objective, constraints)
+    ranked = [verdict.recommendation.recommendation_id for verdict in judged.verdicts]
+    keep = set(ranked[:keep_count])
+    if judged.best is not None:
+        keep |= {judged.best.recommendation_id, *(r.recommendation_id for r in judged.tied_with)}
+    best = judged.best or judged.verdicts[0].recommendation
+    metric = selection.OBJECTIVES[objective][0]
+    verdicts = {v.recommendation.recommendation_id: v for v in judged.verdicts}
+    cut = []
+    for planned in undecided:
+        rid = planned.recommendation_id
+        if rid in keep or rid not in verdicts:
+            continue
+        verdict = verdicts[rid]
+        if not verdict.meets_sla:
+            why = f"its probe did not meet the SLA ({verdict.message})"
+        else:
+            why = (f"its probe's {metric} {selection.objective_figure(verdict.recommendation, metric)} is beyond noise of the best "
+                   f"probe's, {selection.describe_configuration(best)} ({selection.objective_figure(best, metric)})")
+        reason = (f"not measured in full: spec.search Adaptive measures the best {keep_count} of "
+                  f"{len(candidates)} probes in full (and any within noise of the best); {why}")
+        cut.append(ConfigurationOutcome(dataclasses.replace(planned, skipped_reason=reason), None, reason, None))
+    return tuple(cut)
+
+
+def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, state: State,
+                    done: int, repetitions: int) -> dict[str, str]:
+    """Survivors whose `done` full runs so far are beyond noise of the best's: they cannot win."""
+    measured = [state.measured[p.recommendation_id] for p in survivors
+                if p.recommendation_id not in state.decided and p.recommendation_id in state.measured]
+    if len(measured) < 2:
+        return {}
+    objective = spec.selection.objective
+    incumbent = next((p.recommendation_id for p in survivors if p.baseline), None)
+    judged = selection.select(measured, objective, selection.constraints_for(spec), incumbent)
+    if judged.best is None:
+        return {}
+    metric = selection.OBJECTIVES[objective][0]
+    contenders = {judged.best.recommendation_id, *(r.recommendation_id for r in judged.tied_with)}
+    finish = {}
+    for planned in survivors:
+        rid = planned.recommendation_id
+        if planned.baseline or rid in contenders or rid not in state.measured or rid in state.decided:
+            continue
+        finish[rid] = (f"spec.search Adaptive ended it after {done} of {repetitions} runs: its {metric} "
+                       f"{selection.objective_figure(state.measured[rid], metric)} is beyond noise of the best so far, "
+                       f"{selection.describe_configuration(judged.best)} ({selection.objective_figure(judged.best, metric)})")
+    return finish
+
+
+__all__ = ["MIN_PROBE_S", "PROBE", "State", "Step", "Trial", "next_step", "probe_time_scale"]
