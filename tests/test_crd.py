@@ -294,6 +294,11 @@ INVALID = [
      "spec.baseline"),
     ("baseline-with-endpoint-name", ENDPOINT_ONLY_BASE,
      {"baseline": {}, "promotion": {"target": ACK_TARGET}}, "spec.baseline"),
+    # spec.search
+    ("adaptive-search-on-sagemaker", SAGEMAKER, {"search": {"strategy": "Adaptive"}}, "spec.search.strategy"),
+    ("search-strategy-unknown", LOCAL, {"search": {"strategy": "Random"}}, "spec.search.strategy"),
+    ("search-reduction-factor-one", LOCAL, {"search": {"strategy": "Adaptive", "reductionFactor": 1}},
+     "spec.search.reductionFactor"),
 ]
 
 
@@ -341,9 +346,18 @@ def test_the_valid_bases_are_accepted(api, crd_installed):
                                               "fieldPaths": {"minReplicas": "spec.template.metadata.annotations.min",
                                                              "maxReplicas": "spec.replicas"}}})
     for name, base in (("sagemaker-base", SAGEMAKER), ("local-base", LOCAL), ("kubernetes-base", KUBERNETES),
-                       ("autoscaling-min-equals-max", scaled)):
+                       ("autoscaling-min-equals-max", scaled),
+                       ("sagemaker-grid", merged(SAGEMAKER, {"search": {"strategy": "Grid"}}))):
         objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, "default", schema.PLURAL,
                                                 manifest(name, base), dry_run="All")
+
+
+@pytest.mark.parametrize("base", [LOCAL, KUBERNETES], ids=["local", "kubernetes"])
+def test_an_adaptive_search_is_accepted_where_the_backend_runs_the_load_and_defaulted(api, crd_installed, base):
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        schema.GROUP, schema.VERSION, "default", schema.PLURAL,
+        manifest("adaptive", merged(base, {"search": {"strategy": "Adaptive"}})), dry_run="All")
+    assert created["spec"]["search"] == {"strategy": "Adaptive", "reductionFactor": 3}
 
 
 @pytest.mark.parametrize("base,patch", [

@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_for
 from rightsizer import selection, spec as spec_module
 from rightsizer.backends.base import JobPlan, ResumeState, Submitted
-from rightsizer.model import JobStatus, Owner, Recommendation, StepFailure
+from rightsizer.model import JobStatus, Owner, Recommendation, StepFailure, Uncertainty
 from rightsizer.backends.local.backend import LocalBackend
 from rightsizer.backends.local.experiment import Experiment, ExperimentProgress
 from rightsizer.backends.local.plan import (ConfigurationOutcome, max_invocations_window, measured_outcome,
@@ -654,3 +654,76 @@ def test_a_resumed_job_runs_no_finished_repetition_again(example, stand_in, no_l
     assert started() == ["a"]  # only the second run
     (row,) = done.recommendations
     assert row.invocation_start == earlier  # the median of the kept run and the new one
+
+
+# ---- spec.search Adaptive over recorded measurements (the load itself is the other tests') ------------------------
+
+# Per OMP_NUM_THREADS/WORKERS: what a probe and the full runs measured (invocations/min) on this host.
+ADAPTIVE_FIGURES = {("1", "1"): (125_000, [130_000, 128_000]), ("2", "1"): (121_000, [127_000, 126_000]),
+                    ("3", "1"): (90_000, [95_000, 96_000]), ("1", "2"): (70_000, [75_000, 74_000]),
+                    ("2", "2"): (60_000, [62_000, 61_000]), ("3", "2"): (50_000, [52_000, 51_000])}
+
+
+class RecordedExperiment(Experiment):
+    """Answers each load test from ADAPTIVE_FIGURES, noting what was asked: (configuration, probe)."""
+
+    def _run_configuration(self, planned, deadline, probe=False):
+        self.asked.append((planned.recommendation_id, probe))
+        probe_figure, full = ADAPTIVE_FIGURES[(planned.environment["OMP_NUM_THREADS"], planned.environment["WORKERS"])]
+        per_minute = probe_figure if probe else full[sum(1 for a in self.asked if a == (planned.recommendation_id,
+                                                                                      False)) - 1]
+        metrics = {"maxInvocations": per_minute, "maxInvocationsPerInstance": per_minute, "modelLatency": 20,
+                   "costPerHour": PRICE, "costPerInference": PRICE / per_minute / 60}
+        return ConfigurationOutcome(planned, Recommendation(
+            planned.recommendation_id, "local-1cpu", 1, dict(planned.environment), metrics,
+            uncertainty=Uncertainty(1.0, 2.0, 1, 3)), None, None)
+
+
+def adaptive_spec(example):
+    return local_spec(example, ranges={"OMP_NUM_THREADS": ["1", "2", "3"], "WORKERS": ["1", "2"]},
+                      stopping={"modelLatencyThresholds": [{"percentile": "P95", "valueInMilliseconds": 100}]},
+                      local={"pricePerHour": {"local-1cpu": PRICE}, "loadGeneratorCpus": [1], "repetitions": 2},
+                      search={"strategy": "Adaptive", "reductionFactor": 3})
+
+
+def test_an_adaptive_search_probes_all_measures_the_best_third_in_full_and_says_why_for_the_rest(example):
+    outcomes, runs = [], []
+    experiment = RecordedExperiment(adaptive_spec(example), "job", host=TWO_CPU_HOST, on_outcome=outcomes.append,
+                                    on_run=runs.append)
+    experiment.asked = []
+
+    final = experiment.run()
+
+    probes = [rid for rid, probe in experiment.asked if probe]
+    full = [rid for rid, probe in experiment.asked if not probe]
+    assert probes == [f"job/{n:08d}" for n in range(6)]  # every configuration once, in plan order
+    # ceil(6/3) = 2 go on (OMP 1 and 2 with one worker: the grid is OMP-major), each run twice.
+    assert full == ["job/00000000", "job/00000002", "job/00000000", "job/00000002"]
+    assert [o.status for o in final] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED] + [
+        JobStatus.FAILED] * 3
+    cut = final[1]
+    assert cut.planned.skipped and cut.failure_reason.startswith(
+        "not measured in full: spec.search Adaptive measures the best 2 of 6 probes in full")
+    assert all(r.recommendation.probe for r in runs[:6])  # each probe reached status before the next load test
+    assert final[0].recommendation.metrics["maxInvocations"] == 129_000 and not final[0].recommendation.probe
+
+
+def test_a_restarted_adaptive_search_runs_no_probe_again_and_keeps_its_cut(example):
+    first, runs = [], []
+    interrupted = RecordedExperiment(adaptive_spec(example), "job", host=TWO_CPU_HOST, on_outcome=first.append,
+                                     on_run=runs.append)
+    interrupted.asked = []
+    interrupted.run()
+    # What status held after the probes and the cut, before any full run: the probes and the cut configurations.
+    probes = [r.recommendation for r in runs if r.recommendation.probe]
+    cut = [o for o in first if o.planned.skipped]
+    failures = [StepFailure(o.planned.instance_type, dict(o.planned.environment), o.failure_reason, skipped=True)
+                for o in cut]
+
+    resumed = RecordedExperiment(adaptive_spec(example), "job", host=TWO_CPU_HOST, runs=probes, failed=failures)
+    resumed.asked = []
+    final = resumed.run()
+
+    assert [probe for _, probe in resumed.asked] == [False] * 4  # only the survivors' full runs
+    assert [o.status for o in final] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED] + [
+        JobStatus.FAILED] * 3

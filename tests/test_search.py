@@ -1,0 +1,169 @@
+"""spec.search (#17 item 3) over recorded measurements: which load test comes next, what is cut and why. No load."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rightsizer import spec as spec_module
+from rightsizer.backends import search
+from rightsizer.backends.local.plan import PlannedConfiguration
+from rightsizer.model import Recommendation, Uncertainty
+
+PRICES = {"local-1cpu": 0.05, "local-2cpu": 0.10}
+
+
+def job(strategy="Adaptive", reduction=3, **extra):
+    return spec_module.parse({
+        "backend": "local", "model": {"local": {"framework": "xgboost"}},
+        "instanceTypes": ["local-1cpu", "local-2cpu"],
+        "environmentParameterRanges": {"OMP_NUM_THREADS": ["1", "2"], "WORKERS": ["1", "2"]},
+        "stoppingConditions": {"modelLatencyThresholds": [{"percentile": "P95", "valueInMilliseconds": 100}]},
+        "local": {"pricePerHour": PRICES},
+        "selection": {"objective": "CostPerInference",
+                      "constraints": {"maxModelLatencyMs": 100, "minInvocationsPerMinute": 30000}},
+        "search": {"strategy": strategy, "reductionFactor": reduction}, **extra})
+
+
+def plan(count=8, baseline=False):
+    planned = []
+    if baseline:
+        planned.append(PlannedConfiguration(0, "job/baseline", "local-2cpu", {"OMP_NUM_THREADS": "4"}, None, None,
+                                            baseline=True, instance_count=1))
+    for number in range(count):
+        instance = "local-1cpu" if number < count // 2 else "local-2cpu"
+        environment = {"OMP_NUM_THREADS": str(1 + number % 2), "WORKERS": str(1 + (number // 2) % 2)}
+        planned.append(PlannedConfiguration(len(planned), f"job/{number:08d}", instance, environment, None, None))
+    return planned
+
+
+# Probes of the demo's 8 configurations as this host measured them (invocations/min, P95 ms): local-1cpu serves
+# about 125-136k/min with one worker, the 2-CPU profile about 1.5x that at twice the price.
+PROBE_FIGURES = {"job/00000000": (125_000, 27), "job/00000001": (118_000, 31), "job/00000002": (96_000, 60),
+                 "job/00000003": (90_000, 72), "job/00000004": (190_000, 20), "job/00000005": (200_000, 22),
+                 "job/00000006": (150_000, 40), "job/00000007": (140_000, 45)}
+
+
+def measurement(planned, per_minute, latency, spread=2.0, probe=False):
+    price = PRICES[planned.instance_type]
+    return Recommendation(planned.recommendation_id, planned.instance_type, 1, dict(planned.environment),
+                          {"maxInvocations": per_minute, "maxInvocationsPerInstance": per_minute,
+                           "modelLatency": latency, "costPerHour": price, "costPerInference": price / per_minute / 60},
+                          uncertainty=Uncertainty(spread, spread, 1, 3), probe=probe)
+
+
+def probes_of(planned, figures=PROBE_FIGURES, spread=2.0):
+    return {p.recommendation_id: measurement(p, *figures[p.recommendation_id], spread=spread, probe=True)
+            for p in planned if p.recommendation_id in figures}
+
+
+def state(decided=(), probes=None, runs=None, measured=None, in_flight=()):
+    return search.State(decided=set(decided), probes=probes or {}, runs=runs or {}, measured=measured or {},
+                        in_flight=set(in_flight))
+
+
+# -- Grid ------------------------------------------------------------------------------------------------------------
+
+def test_grid_runs_every_configuration_its_repetitions_interleaved():
+    planned, spec, runs, order = plan(4), job("Grid"), {}, []
+    while (step := search.next_step(planned, spec, state(runs=runs), repetitions=2)).trial is not None:
+        order.append((step.trial.planned.recommendation_id, step.trial.run_number))
+        runs[step.trial.planned.recommendation_id] = runs.get(step.trial.planned.recommendation_id, 0) + 1
+    assert order == [(f"job/{n:08d}", 1) for n in range(4)] + [(f"job/{n:08d}", 2) for n in range(4)]
+
+
+def test_grid_skips_what_is_decided_or_in_flight():
+    planned = plan(3)
+    step = search.next_step(planned, job("Grid"), state(decided={"job/00000000"}, in_flight={"job/00000001"}))
+    assert step.trial.planned.recommendation_id == "job/00000002"
+    assert search.next_step(planned, job("Grid"), state(decided={"job/00000000", "job/00000002"},
+                                                        in_flight={"job/00000001"})) == search.Step()
+
+
+# -- Adaptive --------------------------------------------------------------------------------------------------------
+
+def test_adaptive_probes_every_configuration_first_after_the_baselines_full_runs():
+    planned = plan(8, baseline=True)
+    step = search.next_step(planned, job(), state(), repetitions=2)
+    assert (step.trial.planned.recommendation_id, step.trial.run_number) == ("job/baseline", 1)
+    step = search.next_step(planned, job(), state(runs={"job/baseline": 1}), repetitions=2)
+    assert (step.trial.planned.recommendation_id, step.trial.run_number) == ("job/baseline", 2)
+    step = search.next_step(planned, job(), state(runs={"job/baseline": 2}), repetitions=2)
+    assert step.trial.probe and step.trial.planned.recommendation_id == "job/00000000"
+    some = probes_of(planned[1:4])
+    step = search.next_step(planned, job(), state(runs={"job/baseline": 2}, probes=some), repetitions=2)
+    assert step.trial.probe and step.trial.planned.recommendation_id == "job/00000003"
+
+
+def test_after_the_probes_only_the_best_third_and_the_ties_of_the_best_go_on_and_the_others_say_why():
+    planned = plan(8)
+    step = search.next_step(planned, job(), state(probes=probes_of(planned)))
+    assert step.trial is None
+    cut = {outcome.planned.recommendation_id: outcome for outcome in step.cut}
+    # ceil(8/3) = 3 go on: the three cheapest per inference (125k and 118k/min at 0.05, 200k at 0.10).
+    assert set(cut) == {f"job/{n:08d}" for n in (2, 3, 4, 6, 7)}
+    reason = cut["job/00000003"].failure_reason
+    assert reason.startswith("not measured in full: spec.search Adaptive measures the best 3 of 8 probes in full")
+    assert "its probe's costPerInference 9.26e-09 ± 2 % is beyond noise of the best probe's, local-1cpu x1 " \
+           "(OMP_NUM_THREADS=1, WORKERS=1) (6.67e-09 ± 2 %)" in reason
+    assert all(outcome.planned.skipped and outcome.recommendation is None for outcome in step.cut)
+
+
+def test_the_cut_is_the_same_when_made_again_from_status_after_a_restart():
+    planned = plan(8)
+    probes = probes_of(planned)
+    cut = search.next_step(planned, job(), state(probes=probes)).cut
+    decided = {outcome.planned.recommendation_id for outcome in cut}
+    again = search.next_step(planned, job(), state(decided=decided, probes=probes))
+    assert again.cut == () and again.trial.planned.recommendation_id == "job/00000000"
+    # A survivor measured in full (decided) does not make the rule cut another one.
+    again = search.next_step(planned, job(), state(decided=decided | {"job/00000000"}, probes=probes))
+    assert again.cut == () and again.trial.planned.recommendation_id == "job/00000001"
+
+
+def test_noisy_probes_keep_every_configuration_within_noise_of_the_best():
+    planned = plan(8)
+    cut = search.next_step(planned, job(), state(probes=probes_of(planned, spread=15.0))).cut
+    # 15 % each way: everything within twice the combined deviation of the best 6.67e-09 goes on (even local-1cpu
+    # at 90k/min, 9.26e-09); only the 2-CPU profile at 150k and 140k/min (1.11e-08, 1.19e-08) is beyond it.
+    assert {o.planned.recommendation_id for o in cut} == {"job/00000006", "job/00000007"}
+
+
+def test_a_probe_that_breaks_the_sla_is_cut_with_the_verdict():
+    planned = plan(4)
+    figures = {"job/00000000": (125_000, 27), "job/00000001": (118_000, 31), "job/00000002": (140_000, 180),
+               "job/00000003": (90_000, 72)}
+    cut = {o.planned.recommendation_id: o for o in
+           search.next_step(planned, job(reduction=2), state(probes=probes_of(planned, figures))).cut}
+    assert "its probe did not meet the SLA (P95 latency 180 ms > 100 ms)" in cut["job/00000002"].failure_reason
+
+
+def test_between_repetitions_a_survivor_beyond_noise_of_the_best_ends_with_what_it_measured():
+    planned = plan(8, baseline=True)
+    probes = probes_of(planned)
+    decided = {o.planned.recommendation_id for o in search.next_step(planned, job(), state(
+        runs={"job/baseline": 2}, probes=probes), repetitions=2).cut}
+    survivors = ["job/00000000", "job/00000001", "job/00000005"]
+    measured = {"job/baseline": measurement(planned[0], 150_000, 30),
+                "job/00000000": measurement(planned[1], 130_000, 27),
+                "job/00000001": measurement(planned[2], 127_000, 31),
+                "job/00000005": measurement(planned[6], 190_000, 22)}
+    runs = {"job/baseline": 2, **{rid: 1 for rid in survivors}}
+    step = search.next_step(planned, job(), state(decided=decided, probes=probes, runs=runs, measured=measured),
+                            repetitions=2)
+    # 0.10/190k is 1.37x 0.05/130k: beyond 2 % noise. 127k is within it of 130k, and the baseline is never cut.
+    assert list(step.finish) == ["job/00000005"]
+    assert step.finish["job/00000005"].startswith("spec.search Adaptive ended it after 1 of 2 runs: its "
+                                                  "costPerInference 8.77e-09 ± 2 % is beyond noise of the best so far")
+    step = search.next_step(planned, job(), state(decided=decided | {"job/00000005"}, probes=probes, runs=runs,
+                                                  measured=measured), repetitions=2)
+    assert step.finish == {} and (step.trial.planned.recommendation_id, step.trial.run_number) == ("job/00000000", 2)
+
+
+def test_probes_compress_the_pattern_but_never_below_the_minimum():
+    adaptive = job().search
+    assert search.probe_time_scale(adaptive, 180) == pytest.approx(1 / 3)
+    assert search.probe_time_scale(adaptive, 24) == pytest.approx(0.5)  # 12 s of 24
+    assert search.probe_time_scale(adaptive, 6) == 1.0
+    assert search.probe_time_scale(dataclasses.replace(adaptive, reduction_factor=4), 180) == 0.25
