@@ -697,15 +697,17 @@ def test_an_adaptive_search_probes_all_measures_the_best_third_in_full_and_says_
     probes = [rid for rid, probe in experiment.asked if probe]
     full = [rid for rid, probe in experiment.asked if not probe]
     assert probes == [f"job/{n:08d}" for n in range(6)]  # every configuration once, in plan order
-    # ceil(6/3) = 2 go on (OMP 1 and 2 with one worker: the grid is OMP-major), each run twice.
-    assert full == ["job/00000000", "job/00000002", "job/00000000", "job/00000002"]
+    # ceil(6/3) = 2 go on (OMP 1 and 2 with one worker: the grid is OMP-major). After one run each, OMP 2 is
+    # behind OMP 1 within noise (it could not win the tie), so neither needs its second run.
+    assert full == ["job/00000000", "job/00000002"]
     assert [o.status for o in final] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED] + [
         JobStatus.FAILED] * 3
     cut = final[1]
     assert cut.planned.skipped and cut.failure_reason.startswith(
         "not measured in full: spec.search Adaptive measures the best 2 of 6 probes in full")
     assert all(r.recommendation.probe for r in runs[:6])  # each probe reached status before the next load test
-    assert final[0].recommendation.metrics["maxInvocations"] == 129_000 and not final[0].recommendation.probe
+    assert final[0].recommendation.metrics["maxInvocations"] == 130_000 and not final[0].recommendation.probe
+    assert "measured it in 1 of 2 runs: no other configuration can still beat it" in final[0].detail
 
 
 def test_a_restarted_adaptive_search_runs_no_probe_again_and_keeps_its_cut(example):
@@ -724,6 +726,6 @@ def test_a_restarted_adaptive_search_runs_no_probe_again_and_keeps_its_cut(examp
     resumed.asked = []
     final = resumed.run()
 
-    assert [probe for _, probe in resumed.asked] == [False] * 4  # only the survivors' full runs
+    assert [probe for _, probe in resumed.asked] == [False] * 2  # only the survivors' full runs
     assert [o.status for o in final] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED] + [
         JobStatus.FAILED] * 3

@@ -5,13 +5,17 @@ Recommender measures an Advanced job's grid.
 
 Adaptive is successive halving (Jamieson & Talwalkar 2016; Katib and Ray Tune ship it as Hyperband/ASHA) over
 what the problem gives:
-1. A probe of every configuration: the job's traffic pattern compressed to 1/reductionFactor of its length (never
+0. Dominance: a configuration with the same environment as a probed one, no more CPUs, no more memory (or more
+   memory than the probed one left unused: its probe stayed under DOMINANCE_MEMORY_PERCENT of its own) and no
+   lower price cannot serve more per dollar or faster: it is not run.
+1. A probe of every other configuration: the job's traffic pattern compressed to 1/reductionFactor of its length (never
    under MIN_PROBE_S), with the job's stopping conditions. A server saturates at the same load whatever the ramp's
    speed, so a short ramp ranks configurations well enough to drop the clear losers.
 2. The probes are judged by the job's own selection (objective, SLA constraints, ties within noise). The best
    ceil(n / reductionFactor), the best probe and every probe tied with it go on; the others end, with the reason.
-3. The survivors are measured in full, repetitions interleaved. Before each further repetition, a survivor whose
-   figures so far are beyond noise of the best (it cannot win) ends with the runs it has.
+3. The survivors are measured in full, repetitions interleaved. Before each further repetition, a survivor that
+   can no longer win ends with the runs it has: every one but the current winner and those ahead of it within
+   noise (the tie rule put them behind it; more runs may separate them). The winner alone needs no more runs.
 spec.baseline's configuration is never cut: every other one is compared with it.
 
 Everything is decided from what status holds (outcomes, finished runs and probes), so a restarted operator makes
@@ -32,6 +36,10 @@ from rightsizer.spec import RightsizeJobSpec, Search, SearchStrategy
 
 # A probe shorter than this holds too few of the load generator's 5 s windows to find a plateau.
 MIN_PROBE_S = 12.0
+# A probe ranks configurations, it does not report them: it stops after this many flat user levels, not 4.
+PROBE_FLAT_LEVELS = 3
+# Below this share of its memory, a probed configuration was not limited by memory: more of it buys nothing.
+DOMINANCE_MEMORY_PERCENT = 50.0
 PROBE = 0  # a Trial's run number for the probe; full runs count from 1
 
 
@@ -56,6 +64,15 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class Resources:
+    """What a configuration gets and costs, for dominance: its CPUs, its memory and its price per hour."""
+
+    cpus: float
+    memory_bytes: float
+    price_per_hour: float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class State:
     """What is known of the job's configurations, by recommendation id."""
 
@@ -67,6 +84,8 @@ class State:
     # Each undecided configuration's full runs so far as one (their median), for the cut between repetitions.
     measured: Mapping[str, Recommendation]
     in_flight: Collection[str] = ()
+    # By recommendation id, where the backend knows them before measuring (the local backend's placements).
+    resources: Mapping[str, Resources] = dataclasses.field(default_factory=dict)
 
 
 def probe_time_scale(search: Search, pattern_seconds: float) -> float:
@@ -101,6 +120,10 @@ def _adaptive(runnable: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, 
     undecided = [p for p in candidates if p.recommendation_id not in state.decided]
     unprobed = [p for p in undecided if p.recommendation_id not in state.probes
                 and state.runs.get(p.recommendation_id, 0) == 0]
+    dominated = _dominated(candidates, state)
+    cut = tuple(_not_run(p, reason) for p in unprobed if (reason := dominated.get(p.recommendation_id)))
+    if cut:
+        return Step(cut=cut)
     if unprobed:
         # The baseline's full runs go first (a job cut short still has it), then every probe.
         first = _full_runs(baseline, state, repetitions)
@@ -108,7 +131,7 @@ def _adaptive(runnable: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, 
             return first
         ready = [p for p in unprobed if p.recommendation_id not in state.in_flight]
         return Step(Trial(ready[0], PROBE)) if ready else Step()
-    cut = _probe_cut(candidates, undecided, spec, state)
+    cut = _probe_cut([p for p in candidates if p.recommendation_id not in dominated], undecided, spec, state)
     if cut:
         return Step(cut=cut)
     survivors = [*baseline, *undecided]
@@ -151,35 +174,92 @@ def _probe_cut(candidates: Sequence[PlannedConfiguration], undecided: Sequence[P
         else:
             why = (f"its probe's {metric} {selection.objective_figure(verdict.recommendation, metric)} is beyond noise of the best "
                    f"probe's, {selection.describe_configuration(best)} ({selection.objective_figure(best, metric)})")
-        reason = (f"not measured in full: spec.search Adaptive measures the best {keep_count} of "
-                  f"{len(candidates)} probes in full (and any within noise of the best); {why}")
-        cut.append(ConfigurationOutcome(dataclasses.replace(planned, skipped_reason=reason), None, reason, None))
+        cut.append(_not_run(planned, f"not measured in full: spec.search Adaptive measures the best {keep_count} "
+                                     f"of {len(candidates)} probes in full (and any within noise of the best); {why}"))
     return tuple(cut)
+
+
+def _not_run(planned: PlannedConfiguration, reason: str) -> ConfigurationOutcome:
+    """A configuration the search ends without a full measurement: a failed step marked skipped, with the reason."""
+    return ConfigurationOutcome(dataclasses.replace(planned, skipped_reason=reason), None, reason, None)
+
+
+def _dominated(candidates: Sequence[PlannedConfiguration], state: State) -> dict[str, str]:
+    """Recommendation id -> why, for every candidate a probed one with the same environment dominates (step 0)."""
+    dominated = {}
+    for planned in candidates:
+        mine = state.resources.get(planned.recommendation_id)
+        if mine is None or mine.price_per_hour is None or planned.recommendation_id in state.probes:
+            continue
+        for other in candidates:
+            theirs = state.resources.get(other.recommendation_id)
+            probe = state.probes.get(other.recommendation_id)
+            if (other is planned or probe is None or theirs is None or theirs.price_per_hour is None
+                    or dict(other.environment) != dict(planned.environment)):
+                continue
+            used = probe.metrics.get("memoryUtilization")
+            memory_idle = used is not None and used < DOMINANCE_MEMORY_PERCENT
+            if (mine.cpus <= theirs.cpus and (mine.memory_bytes <= theirs.memory_bytes or memory_idle)
+                    and mine.price_per_hour >= theirs.price_per_hour
+                    and (mine.cpus, mine.memory_bytes, mine.price_per_hour)
+                    != (theirs.cpus, theirs.memory_bytes, theirs.price_per_hour)):
+                memory = (f"memory its probe did not need ({used:.3g} % used)" if mine.memory_bytes >
+                          theirs.memory_bytes else "no more memory")
+                dominated[planned.recommendation_id] = (
+                    f"not run: spec.search Adaptive found it dominated by {other.instance_type} with the same "
+                    f"environment: no more CPUs ({mine.cpus:g} against {theirs.cpus:g}), {memory}, and a price of "
+                    f"{mine.price_per_hour:g} USD/h against {theirs.price_per_hour:g}")
+                break
+    return dominated
 
 
 def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, state: State,
                     done: int, repetitions: int) -> dict[str, str]:
-    """Survivors whose `done` full runs so far are beyond noise of the best's: they cannot win."""
+    """Survivors that can no longer win, ended with their `done` full runs. The current winner (after the tie rule)
+    keeps its place unless something overtakes it beyond noise: a configuration behind it would need its figures
+    to move by more than their noise, so only the ones ahead of it within noise (which the tie rule put behind
+    it) are worth another run, and the winner with them. With none left, the winner is ended too: more runs of it
+    alone change no answer."""
     measured = [state.measured[p.recommendation_id] for p in survivors
                 if p.recommendation_id not in state.decided and p.recommendation_id in state.measured]
-    if len(measured) < 2:
+    if not measured:
         return {}
     objective = spec.selection.objective
     incumbent = next((p.recommendation_id for p in survivors if p.baseline), None)
     judged = selection.select(measured, objective, selection.constraints_for(spec), incumbent)
     if judged.best is None:
         return {}
-    metric = selection.OBJECTIVES[objective][0]
-    contenders = {judged.best.recommendation_id, *(r.recommendation_id for r in judged.tied_with)}
+    metric, smaller_is_better, _ = selection.OBJECTIVES[objective]
+    winner = judged.best
+
+    def ahead(recommendation: Recommendation) -> bool:
+        mine, theirs = _value(recommendation, metric), _value(winner, metric)
+        return mine is not None and theirs is not None and (mine < theirs if smaller_is_better else mine > theirs)
+
+    challengers = {r.recommendation_id for r in judged.tied_with if ahead(r)}
     finish = {}
     for planned in survivors:
         rid = planned.recommendation_id
-        if planned.baseline or rid in contenders or rid not in state.measured or rid in state.decided:
+        if planned.baseline or rid in challengers or rid not in state.measured or rid in state.decided:
+            continue
+        if rid == winner.recommendation_id:
+            if not challengers:
+                finish[rid] = (f"spec.search Adaptive measured it in {done} of {repetitions} runs: no other "
+                               f"configuration can still beat it")
             continue
         finish[rid] = (f"spec.search Adaptive ended it after {done} of {repetitions} runs: its {metric} "
-                       f"{selection.objective_figure(state.measured[rid], metric)} is beyond noise of the best so far, "
-                       f"{selection.describe_configuration(judged.best)} ({selection.objective_figure(judged.best, metric)})")
+                       f"{selection.objective_figure(state.measured[rid], metric)} cannot beat "
+                       f"{selection.describe_configuration(winner)} ({selection.objective_figure(winner, metric)}) "
+                       f"beyond noise")
     return finish
 
 
-__all__ = ["MIN_PROBE_S", "PROBE", "State", "Step", "Trial", "next_step", "probe_time_scale"]
+def _value(recommendation: Recommendation, metric: str) -> float | None:
+    if metric == "costPerInference":
+        return selection.cost_per_inference(recommendation.metrics)
+    raw = recommendation.metrics.get(metric)
+    return None if raw is None else float(raw)
+
+
+__all__ = ["MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "Resources", "State", "Step", "Trial", "next_step",
+           "probe_time_scale"]

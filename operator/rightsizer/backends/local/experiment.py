@@ -189,6 +189,9 @@ class Experiment:
             elif planned is not None and finished_run.recommendation_id not in self._restored:
                 self._restored_runs.setdefault(finished_run.recommendation_id, []).append(
                     ConfigurationOutcome(planned, finished_run, None, None, "restored from an earlier run"))
+        self._resources = {p.recommendation_id: search.Resources(p.placement.vcpus, p.placement.instance_memory_bytes,
+                                                                 p.placement.price_per_hour)
+                           for p in self.plan if p.placement is not None}
         self._on_progress = on_progress
         self._on_outcome = on_outcome
         self._on_run = on_run
@@ -302,7 +305,8 @@ class Experiment:
                     for rid, finished in runs.items() if finished}
         return search.State(decided=set(outcomes), probes=probes,
                             runs={rid: len(finished) for rid, finished in runs.items()},
-                            measured={rid: r for rid, r in measured.items() if r is not None})
+                            measured={rid: r for rid, r in measured.items() if r is not None},
+                            resources=self._resources)
 
     @staticmethod
     def _sorted(outcomes: Mapping[str, ConfigurationOutcome]) -> list[ConfigurationOutcome]:
@@ -353,6 +357,8 @@ class Experiment:
         # A probe runs the pattern compressed (spec.search Adaptive); the job's own time_scale applies on top.
         time_scale = self.time_scale * (
             search.probe_time_scale(self.spec.search, self._traffic.duration_seconds) if probe else 1.0)
+        settings = (dataclasses.replace(self._run_settings, flat_levels=search.PROBE_FLAT_LEVELS) if probe
+                    else self._run_settings)
         try:
             setup_seconds = server.wait_until_ready(timeout=SERVER_READY_TIMEOUT_S)
         except ServerFailed as failure:
@@ -376,7 +382,7 @@ class Experiment:
 
         test = LoadTest(LoadTarget(server.url(self._server_command.invoke_path), self._payload, self._content_type),
                         self._traffic, self._stopping, cpus=placement.load_generator_cpus,
-                        time_scale=time_scale, job_duration_s=job_duration_s, settings=self._run_settings,
+                        time_scale=time_scale, job_duration_s=job_duration_s, settings=settings,
                         on_progress=on_load_progress)
         with self._lock:
             if self.stopped:
