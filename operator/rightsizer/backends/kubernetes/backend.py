@@ -31,7 +31,7 @@ class KubernetesBackend(inprocess.InProcessBackend):
             plan.spec, plan.job_name, owner, self.api, image=image,
             completed={r.recommendation_id: r for r in resume.completed}, failed=resume.failed,
             job_started_at=hooks.started_at(), on_progress=hooks.on_progress, on_outcome=hooks.on_outcome,
-            before_run=hooks.before_run)
+            before_run=hooks.before_run, runs=resume.runs, on_run=hooks.on_run)
 
     def _own_image(self) -> str:
         if os.environ.get(IMAGE_ENV):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rightsizer.backends import search
 from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.kubernetes import plan as kplan
 from rightsizer.backends.local.plan import ConfigurationOutcome, restored_outcomes, traffic_pattern_of
@@ -60,7 +62,9 @@ class KubernetesExperiment:
                  job_started_at: datetime.datetime | None = None,
                  on_progress: Callable[[Any], None] | None = None,
                  on_outcome: Callable[[ConfigurationOutcome], None] | None = None,
-                 before_run: Callable[[], None] | None = None):
+                 before_run: Callable[[], None] | None = None,
+                 runs: Iterable[Recommendation] = (),
+                 on_run: Callable[[ConfigurationOutcome], None] | None = None):
         if not spec.model.kubernetes or spec.kubernetes is None:
             raise ExperimentRefused("spec.model.kubernetes and spec.kubernetes are required with backend kubernetes")
         self.spec, self.job_name, self.owner = spec, job_name, owner
@@ -73,7 +77,11 @@ class KubernetesExperiment:
         self.workers = kplan.worker_count(self.settings, self.pattern)
         self.job_started_at = job_started_at
         self._restored = restored_outcomes(self.plan, completed, failed)
+        # spec.search Adaptive's probes from an earlier run (status.progress.runs): not run again.
+        planned_ids = {p.recommendation_id for p in self.plan}
+        self._restored_probes = {r.recommendation_id: r for r in runs if r.probe and r.recommendation_id in planned_ids}
         self._on_progress, self._on_outcome, self._before_run = on_progress, on_outcome, before_run
+        self._on_run = on_run
         self._stop = threading.Event()
         self.run_id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
@@ -96,28 +104,47 @@ class KubernetesExperiment:
         self._wait_pods_gone(self._selector())
         deadline = job_deadline(self.spec.job_duration_seconds, self.job_started_at)
         parallel = kplan.parallel_tests(self.spec)
-        pending = [p for p in self.plan if p.recommendation_id not in outcomes]
+        probes = dict(self._restored_probes)
+        # Trials that ended without a result (stopped, or the job's duration): never started again by this run.
+        abandoned: set[str] = set()
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel,
                                                    thread_name_prefix=f"k8s {self.job_name}") as pool:
-            running: set[concurrent.futures.Future[ConfigurationOutcome | None]] = set()
-            while pending or running:
-                while pending and len(running) < parallel and not self._ended(deadline):
+            running: dict[concurrent.futures.Future[ConfigurationOutcome | None], search.Trial] = {}
+            while True:
+                while len(running) < parallel and not self._ended(deadline):
+                    in_flight = {t.planned.recommendation_id for t in running.values()} | abandoned
+                    step = search.next_step(self.plan, self.spec, search.State(
+                        decided=set(outcomes), probes=probes, runs={}, measured={}, in_flight=in_flight))
+                    for cut in step.cut:
+                        self._record(outcomes, cut)
+                    if step.cut:
+                        continue
+                    if step.trial is None:
+                        break
                     if self._before_run is not None:
                         self._before_run()  # until status holds every result so far
                     if self._stop.is_set():
                         break
-                    running.add(pool.submit(self._run_configuration, pending.pop(0), deadline))
+                    running[pool.submit(self._run_configuration, step.trial.planned, deadline,
+                                        step.trial.probe)] = step.trial
                 if not running:
                     break
-                done, running = concurrent.futures.wait(running, timeout=POLL_S,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                done, _ = concurrent.futures.wait(running, timeout=POLL_S,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
-                    outcome = future.result()
-                    if outcome is not None:
+                    trial, outcome = running.pop(future), future.result()
+                    if outcome is None:
+                        abandoned.add(trial.planned.recommendation_id)
+                    elif trial.probe and outcome.recommendation is not None:
+                        probe = dataclasses.replace(outcome.recommendation, probe=True)
+                        probes[trial.planned.recommendation_id] = probe
+                        if self._on_run is not None:
+                            self._on_run(dataclasses.replace(outcome, recommendation=probe))
+                    else:
                         self._record(outcomes, outcome)
         if self._stop.is_set():
             self.end_reason = "stopped"
-        elif pending or len(outcomes) < len(self.plan):
+        elif len(outcomes) < len(self.plan):
             self.end_reason = duration_reason(self.spec.job_duration_seconds, len(self.plan) - len(outcomes))
         self._report()
         return sorted(outcomes.values(), key=lambda outcome: outcome.planned.index)
@@ -129,11 +156,11 @@ class KubernetesExperiment:
 
     # -- one configuration -------------------------------------------------------------------------------------
 
-    def _run_configuration(self, planned: kplan.PlannedConfiguration,
-                           deadline: float | None) -> ConfigurationOutcome | None:
+    def _run_configuration(self, planned: kplan.PlannedConfiguration, deadline: float | None,
+                           probe: bool = False) -> ConfigurationOutcome | None:
         selector = f"{self._selector(planned.index)},{kplan.RUN_LABEL}={self.run_id}"
         try:
-            return self._measure(planned, deadline)
+            return self._measure(planned, deadline, probe)
         except _Stopped:
             return None
         except Exception as error:  # noqa: BLE001 - one configuration's surprise must not end the others
@@ -148,7 +175,8 @@ class KubernetesExperiment:
             self._delete_objects(selector)
             self._wait_pods_gone(selector)
 
-    def _measure(self, planned: kplan.PlannedConfiguration, deadline: float | None) -> ConfigurationOutcome:
+    def _measure(self, planned: kplan.PlannedConfiguration, deadline: float | None,
+                 probe: bool = False) -> ConfigurationOutcome:
         namespace, index = self.owner.namespace, planned.index
         candidate = kplan.candidate_of(self.spec, planned)
         object_names = kplan.names(self.job_name, index)
@@ -182,12 +210,15 @@ class KubernetesExperiment:
         payload = self.spec.model.kubernetes["payload"]
         # The workers read the payload themselves (a file in the image or the mounted ConfigMap); the target is the
         # ClusterIP of the Service made above, the one address written into the load Pods.
+        # A probe of spec.search Adaptive runs the pattern compressed and stops sooner once flat.
+        time_scale = search.probe_time_scale(self.spec.search, self.pattern.duration_seconds) if probe else 1.0
+        settings = RunSettings(flat_levels=search.PROBE_FLAT_LEVELS) if probe else RunSettings()
         config = LoadTestConfig(
             LoadTarget(target, b"", payload.get("contentType", "text/csv"), payload_path=kplan.payload_path(payload),
                        loopback_only=False),
-            self.pattern, self.spec.stopping_conditions or StoppingConditions(), RunSettings(),
-            job_duration_s=remaining)
-        shape = LoadShape(self.pattern, job_duration_s=remaining)
+            self.pattern, self.spec.stopping_conditions or StoppingConditions(), settings, time_scale=time_scale,
+            job_duration_s=None if remaining is None else remaining / time_scale)
+        shape = LoadShape(self.pattern, time_scale=time_scale, job_duration_s=config.job_duration_s)
         load_deadline = int(config.settings.wall_cap_s(shape) + LOAD_DEADLINE_GRACE_S)
         config_json = config.to_json()
         objects = dict(job_name=self.job_name, index=index, owner=self.owner, settings=self.settings,
@@ -222,7 +253,7 @@ class KubernetesExperiment:
             if time.monotonic() - load_began > load_deadline + LOAD_DEADLINE_GRACE_S:
                 return ConfigurationOutcome(planned, None, f"the load test reported no result within "
                                                            f"{load_deadline + LOAD_DEADLINE_GRACE_S} s", None)
-            self._progress(planned, f"load test running with {self.workers} Locust "
+            self._progress(planned, f"{'probe' if probe else 'load test'} running with {self.workers} Locust "
                                     f"worker{'' if self.workers == 1 else 's'}")
             time.sleep(POLL_S)
         invocation_end = _utc_now()
