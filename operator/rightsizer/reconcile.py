@@ -32,7 +32,7 @@ from rightsizer.state import BaselineState, Best, JobState, RecommendationRow
 NORMAL, WARNING = "Normal", "Warning"
 MAX_RECOMMENDATION_ROWS = 20
 MAX_FAILED_STEPS = 10
-MAX_PROGRESS_RUNS = 100  # status.progress.runs' maxItems: runs beyond it are not kept across a restart
+MAX_PROGRESS_RUNS = 200  # status.progress.runs' maxItems: runs beyond it are not kept across a restart
 # status.failureReason's schema limit: a local job's reason lists every configuration's, which can run longer.
 MAX_FAILURE_REASON_CHARS = 4096
 MAX_SCALING_MESSAGE_CHARS = 1024  # status.best.scaling.refused.message's schema limit

@@ -119,34 +119,39 @@ def _near(recommendation: Recommendation, metric: str, value: float, limit: floa
     return f" (within noise: ± {100.0 * deviation / abs(value):.2g} %)" if value else ""
 
 
+def _weigh(recommendation: Recommendation, metric: str, value: float | int | None, limit: float, broken: bool,
+           texts: tuple[str, str, str, str], failures: list[str], close: list[str]) -> None:
+    """One SLA limit: a failure when `broken` (or nothing measured), a note when it holds within noise.
+    `texts`: what to say when nothing was measured, the figure, the comparison that breaks it, the limit."""
+    missing, shown, breaks, limit_shown = texts
+    if value is None:
+        failures.append(missing)
+        return
+    near = _near(recommendation, metric, float(value), limit)
+    if broken:
+        failures.append(f"{shown} {breaks} {limit_shown}{near}")
+    elif near:
+        close.append(f"{shown} against {limit_shown}{near}")
+
+
 def _judge(recommendation: Recommendation, constraints: Constraints) -> Verdict:
     metrics = recommendation.metrics
-    failures, close = [], []
+    failures: list[str] = []
+    close: list[str] = []
     latency, throughput, cost = metrics.get("modelLatency"), metrics.get("maxInvocations"), metrics.get("costPerHour")
     limit_ms = constraints.max_model_latency_ms
     if limit_ms is not None:
-        if latency is None:
-            failures.append("no latency measured")
-        else:
-            near = _near(recommendation, "modelLatency", float(latency), limit_ms)
-            if latency > limit_ms:
-                failures.append(f"{constraints.latency_name} {latency} ms > {limit_ms} ms{near}")
-            elif near:
-                close.append(f"{constraints.latency_name} {latency} ms against {limit_ms} ms{near}")
+        _weigh(recommendation, "modelLatency", latency, limit_ms, latency is not None and latency > limit_ms,
+               ("no latency measured", f"{constraints.latency_name} {latency} ms", ">", f"{limit_ms} ms"),
+               failures, close)
     # maxInvocations and costPerHour are the recommended endpoint's, all initialInstanceCount instances together
     # (see ENDPOINT_SCOPE): compared as they are, never multiplied by the count again.
     count = recommendation.initial_instance_count or 1
     floor = constraints.min_invocations_per_minute
     if floor is not None:
-        if throughput is None:
-            failures.append("no throughput measured")
-        else:
-            near = _near(recommendation, "maxInvocations", float(throughput), floor)
-            on = f" on {count} instances" if count > 1 else ""
-            if throughput < floor:
-                failures.append(f"{throughput} invocations/min{on} < {floor}{near}")
-            elif near:
-                close.append(f"{throughput} invocations/min{on} against {floor}{near}")
+        on = f" on {count} instances" if count > 1 else ""
+        _weigh(recommendation, "maxInvocations", throughput, floor, throughput is not None and throughput < floor,
+               ("no throughput measured", f"{throughput} invocations/min{on}", "<", str(floor)), failures, close)
     if constraints.max_cost_per_hour is not None and (cost is None or cost > constraints.max_cost_per_hour):
         failures.append("no price known" if cost is None else f"{cost} USD/h > {constraints.max_cost_per_hour:g}")
     if failures:
