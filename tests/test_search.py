@@ -208,3 +208,14 @@ def test_a_configuration_dominated_by_a_probed_one_is_not_run():
     busy = dataclasses.replace(probe, metrics={**probe.metrics, "memoryUtilization": 80.0})
     step = search.next_step(planned, job(), dataclasses.replace(known, probes={"job/00000000": busy}))
     assert step.cut == () and step.trial.planned.recommendation_id == "job/00000001"
+
+
+def test_a_cut_configuration_read_back_from_status_stays_marked_as_not_measured():
+    from rightsizer.backends.local.plan import restored_outcomes
+    from rightsizer.model import StepFailure
+
+    planned = plan(2)
+    failure = StepFailure(planned[1].instance_type, dict(planned[1].environment), "not run: spec.search Adaptive",
+                          skipped=True)
+    restored = restored_outcomes(planned, {}, [failure])
+    assert restored["job/00000001"].planned.skipped and restored["job/00000001"].failure_reason == failure.failure_reason

@@ -118,8 +118,11 @@ def restored_outcomes(plan: Sequence[PlannedConfiguration],
             if (not planned.skipped and planned.recommendation_id not in restored
                     and (planned.instance_type, dict(planned.environment), planned.baseline)
                     == (failure.instance_type, dict(failure.environment), failure.baseline)):
+                # A configuration spec.search did not measure stays marked so (skipped) in status.steps.failures.
+                kept = dataclasses.replace(planned, skipped_reason=failure.failure_reason) if failure.skipped \
+                    else planned
                 restored[planned.recommendation_id] = ConfigurationOutcome(
-                    planned, None, failure.failure_reason, None, "failed in an earlier run")
+                    kept, None, failure.failure_reason, None, "failed in an earlier run")
     return restored
 
 
