@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -321,6 +324,23 @@ def test_every_sample_is_accepted(api, crd_installed, namespace):
         sample["metadata"]["namespace"] = namespace
         created = objects.create_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL, sample)
         assert created["spec"]["deletionPolicy"] == "Stop"  # defaulted by the API server from the schema
+
+
+def test_every_key_of_the_schema_is_a_name():
+    # A YAML flow mapping splits an unquoted description at its comma, the rest becoming a key of the schema, which
+    # create accepts and kubectl's strict decoding and server-side apply refuse.
+    def keys(node):
+        if isinstance(node, dict):
+            yield from node
+            for value in node.values():
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[1] / "crds" / "rightsizejobs.yaml").read_text())
+    schemas = [version["schema"] for version in crd["spec"]["versions"]]
+    assert [key for key in keys(schemas) if not re.fullmatch(r"[A-Za-z$][A-Za-z0-9_.$-]*", str(key))] == []
 
 
 def test_invalid_table_is_large_enough():
