@@ -139,12 +139,15 @@ def test_the_incumbent_wins_a_tie_at_equal_cost():
                   incumbent="job/baseline").best.recommendation_id == "job/baseline"
 
 
-def test_simpler_means_fewer_cpus_then_smaller_threads_and_workers():
+def test_simpler_means_fewer_cpus_then_fewer_workers_then_fewer_threads():
     pod = Recommendation("k", "m5-large", 1, {"OMP_NUM_THREADS": "4"}, {},
                          placement=PodPlacement({}, {"cpu": "500m"}, {}))
-    assert simplicity(pod)[:2] == (0.5, 4.0)
-    assert simplicity(row("l", 1, 1, instance="local-2cpu", environment={"WORKERS": "2", "MODE": "fast"}))[:2] \
-        == (2.0, 2.0)
+    assert simplicity(pod)[:4] == (0.5, 0.0, 4.0, 0.0)
+    assert simplicity(row("l", 1, 1, instance="local-2cpu", environment={"WORKERS": "2", "MODE": "fast",
+                                                                         "BATCH": "8"}))[:4] == (2.0, 2.0, 0.0, 8.0)
+    one_worker_two_threads = row("a", 1, 1, environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "OMP_NUM_THREADS": "2"})
+    two_workers_one_thread = row("b", 1, 1, environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "OMP_NUM_THREADS": "1"})
+    assert simplicity(one_worker_two_threads) < simplicity(two_workers_one_thread)
     assert simplicity(row("s", 1, 1, instance="ml.m5.2xlarge"))[0] == 8.0
     assert simplicity(row("u", 1, 1, instance="unknown-type"))[0] == math.inf
 

@@ -269,9 +269,11 @@ def _tie(best: Recommendation, qualifying: Sequence[Recommendation], metric: str
 _LOCAL_PROFILE_CPUS = re.compile(r"local-([1-9][0-9]*)cpu")
 
 
-def simplicity(recommendation: Recommendation) -> tuple[float, float, str]:
+def simplicity(recommendation: Recommendation) -> tuple[float, float, float, float, str]:
     """What "simpler" orders by in a tie: fewer CPUs (the Pod's CPU request, a local profile's CPUs, a SageMaker
-    type's vCPUs), then smaller numeric environment values (threads, workers), then a stable order."""
+    type's vCPUs), then fewer workers (a worker is a process with its own copy of the model), then fewer threads,
+    then smaller other numeric environment values, then a stable order. Workers and threads are the numeric
+    variables whose names say so (SAGEMAKER_MODEL_SERVER_WORKERS, OMP_NUM_THREADS)."""
     cpus: float | None = None
     if recommendation.placement is not None:
         cpus = _cpu_quantity(recommendation.placement.requests.get("cpu"))
@@ -279,13 +281,19 @@ def simplicity(recommendation: Recommendation) -> tuple[float, float, str]:
         profile = _LOCAL_PROFILE_CPUS.match(recommendation.instance_type)
         size = pricing.instance_size(recommendation.instance_type)
         cpus = float(profile.group(1)) if profile else float(size.vcpus) if size else None
-    numbers = 0.0
-    for text in recommendation.environment.values():
+    workers = threads = others = 0.0
+    for name, text in recommendation.environment.items():
         try:
-            numbers += float(text)
+            number = float(text)
         except ValueError:
             continue
-    return (float("inf") if cpus is None else cpus, numbers, recommendation.recommendation_id)
+        if "WORKER" in name.upper():
+            workers += number
+        elif "THREAD" in name.upper():
+            threads += number
+        else:
+            others += number
+    return (float("inf") if cpus is None else cpus, workers, threads, others, recommendation.recommendation_id)
 
 
 def _cpu_quantity(quantity: str | None) -> float | None:
