@@ -219,3 +219,16 @@ def test_a_cut_configuration_read_back_from_status_stays_marked_as_not_measured(
                           skipped=True)
     restored = restored_outcomes(planned, {}, [failure])
     assert restored["job/00000001"].planned.skipped and restored["job/00000001"].failure_reason == failure.failure_reason
+
+
+def test_no_survivor_is_judged_before_every_survivor_finished_the_round():
+    # One survivor measured, the other not yet: the measured one is not "unbeatable" — the other runs first.
+    planned = plan(6)
+    probes = probes_of(planned)
+    decided = {o.planned.recommendation_id for o in search.next_step(planned, job(), state(probes=probes),
+                                                                      repetitions=2).cut}
+    assert sorted(set(probes) - decided) == ["job/00000000", "job/00000001"]
+    known = state(decided=decided, probes=probes, runs={"job/00000000": 1},
+                  measured={"job/00000000": measurement(planned[0], 130_000, 27)})
+    step = search.next_step(planned, job(), known, repetitions=2)
+    assert step.finish == {} and (step.trial.planned.recommendation_id, step.trial.run_number) == ("job/00000001", 1)

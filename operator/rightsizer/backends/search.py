@@ -135,15 +135,13 @@ def _adaptive(runnable: Sequence[PlannedConfiguration], spec: RightsizeJobSpec, 
     if cut:
         return Step(cut=cut)
     survivors = [*baseline, *undecided]
-    for run_number in range(2, repetitions + 1):
-        behind = [p for p in survivors if p.recommendation_id not in state.decided
-                  and state.runs.get(p.recommendation_id, 0) < run_number]
-        if not behind:
-            continue
-        finish = _repetition_cut(survivors, spec, state, run_number - 1, repetitions)
+    # Judged only once every survivor has finished the same round: before, one measured alone would look unbeatable.
+    done = min((state.runs.get(p.recommendation_id, 0) for p in survivors
+                if p.recommendation_id not in state.decided), default=0)
+    if 1 <= done < repetitions:
+        finish = _repetition_cut(survivors, spec, state, done, repetitions)
         if finish:
             return Step(finish=finish)
-        break
     return _full_runs(survivors, state, repetitions)
 
 
@@ -172,8 +170,9 @@ def _probe_cut(candidates: Sequence[PlannedConfiguration], undecided: Sequence[P
         if not verdict.meets_sla:
             why = f"its probe did not meet the SLA ({verdict.message})"
         else:
-            why = (f"its probe's {metric} {selection.objective_figure(verdict.recommendation, metric)} is beyond noise of the best "
-                   f"probe's, {selection.describe_configuration(best)} ({selection.objective_figure(best, metric)})")
+            figure = selection.objective_figure(verdict.recommendation, metric)
+            why = (f"its probe's {metric} {figure} is beyond noise of the best probe's, "
+                   f"{selection.describe_configuration(best)} ({selection.objective_figure(best, metric)})")
         cut.append(_not_run(planned, f"not measured in full: spec.search Adaptive measures the best {keep_count} "
                                      f"of {len(candidates)} probes in full (and any within noise of the best); {why}"))
     return tuple(cut)
@@ -233,7 +232,7 @@ def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJo
     winner = judged.best
 
     def ahead(recommendation: Recommendation) -> bool:
-        mine, theirs = _value(recommendation, metric), _value(winner, metric)
+        mine, theirs = selection.objective_value(recommendation, metric), selection.objective_value(winner, metric)
         return mine is not None and theirs is not None and (mine < theirs if smaller_is_better else mine > theirs)
 
     challengers = {r.recommendation_id for r in judged.tied_with if ahead(r)}
@@ -252,13 +251,6 @@ def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJo
                        f"{selection.describe_configuration(winner)} ({selection.objective_figure(winner, metric)}) "
                        f"beyond noise")
     return finish
-
-
-def _value(recommendation: Recommendation, metric: str) -> float | None:
-    if metric == "costPerInference":
-        return selection.cost_per_inference(recommendation.metrics)
-    raw = recommendation.metrics.get(metric)
-    return None if raw is None else float(raw)
 
 
 __all__ = ["MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "Resources", "State", "Step", "Trial", "next_step",
