@@ -177,10 +177,7 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     metric, smaller_is_better, phrase = OBJECTIVES[objective]
 
     def value(recommendation: Recommendation) -> float | None:
-        if metric == "costPerInference":
-            return cost_per_inference(recommendation.metrics)
-        raw = recommendation.metrics.get(metric)
-        return None if raw is None else float(raw)
+        return objective_value(recommendation, metric)
 
     def rank(verdict: Verdict) -> tuple[bool, bool, float, float, bool, str]:
         measured = value(verdict.recommendation)
@@ -233,10 +230,16 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     return Selection(best, reason, verdicts, tied)
 
 
+def objective_value(recommendation: Recommendation, metric: str) -> float | None:
+    """A recommendation's figure for an objective's metric (costPerInference derived when not reported)."""
+    if metric == "costPerInference":
+        return cost_per_inference(recommendation.metrics)
+    return _number(recommendation.metrics.get(metric))
+
+
 def objective_figure(recommendation: Recommendation, metric: str) -> str:
     """`7.34e-09 ± 4.1 %`: a recommendation's figure for an objective's metric and, when known, its noise."""
-    measured = (cost_per_inference(recommendation.metrics) if metric == "costPerInference"
-                else _number(recommendation.metrics.get(metric)))
+    measured = objective_value(recommendation, metric)
     if measured is None:
         return "unknown"
     shown = f"{measured:.3g}" if metric in ("costPerInference", "costPerHour") else f"{measured:g}"
