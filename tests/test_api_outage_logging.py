@@ -42,18 +42,19 @@ def test_a_refused_connection_is_a_one_line_temporary_error(unreachable_api_serv
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_an_overloaded_or_failing_api_server_is_temporary(monkeypatch, status):
-    def unavailable(body):
+    def unavailable(body, patch):
         raise client.ApiException(status=status, reason="Service Unavailable")
 
-    monkeypatch.setattr(handlers, "_fresh", unavailable)
+    # A first visit starts from kopf's body: its first request is the status write.
+    monkeypatch.setattr(handlers, "_write_status", unavailable)
     with pytest.raises(kopf.TemporaryError, match=rf"^the API server did not answer \({status} Service Unavailable\)"):
         handlers.drive(BODY)
 
 
 def test_a_refusal_of_the_request_itself_is_not_hidden(monkeypatch):
-    def forbidden(body):
+    def forbidden(body, patch):
         raise client.ApiException(status=403, reason="Forbidden")
 
-    monkeypatch.setattr(handlers, "_fresh", forbidden)
+    monkeypatch.setattr(handlers, "_write_status", forbidden)
     with pytest.raises(client.ApiException):  # a lasting problem keeps its full report
         handlers.drive(BODY)

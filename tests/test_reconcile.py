@@ -1408,6 +1408,30 @@ def test_no_credentials_says_the_job_was_not_submitted_and_retries_later():
     assert trace.status["nextPollTime"] == st.timestamp(T0 + seconds(300))
 
 
+def test_a_job_the_backend_could_not_send_is_refused_in_one_visit_with_nothing_written_ahead():
+    # The shell asks the backend before a submit: with no credentials, nothing could leave the operator, so the
+    # job is refused at once, as the refused call would have ended it, with no write-ahead and no SubmitJob.
+    no_credentials = Rejected("NoCredentials", "the operator has no AWS credentials (IRSA, EKS Pod Identity or the "
+                              "environment)", retryable_later=True, unsent=True)
+    status, _ = written_ahead(DEFAULT)
+    by_the_call = run(DEFAULT, status, at(T0, submit_result=no_credentials))
+    first = dataclasses.replace(at(T0), unsendable=no_credentials)
+    trace = run(DEFAULT, {}, first)
+    assert [outcome.effect for outcome in trace.outcomes] == [None]
+    assert trace.status == by_the_call.status
+    assert [(e.type, e.reason) for e in trace.events] == [("Normal", "Valid"), ("Warning", "NoCredentials")]
+    # The retry is due at nextPollTime: asked again then, and refused again as attempt 2.
+    retry = dataclasses.replace(at(T0 + seconds(300)), unsendable=no_credentials)
+    again = run(DEFAULT, trace.status, retry)
+    assert again.last.effect is None and again.status["submitAttempts"] == 2
+    assert by_type(again.status["conditions"])["Ready"]["message"].endswith(
+        f"(attempt 2; next attempt at {st.timestamp(T0 + seconds(900))})")
+    # Credentials found by then: the submit goes ahead, written ahead as ever.
+    sent = run(DEFAULT, trace.status, at(T0 + seconds(300)))
+    assert isinstance(sent.last.effect, SubmitJob)
+    assert by_type(sent.status["conditions"])["Ready"]["reason"] == "JobSubmitting"
+
+
 def test_access_denied_is_retried_with_a_doubling_backoff():
     status, name = written_ahead(DEFAULT)
     trace = run(DEFAULT, status, at(T0, submit_result=DENIED))

@@ -14,6 +14,7 @@ import boto3
 import botocore.awsrequest
 import botocore.config
 import botocore.exceptions
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 
@@ -604,6 +605,53 @@ def test_a_call_that_cannot_be_sent_takes_no_token_and_never_waits(monkeypatch, 
     finally:
         use_client_factory(None)
     assert refused.value.rejected.reason == "NoCredentials"
+
+
+def without_credentials(monkeypatch, tmp_path) -> None:
+    """An empty default chain (and no metadata service to ask), on a session of the test's own: the shared one keeps
+    credentials once another test's chain found some."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    session = botocore.session.Session()
+    monkeypatch.setattr(translate, "botocore_session", lambda: session)
+    use_client_factory(None)
+
+
+def test_a_backend_without_credentials_says_so_before_any_call_and_notices_credentials_that_appear_later(
+        monkeypatch, tmp_path):
+    without_credentials(monkeypatch, tmp_path)
+    try:
+        backend = SageMakerBackend(REGION)
+        made_without = sm.client_for(REGION)
+        assert backend.unsendable() == sm.classify(botocore.exceptions.NoCredentialsError())
+        assert backend.unsendable().reason == "NoCredentials"
+        # A thousand refused jobs do not each probe the chain: it is looked at again after CREDENTIALS_RECHECK_S.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+        assert backend.unsendable() is not None
+        monkeypatch.setattr(sm, "CREDENTIALS_RECHECK_S", 0.0)
+        assert backend.unsendable() is None
+        # The client made without credentials would still sign with none: it is made again, with them.
+        made_again = sm.client_for(REGION)
+        assert made_again is not made_without
+        assert made_again._request_signer._credentials.access_key == "AKIDEXAMPLE"
+        assert sm.client_for(REGION) is made_again
+    finally:
+        use_client_factory(None)
+
+
+def test_a_swapped_in_client_carries_its_own_credentials(monkeypatch, tmp_path):
+    without_credentials(monkeypatch, tmp_path)
+    use_client_factory(lambda region: answering_client([]))
+    try:
+        assert SageMakerBackend(REGION).unsendable() is None
+    finally:
+        use_client_factory(None)
 
 
 # -- rate limiter ---------------------------------------------------------------------------------------------------

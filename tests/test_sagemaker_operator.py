@@ -4,12 +4,13 @@ botocore's Stubber (tests/sagemaker_sim.py). Each test follows one RightsizeJob 
 from __future__ import annotations
 
 import copy
+import threading
 import time
 
 import pytest
 from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from conftest import load_samples, wait_for
@@ -19,6 +20,7 @@ from rightsizer.backends.sagemaker import translate
 from rightsizer import spec as spec_module
 from sagemaker_sim import SimulatedInferenceRecommender, advanced_recommendations
 from seed import seed_step
+from test_sagemaker_client import without_credentials
 
 pytestmark = pytest.mark.cluster
 def operator_args(namespace: str) -> list[str]:
@@ -346,6 +348,39 @@ def test_access_denied_is_not_ready_without_a_retry_storm(api, namespace, operat
     time.sleep(3)  # 3 s is 150 s of operator time at the tests' time scale: the retry comes after 300 s
     assert len(creates(sim)) == 1
     assert body["status"]["submitAttempts"] == 1 and body["status"]["nextPollTime"]
+
+
+def test_without_credentials_a_job_is_refused_at_once_with_nothing_written_ahead(api, namespace, operator, monkeypatch,
+                                                                                 tmp_path):
+    # What 1,000 jobs synced before the operator's role is set up meet: each refused in its first status write, with
+    # no write-ahead and no finalizer of ours for a submit that cannot happen (benchmarks/operator_scale.py).
+    without_credentials(monkeypatch, tmp_path)
+    versions: list[dict] = []
+    objects_api = objects(api)
+    listed = objects_api.list_namespaced_custom_object(schema.GROUP, schema.VERSION, namespace, schema.PLURAL)
+    stream = watch.Watch()
+
+    def record() -> None:
+        for event in stream.stream(objects_api.list_namespaced_custom_object, schema.GROUP, schema.VERSION, namespace,
+                                   schema.PLURAL, resource_version=listed["metadata"]["resourceVersion"],
+                                   timeout_seconds=60):
+            versions.append(event["object"])
+    watcher = threading.Thread(target=record, daemon=True)
+    watcher.start()
+    create(api, namespace, sample("fraud-default"))
+    body = wait_for_ready(api, namespace, "fraud-default", "False", "NoCredentials")
+    assert body["status"]["submitAttempts"] == 1 and body["status"]["nextPollTime"]
+    assert condition(body, "Ready")["message"].startswith("job ") and "was not submitted to SageMaker" in \
+        condition(body, "Ready")["message"]
+    wait_for(lambda: ("Warning", "NoCredentials") in events(api, namespace, "fraud-default"))
+    wait_for(lambda: any(v["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"] for v in versions))
+    stream.stop()
+    # One status write, refused already: no "submitting" that never happened. (The finalizer kopf adds is the retry
+    # timer's: kopf holds one on every object a timer serves, kopf#548.)
+    written = [v for v in versions if v.get("status")]
+    assert written and condition(written[0], "Ready").get("reason") == "NoCredentials"
+    assert {condition(v, "Ready").get("reason") for v in written} == {"NoCredentials"}
+    assert sorted(events(api, namespace, "fraud-default")) == [("Normal", "Valid"), ("Warning", "NoCredentials")]
 
 
 def test_a_validation_error_is_not_retried(api, namespace, operator):

@@ -7,7 +7,9 @@ action, so a crash between two lines never leaves a job the status does not name
 
 from __future__ import annotations
 
+import collections
 import copy
+import dataclasses
 import datetime
 import logging
 import os
@@ -62,6 +64,10 @@ class _ObjectLock:
 
 _object_locks: weakref.WeakValueDictionary[str, _ObjectLock] = weakref.WeakValueDictionary()
 _object_locks_guard = threading.Lock()
+# The resourceVersion each object had after this process last wrote it: a visit whose body from kopf is that very
+# version starts from the body, without reading the object again. Bounded: a forgotten one only costs a read.
+_written_versions: collections.OrderedDict[str, str] = collections.OrderedDict()
+WRITTEN_VERSIONS_KEPT = 65536
 
 
 @kopf.on.startup()
@@ -157,6 +163,26 @@ def _execute(effect: Any, backend_of: Callable[[], base.Backend], owner: Owner,
     raise TypeError(f"no executor for action {effect!r}")
 
 
+def _remember(written: dict[str, Any]) -> None:
+    metadata = written["metadata"]
+    with _object_locks_guard:
+        _written_versions[metadata["uid"]] = metadata["resourceVersion"]
+        _written_versions.move_to_end(metadata["uid"])
+        while len(_written_versions) > WRITTEN_VERSIONS_KEPT:
+            _written_versions.popitem(last=False)
+
+
+def _latest(body: kopf.Body) -> dict[str, Any] | None:
+    """The object as the API server has it now: kopf's body when it is what this process wrote last, or a first
+    sight (the event that brought it is the newest known); else read again, since a visit that held the object's
+    lock before us may have moved its status on after the event kopf hands us."""
+    with _object_locks_guard:
+        written = _written_versions.get(body.metadata.uid or "")
+    if written is None or written == body.metadata.get("resourceVersion"):
+        return copy.deepcopy(dict(body))
+    return _fresh(body)
+
+
 def _fresh(body: kopf.Body) -> dict[str, Any] | None:
     try:
         return client.CustomObjectsApi(_api()).get_namespaced_custom_object(
@@ -219,8 +245,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
     backend: list[base.Backend] = []
 
     with _lock_for(owner.uid):
-        # Whoever held the lock before us may have moved the status on: work from what the API server has now.
-        current = _fresh(body)
+        current = _latest(body)
         if current is None or current["metadata"]["uid"] != owner.uid:
             metrics.observe_phase(owner.uid, None)
             return
@@ -240,9 +265,14 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                                            timing=TIMING, deleting=deleting,
                                            annotations=annotations, result=result)
             outcome = core.reconcile(spec, status, observation)
+            if isinstance(outcome.effect, core.SubmitJob) and observation.unsendable is None:
+                unsendable = _unsendable(backend_of)
+                if unsendable is not None:  # refused before anything would leave: decide again, knowing it
+                    outcome = core.reconcile(spec, status, dataclasses.replace(observation, unsendable=unsendable))
             if outcome.status_patch:
                 updated = _merged(status, outcome.status_patch)
                 current = _write_status(body, st.merge_patch(status, updated))
+                _remember(current)
                 status = updated
             seen = result.snapshot if isinstance(result, (core.JobSeen, base.Adopted)) else None
             if seen is not None and seen.results_version is not None:
@@ -262,6 +292,13 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
             if logger:
                 logger.info(f"{type(effect).__name__} {_describe_effect(effect)}")
             result = _execute(effect, backend_of, owner, spec)
+
+
+def _unsendable(backend_of: Callable[[], base.Backend]) -> base.Rejected | None:
+    try:
+        return backend_of().unsendable()
+    except base.RejectedError:  # the backend cannot even be opened (no region): the submit says so
+        return None
 
 
 def _describe_effect(effect) -> str:

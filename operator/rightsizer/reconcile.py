@@ -106,6 +106,9 @@ class Observation:
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The result of the one action just carried out, if any.
     result: ActionResult | None = None
+    # What the backend would refuse before sending anything (no credentials): the shell asks it when a submit is
+    # next, and the job is then refused at once, with nothing written ahead.
+    unsendable: base.Rejected | None = None
 
     # Views of `result`, one per kind of answer.
     @property
@@ -593,7 +596,10 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
                       f"submitting {_policy(out).describe_job(parsed)} as {name}")
         out.condition(st.SUCCEEDED, st.UNKNOWN, Reason.JOB_PENDING, "the job has not run yet")
         out.condition(st.SLA_SATISFIED, st.UNKNOWN, Reason.NO_RESULTS, "no configuration has been benchmarked yet")
-        out.actions.append(SubmitJob(plan))
+        if observation.unsendable is not None:
+            _submit_refused(out, name, observation.unsendable)
+        else:
+            out.actions.append(SubmitJob(plan))
         return
 
     if isinstance(result, (base.Submitted, base.Adopted)):
@@ -616,7 +622,11 @@ def _submit(out: _Builder, parsed: spec_module.RightsizeJobSpec, plan: base.JobP
         out.condition(st.READY, st.FALSE, Reason.NAME_TAKEN, result.message)
         out.set(next_poll_time=None, phase=st.FAILED)
         return
+    _submit_refused(out, name, result)
 
+
+def _submit_refused(out: _Builder, name: str, result: base.Rejected) -> None:
+    observation, now = out.observation, out.observation.now
     attempts = (out.status.submit_attempts or 0) + 1
     backend = _policy(out).display_name
     if result.unsent:

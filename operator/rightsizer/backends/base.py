@@ -173,6 +173,10 @@ class Backend(Protocol):
 
     def submit(self, plan: JobPlan, owner: Owner) -> SubmitResult: ...
 
+    def unsendable(self) -> Rejected | None:
+        """What would refuse any call before it is sent (no credentials), known without sending one. Asked before
+        a submit: a job that cannot be sent is then refused with nothing written ahead and no finalizer added."""
+
     def describe(self, job_name: str) -> JobSnapshot | None:
         """The job, or None when the backend does not know it."""
 

@@ -223,6 +223,9 @@ class InProcessBackend:
                          daemon=True).start()
         return base.Submitted(job_arn=run.arn)
 
+    def unsendable(self) -> base.Rejected | None:
+        return None  # the experiment runs here: nothing to send, no credentials to lack
+
     def describe(self, job_name: str) -> model.JobSnapshot | None:
         with _runs_guard:
             run = _runs.get(job_name)

@@ -82,6 +82,18 @@ RATE_LIMITER = RateLimiter(per_second=float(os.environ.get("RIGHTSIZER_SAGEMAKER
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 ClientFactory = Callable[[str], Any]
+# A chain that found no credentials is looked at again at most this often: on a node it may probe the instance
+# metadata address (a second or more), and a thousand refused jobs retry together.
+CREDENTIALS_RECHECK_S = 30.0
+_made_without_credentials: set[str] = set()  # regions whose cached client signs with nothing
+_credentials_missing_at: float | None = None  # when the chain was last found empty
+
+
+def _chain_has_credentials() -> bool:
+    shared = translate.botocore_session()
+    with translate.BOTOCORE_LOCK:
+        # botocore's session keeps credentials once found, and looks again while it has none.
+        return shared.get_credentials() is not None
 
 
 def _default_factory(region: str):
@@ -92,15 +104,38 @@ def _default_factory(region: str):
                                                                      config=RETRY_CONFIG)
 
 
+def credentials_missing() -> bool:
+    """Whether the default chain has no credentials now (every call would fail at signing, before it is sent).
+    A client made while it had none is made again once it has some (a web identity token mounted late)."""
+    global _credentials_missing_at
+    if _factory is not _default_factory:
+        return False  # a swapped-in client (a test's) carries its own
+    with _clients_lock:
+        if _credentials_missing_at is not None and time.monotonic() - _credentials_missing_at < CREDENTIALS_RECHECK_S:
+            return True
+    found = _chain_has_credentials()
+    with _clients_lock:
+        if found:
+            _credentials_missing_at = None
+            for region in _made_without_credentials:
+                _clients.pop(region, None)
+            _made_without_credentials.clear()
+        else:
+            _credentials_missing_at = time.monotonic()
+    return not found
+
+
 _factory: ClientFactory = _default_factory
 
 
 def use_client_factory(factory: ClientFactory | None) -> None:
     """Swap how clients are made (tests use botocore's Stubber); None restores boto3."""
-    global _factory
+    global _factory, _credentials_missing_at
     with _clients_lock:
         _factory = factory or _default_factory
         _clients.clear()
+        _made_without_credentials.clear()
+        _credentials_missing_at = None
 
 
 def region_for(spec_region: str | None) -> str:
@@ -128,6 +163,8 @@ def _take_a_token(**_: Any) -> None:
 def client_for(region: str):
     with _clients_lock:
         if region not in _clients:
+            if _factory is _default_factory and not _chain_has_credentials():
+                _made_without_credentials.add(region)
             made = _factory(region)
             made.meta.events.register_first("before-send.sagemaker", _take_a_token)
             _clients[region] = made
@@ -321,6 +358,13 @@ class SageMakerBackend:
             raise base.RejectedError(classified) from error
 
     # -- the Backend interface -------------------------------------------------------------------------------
+    def unsendable(self) -> base.Rejected | None:
+        if credentials_missing():
+            refusal = classify(botocore.exceptions.NoCredentialsError())
+            assert isinstance(refusal, base.Rejected)
+            return refusal
+        return None
+
     def submit(self, plan: base.JobPlan, owner: model.Owner) -> base.SubmitResult:
         try:
             response = self._call("create_inference_recommendations_job", **plan.request)
