@@ -230,6 +230,22 @@ def select(recommendations: Sequence[Recommendation], objective: str, constraint
     return Selection(best, reason, verdicts, tied)
 
 
+def preference_order(recommendations: Sequence[Recommendation], objective: str, constraints: Constraints,
+                     incumbent: str | None = None) -> list[Verdict]:
+    """Every recommendation in the order select() would pick them: its best, then the best of the rest, and so on,
+    each tie resolved by the tie rule; those it could not select last, in its order."""
+    remaining, order = list(recommendations), []
+    while remaining:
+        judged = select(remaining, objective, constraints, incumbent)
+        if judged.best is None:
+            order.extend(judged.verdicts)
+            break
+        chosen = judged.best.recommendation_id
+        order.extend(v for v in judged.verdicts if v.recommendation.recommendation_id == chosen)
+        remaining = [r for r in remaining if r.recommendation_id != chosen]
+    return order
+
+
 def objective_value(recommendation: Recommendation, metric: str) -> float | None:
     """A recommendation's figure for an objective's metric (costPerInference derived when not reported)."""
     if metric == "costPerInference":
@@ -254,19 +270,28 @@ def _tie(best: Recommendation, qualifying: Sequence[Recommendation], metric: str
     best_value = value(best)
     if best_value is None:
         return [best]
-    best_deviation = _deviation(best, metric, best_value)
     tie = []
     for recommendation in qualifying:
         other = value(recommendation)
         if other is None:
             continue
-        deviation = _deviation(recommendation, metric, other)
-        if other == best_value:
-            tie.append(recommendation)
-        elif deviation is not None and best_deviation is not None and \
-                abs(other - best_value) <= TIE_DEVIATIONS * math.hypot(deviation, best_deviation):
+        apart = separation(recommendation, best, metric)
+        if other == best_value or (apart is not None and apart <= TIE_DEVIATIONS):
             tie.append(recommendation)
     return tie
+
+
+def separation(first: Recommendation, second: Recommendation, metric: str) -> float | None:
+    """How many standard deviations of their difference apart two configurations' figures for `metric` are; None
+    unless both figures and both uncertainties are known."""
+    one, other = objective_value(first, metric), objective_value(second, metric)
+    if one is None or other is None:
+        return None
+    deviations = _deviation(first, metric, one), _deviation(second, metric, other)
+    if deviations[0] is None or deviations[1] is None:
+        return None
+    spread = math.hypot(*deviations)
+    return abs(one - other) / spread if spread else (0.0 if one == other else math.inf)
 
 
 _LOCAL_PROFILE_CPUS = re.compile(r"local-([1-9][0-9]*)cpu")

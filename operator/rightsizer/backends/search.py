@@ -11,11 +11,14 @@ what the problem gives:
 1. A probe of every other configuration: the job's traffic pattern compressed to 1/reductionFactor of its length (never
    under MIN_PROBE_S), with the job's stopping conditions. A server saturates at the same load whatever the ramp's
    speed, so a short ramp ranks configurations well enough to drop the clear losers.
-2. The probes are judged by the job's own selection (objective, SLA constraints, ties within noise). The best
-   ceil(n / reductionFactor), the best probe and every probe tied with it go on; the others end, with the reason.
+2. The probes are judged by the job's own selection (objective, SLA constraints, ties within noise): the first
+   ceil(n / reductionFactor) in the order it would pick them go on, the others end, with the reason. Probes closer
+   than their noise (at least PROBE_NOISE_FLOOR_PERCENT each) tie, and the tie rule orders them (the cheaper, then
+   the simpler), as it would order the same configurations measured in full.
 3. The survivors are measured in full, repetitions interleaved. Before each further repetition, a survivor that
    can no longer win ends with the runs it has: every one but the current winner and those ahead of it within
-   noise (the tie rule put them behind it; more runs may separate them). The winner alone needs no more runs.
+   noise by more than one standard deviation of the difference (the tie rule put them behind it; another run may
+   carry them past the tie). The winner alone needs no more runs.
 spec.baseline's configuration is never cut: every other one is compared with it.
 
 Everything is decided from what status holds (outcomes, finished runs and probes), so a restarted operator makes
@@ -31,13 +34,20 @@ from typing import Collection, Mapping, Sequence
 
 from rightsizer import selection
 from rightsizer.backends.local.plan import ConfigurationOutcome, PlannedConfiguration
-from rightsizer.model import Recommendation
+from rightsizer.model import Recommendation, Uncertainty
 from rightsizer.spec import RightsizeJobSpec, Search, SearchStrategy
 
 # A probe shorter than this holds too few of the load generator's 5 s windows to find a plateau.
 MIN_PROBE_S = 12.0
 # A probe ranks configurations, it does not report them: it stops after this many flat user levels, not 4.
 PROBE_FLAT_LEVELS = 3
+# A probe is one short run: its own spread (a standard error over its few windows at saturation) misses how far a
+# run moves from one start to the next, 2-16 % between two full runs on a shared host (benchmarks/README.md). A
+# probe's figures count as at least this noisy, so that probes closer than that tie and the tie rule orders them.
+PROBE_NOISE_FLOOR_PERCENT = 5.0
+# A challenger ahead of the winner by less than this many standard deviations of the difference stays in the tie
+# after another run (which moves each median by about half a deviation): not worth running again.
+CHALLENGER_DEVIATIONS = 1.0
 # Below this share of its memory, a probed configuration was not limited by memory: more of it buys nothing.
 DOMINANCE_MEMORY_PERCENT = 50.0
 PROBE = 0  # a Trial's run number for the probe; full runs count from 1
@@ -149,33 +159,44 @@ def _probe_cut(candidates: Sequence[PlannedConfiguration], undecided: Sequence[P
                spec: RightsizeJobSpec, state: State) -> tuple[ConfigurationOutcome, ...]:
     """Outcomes for the undecided configurations whose probe does not go on (none once the cut was made)."""
     keep_count = math.ceil(len(candidates) / spec.search.reduction_factor)
-    probes = [state.probes[p.recommendation_id] for p in candidates if p.recommendation_id in state.probes]
+    probes = [_at_least_noisy(state.probes[p.recommendation_id]) for p in candidates
+              if p.recommendation_id in state.probes]
     if len(probes) <= keep_count:
         return ()
     objective, constraints = spec.selection.objective, selection.constraints_for(spec)
-    judged = selection.select(probes, objective, constraints)
-    ranked = [verdict.recommendation.recommendation_id for verdict in judged.verdicts]
-    keep = set(ranked[:keep_count])
-    if judged.best is not None:
-        keep |= {judged.best.recommendation_id, *(r.recommendation_id for r in judged.tied_with)}
-    best = judged.best or judged.verdicts[0].recommendation
+    order = selection.preference_order(probes, objective, constraints)
+    keep = {verdict.recommendation.recommendation_id for verdict in order[:keep_count]}
+    best = order[0].recommendation
     metric = selection.OBJECTIVES[objective][0]
-    verdicts = {v.recommendation.recommendation_id: v for v in judged.verdicts}
+    verdicts = {v.recommendation.recommendation_id: v for v in order}
     cut = []
     for planned in undecided:
         rid = planned.recommendation_id
         if rid in keep or rid not in verdicts:
             continue
         verdict = verdicts[rid]
+        figure = selection.objective_figure(verdict.recommendation, metric)
+        apart = selection.separation(verdict.recommendation, best, metric)
         if not verdict.meets_sla:
             why = f"its probe did not meet the SLA ({verdict.message})"
+        elif apart is not None and apart <= selection.TIE_DEVIATIONS:
+            why = (f"its probe's {metric} {figure} is within noise of the best probe's, "
+                   f"{selection.describe_configuration(best)} ({selection.objective_figure(best, metric)}), and the "
+                   f"tie rule (the cheaper, then the simpler) puts {keep_count} before it")
         else:
-            figure = selection.objective_figure(verdict.recommendation, metric)
             why = (f"its probe's {metric} {figure} is beyond noise of the best probe's, "
                    f"{selection.describe_configuration(best)} ({selection.objective_figure(best, metric)})")
         cut.append(_not_run(planned, f"not measured in full: spec.search Adaptive measures the best {keep_count} "
-                                     f"of {len(candidates)} probes in full (and any within noise of the best); {why}"))
+                                     f"of {len(candidates)} probes in full; {why}"))
     return tuple(cut)
+
+
+def _at_least_noisy(probe: Recommendation) -> Recommendation:
+    noise = probe.uncertainty or Uncertainty()
+    floor = PROBE_NOISE_FLOOR_PERCENT
+    return dataclasses.replace(probe, uncertainty=dataclasses.replace(
+        noise, max_invocations_percent=max(noise.max_invocations_percent or 0.0, floor),
+        model_latency_percent=max(noise.model_latency_percent or 0.0, floor)))
 
 
 def _not_run(planned: PlannedConfiguration, reason: str) -> ConfigurationOutcome:
@@ -235,7 +256,8 @@ def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJo
         mine, theirs = selection.objective_value(recommendation, metric), selection.objective_value(winner, metric)
         return mine is not None and theirs is not None and (mine < theirs if smaller_is_better else mine > theirs)
 
-    challengers = {r.recommendation_id for r in judged.tied_with if ahead(r)}
+    challengers = {r.recommendation_id for r in judged.tied_with
+                   if ahead(r) and (selection.separation(r, winner, metric) or 0.0) > CHALLENGER_DEVIATIONS}
     finish = {}
     for planned in survivors:
         rid = planned.recommendation_id
@@ -253,5 +275,5 @@ def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJo
     return finish
 
 
-__all__ = ["MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "Resources", "State", "Step", "Trial", "next_step",
+__all__ = ["CHALLENGER_DEVIATIONS", "MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "PROBE_NOISE_FLOOR_PERCENT", "Resources", "State", "Step", "Trial", "next_step",
            "probe_time_scale"]
