@@ -590,13 +590,7 @@ def test_every_request_sent_takes_a_token_retries_included():
 def test_a_call_that_cannot_be_sent_takes_no_token_and_never_waits(monkeypatch, tmp_path):
     # No credentials anywhere (and no metadata service to ask): botocore refuses before sending. A thousand such
     # jobs must each hear NoCredentials at once, not queue behind the rate limit for a call that never happens.
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    without_credentials(monkeypatch, tmp_path)
     never = RateLimiter(per_second=1e-9, burst=0, sleep=lambda seconds: pytest.fail("waited for a token"))
     use_client_factory(lambda region: answering_client([]))
     try:
