@@ -167,6 +167,7 @@ def run_once(monkeypatch, api, namespace: str, body: dict, done, crash: CrashPoi
         assert first.exception is None, first.output
     reached = crash is not None and crash.dead.is_set()
     if reached:
+        monkeypatch.setattr(handlers, "_written_versions", collections.OrderedDict())  # a new process knows none
         with KopfRunner(operator_args(namespace)) as second:
             wait_until(lambda: done(read(api, namespace, name)), 60, on_the_side)
         assert second.exception is None, second.output
@@ -405,6 +406,7 @@ def as_a_new_process(monkeypatch, ledger: Ledger, operator: str, crash: LocalCra
     registry: dict = {}
     monkeypatch.setattr(inprocess, "_runs", registry)
     monkeypatch.setattr(local_backend, "_host", inprocess.HostQueue())
+    monkeypatch.setattr(handlers, "_written_versions", collections.OrderedDict())
     monkeypatch.setattr(experiment_module, "Experiment", recorded_experiment(ledger, operator, crash))
     execute = handlers._execute
 
