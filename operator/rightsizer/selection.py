@@ -234,7 +234,7 @@ def preference_order(recommendations: Sequence[Recommendation], objective: str, 
                      incumbent: str | None = None) -> list[Verdict]:
     """Every recommendation in the order select() would pick them: its best, then the best of the rest, and so on,
     each tie resolved by the tie rule; those it could not select last, in its order."""
-    remaining, order = list(recommendations), []
+    remaining, order = list(recommendations), list[Verdict]()
     while remaining:
         judged = select(remaining, objective, constraints, incumbent)
         if judged.best is None:
@@ -287,10 +287,10 @@ def separation(first: Recommendation, second: Recommendation, metric: str) -> fl
     one, other = objective_value(first, metric), objective_value(second, metric)
     if one is None or other is None:
         return None
-    deviations = _deviation(first, metric, one), _deviation(second, metric, other)
-    if deviations[0] is None or deviations[1] is None:
+    mine, theirs = _deviation(first, metric, one), _deviation(second, metric, other)
+    if mine is None or theirs is None:
         return None
-    spread = math.hypot(*deviations)
+    spread = math.hypot(mine, theirs)
     return abs(one - other) / spread if spread else (0.0 if one == other else math.inf)
 
 
