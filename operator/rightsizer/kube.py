@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -62,3 +63,11 @@ def wait_established(api: client.ApiClient, name: str, timeout_seconds: float = 
             return
         time.sleep(0.2)
     raise TimeoutError(f"CRD {name} was not Established within {timeout_seconds} s")
+
+
+def api_message(error: Exception) -> str:
+    """The API server's own message (a Status object's), else the error as the client states it."""
+    try:
+        return str(json.loads(getattr(error, "body", None) or "").get("message") or error)
+    except (TypeError, ValueError, AttributeError):
+        return str(error)

@@ -5,13 +5,13 @@ spec's own generic target, whose rules the user grants (README: Promotion)."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, Mapping
 
 from kubernetes import client, dynamic
 from kubernetes.dynamic import exceptions as dynamic_errors
 
+from rightsizer import kube
 from rightsizer.promotion.objects import (FIELD_MANAGER, ApplyObjects, ApplyResult, DeleteObjects, DeleteResult,
                                           ObjectRef, ReadWorld, World)
 
@@ -48,14 +48,6 @@ def _dynamic(api: client.ApiClient) -> dynamic.DynamicClient:
         if id(api) not in _clients:
             _clients[id(api)] = dynamic.DynamicClient(api)
         return _clients[id(api)]
-
-
-def _message(error: Exception) -> str:
-    """The API server's own message (a Status object's), else the error as the client states it."""
-    try:
-        return json.loads(getattr(error, "body", None)).get("message") or str(error)
-    except (TypeError, ValueError, AttributeError):
-        return str(error)
 
 
 class Executor:
@@ -107,9 +99,9 @@ class Executor:
                     listings[kinds] = ()
             conflict = self._probe(action) if all(o is not None for o in objects.values()) else None
         except dynamic_errors.ForbiddenError as error:
-            return World(objects, listings, frozenset(unserved), error=_message(error), forbidden=True)
+            return World(objects, listings, frozenset(unserved), error=kube.api_message(error), forbidden=True)
         except dynamic_errors.DynamicApiError as error:
-            return World(objects, listings, frozenset(unserved), error=_message(error))
+            return World(objects, listings, frozenset(unserved), error=kube.api_message(error))
         return World(objects, listings, frozenset(unserved), conflict=conflict)
 
     def _probe(self, action: ReadWorld) -> str | None:
@@ -119,7 +111,7 @@ class Executor:
                     body=dict(body), name=ref.name, namespace=ref.namespace, field_manager=FIELD_MANAGER,
                     force_conflicts=action.force_conflicts, dry_run="All")
             except dynamic_errors.ConflictError as error:
-                return _message(error)
+                return kube.api_message(error)
         return None
 
     def apply(self, action: ApplyObjects) -> ApplyResult:
@@ -130,13 +122,13 @@ class Executor:
                 resource.server_side_apply(body=dict(body), name=ref.name, namespace=ref.namespace,
                                            field_manager=FIELD_MANAGER, force_conflicts=action.force_conflicts)
             except dynamic_errors.ConflictError as error:
-                return ApplyResult(tuple(applied), conflict=_message(error))
+                return ApplyResult(tuple(applied), conflict=kube.api_message(error))
             except dynamic_errors.ForbiddenError as error:
-                return ApplyResult(tuple(applied), error=_message(error), forbidden=True)
+                return ApplyResult(tuple(applied), error=kube.api_message(error), forbidden=True)
             except dynamic_errors.ResourceNotFoundError as error:
                 return ApplyResult(tuple(applied), error=f"{ref.kind} in {ref.api_version} is not served: {error}")
             except dynamic_errors.DynamicApiError as error:
-                return ApplyResult(tuple(applied), error=_message(error))
+                return ApplyResult(tuple(applied), error=kube.api_message(error))
             applied.append(ref)
         return ApplyResult(tuple(applied))
 
@@ -148,6 +140,6 @@ class Executor:
             except dynamic_errors.NotFoundError:
                 pass  # already gone: what the delete wanted
             except dynamic_errors.DynamicApiError as error:
-                return DeleteResult(tuple(deleted), error=f"{ref.describe()}: {_message(error)}")
+                return DeleteResult(tuple(deleted), error=f"{ref.describe()}: {kube.api_message(error)}")
             deleted.append(ref)
         return DeleteResult(tuple(deleted))

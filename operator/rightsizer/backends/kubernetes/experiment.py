@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rightsizer import kube
 from rightsizer.backends import search
 from rightsizer.backends.inprocess import PROGRESS_TEXT_MAX, ExperimentRefused, duration_reason, job_deadline
 from rightsizer.backends.kubernetes import plan as kplan
@@ -168,7 +169,7 @@ class KubernetesExperiment:
                 return None
             log.exception("%s: measuring %s failed", self.job_name, planned.label)
             return ConfigurationOutcome(planned, None, f"the benchmark failed: {type(error).__name__}: "
-                                                       f"{_api_message(error)}", None)
+                                                       f"{kube.api_message(error)}", None)
         finally:
             with self._lock:
                 self._current.pop(planned.index, None)
@@ -340,7 +341,7 @@ class KubernetesExperiment:
                 response = self.core.connect_get_node_proxy_with_path(node, "stats/summary", _preload_content=False)
                 samples.extend(kplan.stats_samples(json.loads(response.data), self.owner.namespace, pods))
             except (ApiException, ValueError) as error:  # no utilisation then, the measurement still counts
-                log.warning("%s: no kubelet stats from node %s: %s", self.job_name, node, _api_message(error))
+                log.warning("%s: no kubelet stats from node %s: %s", self.job_name, node, kube.api_message(error))
         return samples
 
     def _delete_objects(self, selector: str) -> None:
@@ -358,7 +359,7 @@ class KubernetesExperiment:
                 with _gone_is_fine():
                     self.core.delete_namespaced_service(service.metadata.name, namespace, body=options)
         except ApiException as error:  # the owner references still remove them with the RightsizeJob
-            log.warning("%s: deleting %s: %s", self.job_name, selector, _api_message(error))
+            log.warning("%s: deleting %s: %s", self.job_name, selector, kube.api_message(error))
 
     def _wait_pods_gone(self, selector: str) -> None:
         deadline = time.monotonic() + GONE_TIMEOUT_S
@@ -450,13 +451,6 @@ def _gone_is_fine() -> Iterator[None]:
     except ApiException as error:
         if error.status != 404:
             raise
-
-
-def _api_message(error: Exception) -> str:
-    try:
-        return str(json.loads(getattr(error, "body", None) or "").get("message") or error)
-    except (TypeError, ValueError, AttributeError):
-        return str(error)
 
 
 def _utc_now() -> datetime.datetime:
