@@ -79,9 +79,24 @@ def test_arbitrary_json_is_refused_naming_a_field_never_a_crash(raw):
 @settings(max_examples=100, deadline=None)
 @given(from_schema(SPEC_SCHEMA))
 def test_what_the_structural_check_admits_the_parser_reads(raw):
-    # The schema check and the parser agree: a spec without structural violations parses without an exception.
+    # The schema check and the parser agree: a spec without structural violations parses, or is refused only by
+    # one of the CRD's CEL rules (which the structural check does not run), naming its field: never a crash.
     if not schema.spec_violations(raw):
-        spec_module.parse(raw, check=False)
+        try:
+            spec_module.parse(raw, check=False)
+        except spec_module.InvalidSpec as invalid:
+            assert invalid.errors and all(error.startswith("spec.") for error in invalid.errors), invalid.errors
+
+
+def test_a_traffic_type_without_its_pattern_is_refused_naming_the_field():
+    # Found by the property above: the structural check admits these; the CRD's CEL rule and the parser refuse them.
+    for kind, field in (("STAIRS", "stairs must be an object"), ("PHASES", "phases must be a non-empty list")):
+        try:
+            spec_module.parse({"model": {}, "trafficPattern": {"trafficType": kind}}, check=False)
+        except spec_module.InvalidSpec as invalid:
+            assert invalid.errors == [f"spec.trafficPattern.{field} when trafficType is {kind}"]
+        else:
+            raise AssertionError(f"{kind} without its pattern was read")
 
 
 def test_a_file_is_held_to_the_crds_schema_naming_each_field():
