@@ -179,7 +179,7 @@ def _latest(body: kopf.Body) -> dict[str, Any] | None:
     with _object_locks_guard:
         written = _written_versions.get(body.metadata.uid or "")
     if written is None or written == body.metadata.get("resourceVersion"):
-        return copy.deepcopy(dict(body))
+        return dict(body)  # read only: the visit copies the spec and status it works on
     return _fresh(body)
 
 
@@ -265,7 +265,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                                            timing=TIMING, deleting=deleting,
                                            annotations=annotations, result=result)
             outcome = core.reconcile(spec, status, observation)
-            if isinstance(outcome.effect, core.SubmitJob) and observation.unsendable is None:
+            if isinstance(outcome.effect, core.SubmitJob):
                 unsendable = _unsendable(backend_of)
                 if unsendable is not None:  # refused before anything would leave: decide again, knowing it
                     outcome = core.reconcile(spec, status, dataclasses.replace(observation, unsendable=unsendable))

@@ -275,5 +275,5 @@ def _repetition_cut(survivors: Sequence[PlannedConfiguration], spec: RightsizeJo
     return finish
 
 
-__all__ = ["CHALLENGER_DEVIATIONS", "MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "PROBE_NOISE_FLOOR_PERCENT", "Resources", "State", "Step", "Trial", "next_step",
-           "probe_time_scale"]
+__all__ = ["CHALLENGER_DEVIATIONS", "MIN_PROBE_S", "PROBE", "PROBE_FLAT_LEVELS", "PROBE_NOISE_FLOOR_PERCENT", "Resources",
+           "State", "Step", "Trial", "next_step", "probe_time_scale"]
