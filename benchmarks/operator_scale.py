@@ -1,6 +1,7 @@
 """N RightsizeJobs at once: rightsizer against a bare kopf operator, side by side on one real API server.
 
-Run: .venv/bin/python benchmarks/operator_scale.py [--jobs 1000] [--only rightsizer|bare] [--profile stacks.txt]
+Run: .venv/bin/python benchmarks/operator_scale.py [--jobs 1000] [--rounds 3] [--only rightsizer|bare]
+     [--profile stacks.txt]
 
 For each operator in turn (a subprocess, in its own namespace of one control plane started here): create N copies
 of the seed's advanced sample (SageMaker backend, no credentials and no metadata service, so each ends at
@@ -10,7 +11,7 @@ Ready=False/NoCredentials with no network call), then watch until every object h
   (measured to the last change);
 - peak RSS of the operator process (VmHWM) and its CPU seconds;
 - API requests: the API server's apiserver_request_total over the run, less the benchmark's own creates.
-Then the ratios rightsizer / bare. `--steady` instead submits N SageMaker jobs that stay in progress (the
+Then the ratios rightsizer / bare; with --rounds, one pair per round (who goes first alternates) and the medians. `--steady` instead submits N SageMaker jobs that stay in progress (the
 operator's clients answered at botocore's before-send: benchmarks/steady_operator.py) and reports, once all are
 submitted, SageMaker requests per minute against the rate limit and the operator's CPU over --minutes. `--profile out.txt` runs rightsizer under py-spy (pip install py-spy; every
 thread sampled, waiting ones too) and writes collapsed stacks.
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ from rightsizer.cluster.controlplane import ControlPlane  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "fraud-advanced.yaml"
 BARE = ROOT / "benchmarks" / "bare_operator.py"
+RATIOS = ("first_ready", "settled", "rss_mib", "cpu_s", "requests")
 
 
 def api_requests(api: client.ApiClient) -> collections.Counter[str]:
@@ -113,8 +116,8 @@ def operator_command(which: str, namespace: str, profile: str | None) -> list[st
 
 
 def measure(which: str, api: client.ApiClient, kubeconfig: Path, jobs: int, quiet: float,
-            profile: str | None) -> dict[str, float]:
-    namespace = f"scale-{which}"
+            profile: str | None, round_: int = 1) -> dict[str, float]:
+    namespace = f"scale-{which}-{round_}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT / "operator"),
            # No cloud: no credentials anywhere, and boto3 never probes the instance-metadata address.
@@ -231,6 +234,7 @@ def main() -> None:
     parser.add_argument("--steady", action="store_true",
                         help="instead: N in-progress SageMaker jobs, requests per minute and CPU over --minutes")
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1, help="pairs of runs; the median ratios are reported too")
     args = parser.parse_args()
     binaries.resolve(build=True)
     with tempfile.TemporaryDirectory() as state:
@@ -242,21 +246,28 @@ def main() -> None:
             if args.steady:
                 steady(api, running.kubeconfig, args.jobs, args.minutes)
                 return
-            results = {}
-            for which in ("bare", "rightsizer"):
-                if args.only and which != args.only:
-                    continue
-                results[which] = measure(which, api, running.kubeconfig, args.jobs, args.quiet,
-                                         args.profile if which == "rightsizer" else None)
-                r = results[which]
-                print(f"{which}: {args.jobs} jobs created in {r['create']:.1f} s; every first Ready at "
-                      f"{r['first_ready']:.1f} s, settled at {r['settled']:.1f} s; peak RSS {r['rss_mib']:.0f} MiB, "
-                      f"CPU {r['cpu_s']:.1f} s, {r['requests']:.0f} API requests", flush=True)
-            if len(results) == 2:
-                bare, ours = results["bare"], results["rightsizer"]
-                print("rightsizer / bare: " + ", ".join(
-                    f"{key} {ours[key] / bare[key]:.2f}x" for key in ("first_ready", "settled", "rss_mib", "cpu_s",
-                                                                      "requests")))
+            ratios: list[dict[str, float]] = []
+            for round_ in range(1, args.rounds + 1):
+                results = {}
+                # The first of a pair runs on a quieter API server (fewer objects stored): alternate who goes first.
+                order = ("bare", "rightsizer") if round_ % 2 else ("rightsizer", "bare")
+                for which in order:
+                    if args.only and which != args.only:
+                        continue
+                    results[which] = measure(which, api, running.kubeconfig, args.jobs, args.quiet,
+                                             args.profile if which == "rightsizer" else None, round_)
+                    r = results[which]
+                    print(f"{which}: {args.jobs} jobs created in {r['create']:.1f} s; every first Ready at "
+                          f"{r['first_ready']:.1f} s, settled at {r['settled']:.1f} s; peak RSS {r['rss_mib']:.0f} "
+                          f"MiB, CPU {r['cpu_s']:.1f} s, {r['requests']:.0f} API requests", flush=True)
+                if len(results) == 2:
+                    bare, ours = results["bare"], results["rightsizer"]
+                    ratios.append({key: ours[key] / bare[key] for key in RATIOS})
+                    print(f"round {round_}: rightsizer / bare: " + ", ".join(
+                        f"{key} {value:.2f}x" for key, value in ratios[-1].items()), flush=True)
+            if len(ratios) > 1:
+                print(f"median of {len(ratios)} rounds: rightsizer / bare: " + ", ".join(
+                    f"{key} {statistics.median(r[key] for r in ratios):.2f}x" for key in RATIOS))
         finally:
             plane.down()
 

@@ -354,14 +354,14 @@ class LocalCrashPoint:
         poll = handlers.poll
 
         def dead_poll(*args, **kwargs):
-            # A dead process polls nothing. (Failing instead, kopf would retry the timer every 0.1 s, post an
-            # Event each time, and keep doing so for the 5 s it gives a stopping operator's timers.)
+            # A dead process polls nothing. (Failing instead, the poll scheduler would log a traceback and
+            # retry the object until the operator stops.)
             if not self.dead.is_set():
                 poll(*args, **kwargs)
 
         monkeypatch.setattr(handlers, "_execute", dying_execute)
         monkeypatch.setattr(handlers, "_write_status", dying_write)
-        monkeypatch.setattr(handlers, "poll", dead_poll)  # what poll_cheap, the local job's timer, calls
+        monkeypatch.setattr(handlers, "poll", dead_poll)  # what the poll scheduler calls
 
     def _check(self) -> None:
         if self.dead.is_set():

@@ -49,7 +49,7 @@ def body_at(uid: str, version: str) -> kopf.Body:
 
 def test_a_visit_starts_from_kopfs_body_when_it_is_what_this_process_wrote_last(monkeypatch):
     reads: list[str] = []
-    monkeypatch.setattr(handlers, "_fresh", lambda body: reads.append(body.metadata.uid) or {"read": "again"})
+    monkeypatch.setattr(handlers, "_fresh", lambda owner: reads.append(owner.uid) or {"read": "again"})
     # First sight: the event that brought the object is the newest anyone here knows.
     assert handlers._latest(body_at("uid-10", "5"))["status"] == {"phase": "Pending"} and reads == []
     handlers._remember({"metadata": {"uid": "uid-10", "resourceVersion": "7"}})

@@ -21,6 +21,7 @@ from rightsizer.model import EndpointPerformance, JobSnapshot, Owner, Progress, 
 from rightsizer.reconcile import (CallRefused, DescribeJob, EmitEvent, JobMissing, JobSeen, Observation, Outcome,
                                   RecommendScaling, RetryLater, ScalingAnswer, ScalingRefused, StopJob, SubmitJob,
                                   job_may_be_running, reconcile, stops_on_delete)
+from rightsizer import reconcile as core
 from rightsizer import state as state_module
 from rightsizer.state import JobState
 from conftest import load_samples
@@ -1520,6 +1521,23 @@ def test_deleting_with_a_running_job_stops_it_once(result, detail, recorded):
         {"backendStatus": recorded})]
     assert not stops_on_delete(DEFAULT, trace.status)
     assert reconcile(DEFAULT, trace.status, at(T1 + seconds(1), deleting=True)) == Outcome((), {})
+
+
+def test_the_delete_filter_reads_only_what_it_needs_and_answers_as_the_whole_status_would():
+    # kopf asks the delete handler's filter on every watch event: it parses three fields, not the results.
+    no_credentials = Rejected("NoCredentials", "none", retryable_later=True, unsent=True)
+    statuses = [written_ahead(DEFAULT)[0], submitted(DEFAULT)[0], running(DEFAULT)[0],
+                completed(DEFAULT, default_recommendations)[0], completed(DEFAULT, many_recommendations)[0],
+                run(DEFAULT, {}, dataclasses.replace(at(T0), unsendable=no_credentials)).status]
+    stopping = run(DEFAULT, running(DEFAULT)[0], at(T1, deleting=True), at(T1, deleting=True,
+                                                                          stop_result=StopDone())).status
+    for status in [*statuses, stopping]:
+        for spec in (DEFAULT, {**DEFAULT, "deletionPolicy": "Retain"}):
+            whole = core._stops_on_delete(spec, JobState.from_storage(status))
+            assert stops_on_delete(spec, status) == whole
+    assert [stops_on_delete(DEFAULT, status) for status in statuses] == [True, True, True, False, False, False]
+    assert not stops_on_delete(DEFAULT, stopping)
+    assert set(core.DELETION_FIELDS) < set(statuses[3])  # the results are there, and not read
 
 
 def submitted_local_job() -> tuple[dict, dict, str]:

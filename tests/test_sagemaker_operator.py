@@ -379,9 +379,10 @@ def test_without_credentials_a_job_is_refused_at_once_with_nothing_written_ahead
     wait_for(lambda: ("Warning", "NoCredentials") in events(api, namespace, "fraud-default"))
     wait_for(lambda: any(v["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"] for v in versions))
     stream.stop()
-    # One status write, refused already: no "submitting" that never happened. (The finalizer kopf adds is the retry
-    # timer's: kopf holds one on every object a timer serves, kopf#548.)
+    # One status write, refused already: no "submitting" that never happened. No finalizer either: nothing runs
+    # that a delete would have to stop, and the retry is the poll scheduler's, which holds none (a kopf timer would).
     written = [v for v in versions if v.get("status")]
+    assert not any(v["metadata"].get("finalizers") for v in versions)
     assert written and condition(written[0], "Ready").get("reason") == "NoCredentials"
     assert {condition(v, "Ready").get("reason") for v in written} == {"NoCredentials"}
     assert sorted(events(api, namespace, "fraud-default")) == [("Normal", "Valid"), ("Warning", "NoCredentials")]

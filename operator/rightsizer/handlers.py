@@ -7,10 +7,14 @@ action, so a crash between two lines never leaves a job the status does not name
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
+import contextvars
 import copy
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -23,6 +27,7 @@ from kubernetes import client
 
 from rightsizer import kube
 from rightsizer import metrics
+from rightsizer import polling
 from rightsizer import reconcile as core
 from rightsizer import schema
 from rightsizer import spec as spec_module
@@ -43,8 +48,8 @@ TRANSIENT_RETRY_SECONDS = (15, 60)  # after a transient error; the longer one wh
 # Everything time-based can be compressed (tests, demos): 0.01 turns a 30 s poll into 0.3 s.
 TIME_SCALE = float(os.environ.get("RIGHTSIZER_TIME_SCALE", "1"))
 TIMING = base.Timing().scaled(TIME_SCALE)
-TIMER_TICK_SECONDS = max(0.2, 10 * TIME_SCALE)
-FINE_TIMER_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
+# How often the poll scheduler looks for due objects: a poll is at most this late.
+POLL_TICK_SECONDS = max(0.2, 1 * TIME_SCALE)
 
 
 class _ObjectLock:
@@ -70,11 +75,31 @@ _written_versions: collections.OrderedDict[str, str] = collections.OrderedDict()
 WRITTEN_VERSIONS_KEPT = 65536
 
 
+class _LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's own essence of an object (spec, labels, annotations), built from only those parts: kopf deep-copies
+    the whole body first, status and managedFields too, on every watch event (12 % of the operator's CPU with
+    1,000 jobs, profiled with py-spy: benchmarks/operator_scale.py)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        fields = list(extra_fields or ())
+        if not all(_within_essence(field) for field in fields):
+            return super().build(body=body, extra_fields=fields)
+        metadata = body.get("metadata") or {}
+        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+        return super().build(body=kopf.Body(lean), extra_fields=fields)
+
+
+def _within_essence(field: Any) -> bool:
+    path = tuple(field.split(".")) if isinstance(field, str) else tuple(field)
+    return path[:1] == ("spec",) or path[:2] in (("metadata", "labels"), ("metadata", "annotations"))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = _LeanDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     # Only our explicit transition Events reach users; kopf's own per-handler chatter stays in the logs.
     settings.posting.level = logging.WARNING
@@ -82,6 +107,39 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 310
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = int(os.environ.get("RIGHTSIZER_WORKERS", "8"))
+
+
+@kopf.index(schema.GROUP, schema.VERSION, schema.PLURAL, field="status.nextPollTime", value=kopf.PRESENT)
+async def poll_schedule(meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any) -> dict[str, polling.Due]:
+    """The objects whose status asks for a look, and when: what the poll scheduler reads."""
+    # A poll runs outside any handler, where kopf.event finds no Event queue: it runs in a copy of the context kopf
+    # gives an object's handlers (kopf's own way to post from threads a handler starts). Async: no thread per event.
+    if not memo.handler_context:
+        memo.handler_context.append(contextvars.copy_context())
+    return {meta.uid or "": polling.Due(meta.namespace or "", meta.name or "", meta.uid or "",
+                                        st.parse_timestamp(status["nextPollTime"]))}
+
+
+@kopf.on.startup()
+async def start_polling(settings: kopf.OperatorSettings, memo: kopf.Memo, poll_schedule: kopf.Index[str, polling.Due],
+                        **_: Any) -> None:
+    # kopf hands startup handlers the index it keeps up to date from then on (empty until its first list).
+    def waiting() -> list[polling.Due]:
+        return [due for store in poll_schedule.values() for due in store]
+
+    executor = settings.execution.executor
+    memo.handler_context = []  # filled by the index's first call; per-object memos share this list
+    schedule = polling.Schedule(served_grace=5 * POLL_TICK_SECONDS)
+    memo["poller"] = asyncio.create_task(polling.run(waiting, functools.partial(_visit_due, executor,
+                                                                                memo.handler_context),
+                                                     POLL_TICK_SECONDS, schedule), name="rightsizer poll scheduler")
+
+
+@kopf.on.cleanup()
+async def stop_polling(memo: kopf.Memo, **_: Any) -> None:
+    poller = memo.get("poller")
+    if poller is not None:
+        poller.cancel()
 
 
 @kopf.on.login()
@@ -96,7 +154,7 @@ def _api() -> client.ApiClient:
 
 
 def _lock_for(uid: str) -> _ObjectLock:
-    # A timer and a change handler of one object may run at once in kopf; only one may drive it.
+    # A poll and a change handler of one object may run at once; only one may drive it.
     with _object_locks_guard:
         lock = _object_locks.get(uid)
         if lock is None:
@@ -114,11 +172,10 @@ def _backend_for(spec: dict[str, Any]) -> base.Backend:
     return clients.open_client(parsed)
 
 
-def _write_status(body: kopf.Body, patch: dict[str, Any]) -> dict[str, Any]:
+def _write_status(owner: Owner, patch: dict[str, Any]) -> dict[str, Any]:
     """Patch the status subresource; returns the object as the API server now has it."""
     written: dict[str, Any] = client.CustomObjectsApi(_api()).patch_namespaced_custom_object_status(
-        schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name,
-        {"status": patch})
+        schema.GROUP, schema.VERSION, owner.namespace, schema.PLURAL, owner.name, {"status": patch})
     return written
 
 
@@ -180,26 +237,30 @@ def _latest(body: kopf.Body) -> dict[str, Any] | None:
         written = _written_versions.get(body.metadata.uid or "")
     if written is None or written == body.metadata.get("resourceVersion"):
         return dict(body)  # read only: the visit copies the spec and status it works on
-    return _fresh(body)
+    return _fresh(_owner_of(body))
 
 
-def _fresh(body: kopf.Body) -> dict[str, Any] | None:
+def _owner_of(body: kopf.Body) -> Owner:
+    return Owner(body.metadata.namespace or "", body.metadata.name or "", body.metadata.uid or "")
+
+
+def _fresh(owner: Owner) -> dict[str, Any] | None:
     try:
         return client.CustomObjectsApi(_api()).get_namespaced_custom_object(
-            schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name)
+            schema.GROUP, schema.VERSION, owner.namespace, schema.PLURAL, owner.name)
     except client.ApiException as error:
         if error.status == 404:
             return None
         raise
 
 
-def _ensure_finalizer(body: kopf.Body, latest: dict[str, Any] | None) -> None:
+def _ensure_finalizer(owner: Owner, latest: dict[str, Any] | None) -> None:
     """Put our finalizer on before a job can exist, so that a delete racing the create still stops the job.
     kopf keeps it while the delete handler's filter matches (a job may be running) and drops it after.
     `latest` is the object as this visit last wrote it: tried first, read afresh only after a conflict."""
     api = client.CustomObjectsApi(_api())
     for attempt in range(5):
-        current = latest if attempt == 0 and latest is not None else _fresh(body)
+        current = latest if attempt == 0 and latest is not None else _fresh(owner)
         if current is None:
             return
         finalizers = current["metadata"].get("finalizers") or []
@@ -207,7 +268,7 @@ def _ensure_finalizer(body: kopf.Body, latest: dict[str, Any] | None) -> None:
             return
         try:
             api.patch_namespaced_custom_object(
-                schema.GROUP, schema.VERSION, body.metadata.namespace, schema.PLURAL, body.metadata.name,
+                schema.GROUP, schema.VERSION, owner.namespace, schema.PLURAL, owner.name,
                 {"metadata": {"finalizers": [*finalizers, FINALIZER],
                               "resourceVersion": current["metadata"]["resourceVersion"]}})
             return
@@ -217,11 +278,12 @@ def _ensure_finalizer(body: kopf.Body, latest: dict[str, Any] | None) -> None:
     raise kopf.TemporaryError("could not add the finalizer: the object keeps changing", delay=1)
 
 
-def drive(body: kopf.Body, deleting: bool = False, logger: logging.Logger | None = None,
+def drive(target: kopf.Body | Owner, deleting: bool = False, logger: logging.Logger | logging.LoggerAdapter | None = None,
           trigger: str = "change") -> None:
+    """Visit one object: from kopf's body of it (a change), or from its name (a poll: read afresh)."""
     with metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
-            _drive(body, deleting, logger)
+            _drive(target, deleting, logger)
         except (urllib3.exceptions.HTTPError, client.ApiException) as error:
             if isinstance(error, client.ApiException) and not (error.status == 429 or (error.status or 0) >= 500):
                 raise
@@ -240,12 +302,12 @@ def _one_line(error: Exception) -> str:
     return f"{type(cause).__name__}: {text.rsplit('>: ', 1)[-1]}"  # without urllib3's "<...Connection object at 0x..>"
 
 
-def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> None:
-    owner = Owner(body.metadata.namespace, body.metadata.name, body.metadata.uid)
+def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | logging.LoggerAdapter | None) -> None:
+    owner = target if isinstance(target, Owner) else _owner_of(target)
     backend: list[base.Backend] = []
 
     with _lock_for(owner.uid):
-        current = _latest(body)
+        current = _fresh(owner) if isinstance(target, Owner) else _latest(target)
         if current is None or current["metadata"]["uid"] != owner.uid:
             metrics.observe_phase(owner.uid, None)
             return
@@ -271,7 +333,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                     outcome = core.reconcile(spec, status, dataclasses.replace(observation, unsendable=unsendable))
             if outcome.status_patch:
                 updated = _merged(status, outcome.status_patch)
-                current = _write_status(body, st.merge_patch(status, updated))
+                current = _write_status(owner, st.merge_patch(status, updated))
                 _remember(current)
                 status = updated
             seen = result.snapshot if isinstance(result, (core.JobSeen, base.Adopted)) else None
@@ -279,7 +341,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 backend_of().persisted(seen)  # status now holds it: the backend may start its next load test
             for action in outcome.actions:
                 if isinstance(action, core.EmitEvent):
-                    kopf.event(body, type=action.type, reason=action.reason, message=action.message)
+                    kopf.event(kopf.Body(current), type=action.type, reason=action.reason, message=action.message)
             retry = next((a for a in outcome.actions if isinstance(a, core.RetryLater)), None)
             if retry is not None:
                 raise kopf.TemporaryError(retry.message, delay=retry.seconds)
@@ -288,7 +350,7 @@ def _drive(body: kopf.Body, deleting: bool, logger: logging.Logger | None) -> No
                 metrics.observe_phase(owner.uid, None if deleting else status.get("phase"))
                 return
             if isinstance(effect, core.SubmitJob) and spec.get("deletionPolicy", "Stop") == "Stop":
-                _ensure_finalizer(body, current)
+                _ensure_finalizer(owner, current)
             if logger:
                 logger.info(f"{type(effect).__name__} {_describe_effect(effect)}")
             result = _execute(effect, backend_of, owner, spec)
@@ -317,19 +379,6 @@ def _describe_effect(effect) -> str:
     return ", ".join(ref.describe() for ref in effect.objects)
 
 
-def _cheap_describe(spec: kopf.Spec) -> bool:
-    policy = registry.POLICIES.get(spec.get("backend") or "")
-    return bool(policy and policy.capabilities.cheap_describe)
-
-
-def _has_next_poll(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("nextPollTime")) and not _cheap_describe(spec)
-
-
-def _cheap_job_polls(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("nextPollTime")) and _cheap_describe(spec)
-
-
 def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return core.stops_on_delete(spec, status)
 
@@ -351,22 +400,38 @@ def promotion_annotation_changed(body: kopf.Body, logger: logging.Logger, old: A
         drive(body, logger=logger, trigger="annotation")
 
 
-@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=TIMER_TICK_SECONDS, when=_has_next_poll,
-            backoff=RETRY_BACKOFF_SECONDS)
-def poll(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
-    due = status.get("nextPollTime")
-    # The timer ticks often and cheaply; the backend is called only when the status says a look is due.
-    if due and st.parse_timestamp(due) > _now():
-        return
-    drive(body, logger=logger, trigger="poll")
+def poll(due: polling.Due) -> None:
+    """A look the status asked for: the object is read afresh (the index holds only when it is due)."""
+    drive(Owner(due.namespace, due.name, due.uid), logger=_ObjectLog(due), trigger="poll")
 
 
-# A backend whose describe reads the operator's own memory (the local one) finishes configurations within seconds:
-# its jobs' status is looked at on a finer tick than a SageMaker job's (only while a poll is due).
-@kopf.timer(schema.GROUP, schema.VERSION, schema.PLURAL, interval=FINE_TIMER_TICK_SECONDS, when=_cheap_job_polls,
-            backoff=RETRY_BACKOFF_SECONDS)
-def poll_cheap(body: kopf.Body, status: kopf.Status, logger: logging.Logger, **_: Any) -> None:
-    poll(body=body, status=status, logger=logger)
+_POLL_LOGGER = logging.getLogger("rightsizer.poll")
+
+
+class _ObjectLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log lines of a poll, prefixed with the object as kopf prefixes a handler's."""
+
+    def __init__(self, due: polling.Due) -> None:
+        super().__init__(_POLL_LOGGER, {})
+        self.prefix = f"[{due.namespace}/{due.name}]"
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.prefix} {msg}", kwargs
+
+
+async def _visit_due(executor: concurrent.futures.Executor, handler_context: list[contextvars.Context],
+                     due: polling.Due) -> float | None:
+    """Run one poll in kopf's worker threads; returns how long to hold the object after a failure."""
+    try:
+        context = handler_context[0].copy()  # one context cannot be entered by two threads at once
+        await asyncio.get_running_loop().run_in_executor(executor, context.run, poll, due)
+    except kopf.TemporaryError as error:  # logged in one line, as kopf logs a handler's
+        _ObjectLog(due).warning(f"poll failed temporarily: {error}")
+        return error.delay if error.delay is not None else RETRY_BACKOFF_SECONDS
+    except Exception:
+        _ObjectLog(due).exception(f"poll failed; retrying in {RETRY_BACKOFF_SECONDS} s")
+        return RETRY_BACKOFF_SECONDS
+    return None
 
 
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)

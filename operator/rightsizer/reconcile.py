@@ -376,7 +376,7 @@ def _promote(out: _Builder, parsed: spec_module.RightsizeJobSpec, promotion: spe
     timing = observation.timing
     if step.poll_after == "poll" or step.effect is not None:
         # With an action under way a look is always due soon, so a restart mid-visit resumes it, and the poll
-        # timer (filtered on nextPollTime) is never switched off and on again within one visit.
+        # schedule (which reads nextPollTime) never drops the object and takes it up again within one visit.
         out.set(next_poll_time=timing.after(observation.now, timing.promotion_poll))
     elif step.poll_after == "retry":
         out.set(next_poll_time=timing.after(observation.now, timing.promotion_retry))
@@ -421,8 +421,8 @@ def _recommend_scaling(out: _Builder, parsed: spec_module.RightsizeJobSpec) -> N
         planned = _policy(out).scaling(parsed, objective, out.status.job_name, out.status.backend_status,
                                        best.recommendation)
         if isinstance(planned, base.ScalingCall):
-            # A look soon: a restart before the answer asks again, and the poll timer (filtered on nextPollTime)
-            # is not switched off by this write and on again by the promotion that follows the answer.
+            # A look soon: a restart before the answer asks again, and the poll schedule (which reads nextPollTime)
+            # does not drop the object at this write and take it up again at the promotion that follows the answer.
             timing = out.observation.timing
             out.set(next_poll_time=timing.after(out.observation.now, _policy(out).first_poll(timing)))
             out.actions.append(RecommendScaling(planned))
@@ -939,7 +939,11 @@ def _failed_steps_text(steps: model.StepSummary | None, already_said: str = "") 
 
 def stops_on_delete(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Whether deleting the RightsizeJob must first stop its job (and so hold the finalizer)."""
-    return _stops_on_delete(spec, JobState.from_storage(status))
+    # kopf asks on every watch event: only the fields the answer reads are parsed, not the results.
+    return _stops_on_delete(spec, JobState.from_storage({key: status[key] for key in DELETION_FIELDS if key in status}))
+
+
+DELETION_FIELDS = ("jobName", "backendStatus", "conditions")  # what _stops_on_delete reads of status
 
 
 def _stops_on_delete(spec: Mapping[str, Any], status: JobState) -> bool:

@@ -105,6 +105,8 @@ def timestamp(moment: datetime.datetime) -> str:
 def parse_timestamp(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
+    if len(value) == 20 and value[10] == "T" and value[19] == "Z":  # ours: fromisoformat is ~20x faster than strptime
+        return datetime.datetime.fromisoformat(value[:19]).replace(tzinfo=datetime.timezone.utc)
     return datetime.datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
 
 

@@ -56,8 +56,6 @@ class Capabilities:
     jobs_outlive_operator: bool
     # Runs several configurations' load tests at once (spec.resourceLimit.maxParallelOfTests).
     parallel_tests: bool
-    # A describe is a look at the operator's own memory: cheap, so status follows each configuration closely.
-    cheap_describe: bool
 
 
 @dataclasses.dataclass(frozen=True)

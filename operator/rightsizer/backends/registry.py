@@ -7,6 +7,8 @@ values: the backend-neutral rules of `spec.parse` and the chosen backend's own, 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from typing import Any, Mapping
 
 from rightsizer import schema
@@ -34,6 +36,21 @@ class Validated:
 def validate(raw_spec: Mapping[str, Any]) -> Validated:
     """The parsed spec, its backend's policy and its warnings; raises spec.InvalidSpec with every violation.
     The spec is one the API server admitted (its structural schema holds); a file is read with validate_file."""
+    try:
+        key = json.dumps(raw_spec, sort_keys=True, separators=(",", ":"))
+    except TypeError:  # not JSON (a YAML date, say): judged as it is, not remembered
+        return _validate(raw_spec)
+    return _validate_json(key)
+
+
+# Every visit and every poll judges its spec again, and a visit that finds a submit unsendable judges it twice;
+# the answer depends only on the spec, and a parsed spec is immutable.
+@functools.lru_cache(maxsize=256)
+def _validate_json(key: str) -> Validated:
+    return _validate(json.loads(key))
+
+
+def _validate(raw_spec: Mapping[str, Any]) -> Validated:
     parsed = spec_module.parse(raw_spec, check=False)
     chosen = policy(parsed.backend)
     errors = spec_module.semantic_errors(parsed) + chosen.errors(parsed)

@@ -18,8 +18,7 @@ BASELINE_UNSUPPORTED = ("spec.baseline is not supported with spec.backend: kuber
 class KubernetesPolicy(base.RunsTheSpecItself, DerivesScaling):
     name = "kubernetes"
     display_name = "the kubernetes backend"
-    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=True,
-                                     cheap_describe=True)
+    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=True)
 
     def errors(self, spec: RightsizeJobSpec) -> list[str]:
         errors = []

@@ -18,8 +18,7 @@ LOCAL_PROFILE = re.compile(r"local-[1-9][0-9]*cpu(?:-[1-9][0-9]*gi)?")
 class LocalPolicy(base.RunsTheSpecItself, DerivesScaling):
     name = "local"
     display_name = "the local backend"
-    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=False,
-                                     cheap_describe=True)
+    capabilities = base.Capabilities(existing_endpoint=False, jobs_outlive_operator=False, parallel_tests=False)
 
     def errors(self, spec: RightsizeJobSpec) -> list[str]:
         return []  # what depends on the host (CPUs, payload) is found when the job is placed, per configuration

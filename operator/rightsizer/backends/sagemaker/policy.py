@@ -56,8 +56,7 @@ def instance_types() -> frozenset[str]:
 class SageMakerPolicy:
     name = "sagemaker"
     display_name = "SageMaker"
-    capabilities = base.Capabilities(existing_endpoint=True, jobs_outlive_operator=True, parallel_tests=True,
-                                     cheap_describe=False)
+    capabilities = base.Capabilities(existing_endpoint=True, jobs_outlive_operator=True, parallel_tests=True)
 
     def errors(self, spec: RightsizeJobSpec) -> list[str]:
         errors: list[str] = []
