@@ -11,8 +11,16 @@ import time
 import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 from kubernetes import client
+
+# On CI (a clean clone: no example database) every run draws the same examples, so a submission is judged on the
+# draws it was tested with, not turned red by a new one; a developer's runs keep exploring, and what they find is
+# pinned as an explicit example (Hypothesis's own advice for CI: derandomize).
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 # Set before the operator's modules are imported: compress its clocks (a 30 s poll becomes 0.6 s) and lift the
 # SageMaker call-rate limit, which the simulated service does not need.
