@@ -49,6 +49,16 @@ def test_a_failed_visit_holds_the_object_for_the_delay_it_asked_whatever_its_sta
     assert schedule.pick([first], T0, clock=115.5) == [first]
 
 
+def test_visits_note_when_an_object_asks_for_a_look_and_when_it_asks_for_none():
+    schedule = polling.Schedule()
+    schedule.note("a", due("a", 30))
+    schedule.note("b", due("b", 60))
+    schedule.note("a", due("a", 90))  # a visit wrote a later time
+    schedule.note("b", None)  # finished, or gone
+    schedule.note("c", None)  # never waited: nothing to forget
+    assert schedule.snapshot() == [due("a", 90)]
+
+
 def test_what_it_holds_of_an_object_no_longer_waiting_is_forgotten():
     schedule = polling.Schedule()
     for uid, retry in (("a", 15.0), ("b", None)):
@@ -76,7 +86,9 @@ def test_the_loop_visits_each_due_object_once_at_a_time_and_holds_a_failed_one()
 
     async def scenario() -> polling.Schedule:
         schedule = polling.Schedule(served_grace=3600.0)
-        loop = asyncio.create_task(polling.run(lambda: waiting, visit, tick=0.01, schedule=schedule))
+        for item in waiting:
+            schedule.note(item.uid, item)
+        loop = asyncio.create_task(polling.run(schedule, visit, tick=0.01))
         await asyncio.sleep(0.2)
         release.set()
         await asyncio.sleep(0.2)
@@ -104,7 +116,9 @@ def test_cancelling_the_loop_cancels_the_visits_under_way():
         return None
 
     async def scenario() -> bool:
-        loop = asyncio.create_task(polling.run(lambda: [due("a", 0)], visit, tick=0.01, schedule=polling.Schedule()))
+        schedule = polling.Schedule()
+        schedule.note("a", due("a", 0))
+        loop = asyncio.create_task(polling.run(schedule, visit, tick=0.01))
         await asyncio.sleep(0.1)
         loop.cancel()
         await asyncio.wait_for(cancelled.wait(), 10)

@@ -109,30 +109,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("RIGHTSIZER_WORKERS", "8"))
 
 
-@kopf.index(schema.GROUP, schema.VERSION, schema.PLURAL, field="status.nextPollTime", value=kopf.PRESENT)
-async def poll_schedule(meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any) -> dict[str, polling.Due]:
-    """The objects whose status asks for a look, and when: what the poll scheduler reads."""
-    # A poll runs outside any handler, where kopf.event finds no Event queue: it runs in a copy of the context kopf
-    # gives an object's handlers (kopf's own way to post from threads a handler starts). Async: no thread per event.
-    if not memo.handler_context:
-        memo.handler_context.append(contextvars.copy_context())
-    return {meta.uid or "": polling.Due(meta.namespace or "", meta.name or "", meta.uid or "",
-                                        st.parse_timestamp(status["nextPollTime"]))}
-
-
 @kopf.on.startup()
-async def start_polling(settings: kopf.OperatorSettings, memo: kopf.Memo, poll_schedule: kopf.Index[str, polling.Due],
-                        **_: Any) -> None:
-    # kopf hands startup handlers the index it keeps up to date from then on (empty until its first list).
-    def waiting() -> list[polling.Due]:
-        return [due for store in poll_schedule.values() for due in store]
-
-    executor = settings.execution.executor
-    memo.handler_context = []  # filled by the index's first call; per-object memos share this list
-    schedule = polling.Schedule(served_grace=5 * POLL_TICK_SECONDS)
-    memo["poller"] = asyncio.create_task(polling.run(waiting, functools.partial(_visit_due, executor,
-                                                                                memo.handler_context),
-                                                     POLL_TICK_SECONDS, schedule), name="rightsizer poll scheduler")
+async def start_polling(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.poll_schedule = polling.Schedule(served_grace=5 * POLL_TICK_SECONDS)
+    # A poll runs outside any handler, where kopf.event finds no Event queue: it runs in a copy of the context kopf
+    # gives an object's handlers (kopf's own way to post from threads a handler starts), kept by the first visit.
+    memo.handler_context = []  # per-object memos are shallow copies: they share this list and the schedule
+    visit = functools.partial(_visit_due, settings.execution.executor, memo.handler_context, memo.poll_schedule)
+    memo.poller = asyncio.create_task(polling.run(memo.poll_schedule, visit, POLL_TICK_SECONDS),
+                                      name="rightsizer poll scheduler")
 
 
 @kopf.on.cleanup()
@@ -279,11 +264,12 @@ def _ensure_finalizer(owner: Owner, latest: dict[str, Any] | None) -> None:
 
 
 def drive(target: kopf.Body | Owner, deleting: bool = False, logger: logging.Logger | logging.LoggerAdapter | None = None,
-          trigger: str = "change") -> None:
-    """Visit one object: from kopf's body of it (a change), or from its name (a poll: read afresh)."""
+          trigger: str = "change", schedule: polling.Schedule | None = None) -> None:
+    """Visit one object: from kopf's body of it (a change), or from its name (a poll: read afresh). The visit notes
+    in `schedule` when the object next asks for a look."""
     with metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
-            _drive(target, deleting, logger)
+            _drive(target, deleting, logger, schedule)
         except (urllib3.exceptions.HTTPError, client.ApiException) as error:
             if isinstance(error, client.ApiException) and not (error.status == 429 or (error.status or 0) >= 500):
                 raise
@@ -302,7 +288,8 @@ def _one_line(error: Exception) -> str:
     return f"{type(cause).__name__}: {text.rsplit('>: ', 1)[-1]}"  # without urllib3's "<...Connection object at 0x..>"
 
 
-def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | logging.LoggerAdapter | None) -> None:
+def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | logging.LoggerAdapter | None,
+           schedule: polling.Schedule | None) -> None:
     owner = target if isinstance(target, Owner) else _owner_of(target)
     backend: list[base.Backend] = []
 
@@ -310,7 +297,9 @@ def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | l
         current = _fresh(owner) if isinstance(target, Owner) else _latest(target)
         if current is None or current["metadata"]["uid"] != owner.uid:
             metrics.observe_phase(owner.uid, None)
+            _note_poll(schedule, owner, None)
             return
+        _note_poll(schedule, owner, current)
         spec = copy.deepcopy(current.get("spec") or {})
         status = copy.deepcopy(current.get("status") or {})
         generation = current["metadata"].get("generation", 0)
@@ -335,6 +324,7 @@ def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | l
                 updated = _merged(status, outcome.status_patch)
                 current = _write_status(owner, st.merge_patch(status, updated))
                 _remember(current)
+                _note_poll(schedule, owner, current)
                 status = updated
             seen = result.snapshot if isinstance(result, (core.JobSeen, base.Adopted)) else None
             if seen is not None and seen.results_version is not None:
@@ -354,6 +344,12 @@ def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | l
             if logger:
                 logger.info(f"{type(effect).__name__} {_describe_effect(effect)}")
             result = _execute(effect, backend_of, owner, spec)
+
+
+def _note_poll(schedule: polling.Schedule | None, owner: Owner, seen: dict[str, Any] | None) -> None:
+    due = st.parse_timestamp(((seen or {}).get("status") or {}).get("nextPollTime"))
+    if schedule is not None:
+        schedule.note(owner.uid, polling.Due(owner.namespace, owner.name, owner.uid, due) if due else None)
 
 
 def _unsendable(backend_of: Callable[[], base.Backend]) -> base.Rejected | None:
@@ -386,23 +382,33 @@ def _stops_on_delete(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 @kopf.on.resume(schema.GROUP, schema.VERSION, schema.PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.create(schema.GROUP, schema.VERSION, schema.PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.update(schema.GROUP, schema.VERSION, schema.PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
-def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    drive(body, logger=logger)
+def reconcile_spec(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
+    drive(body, logger=logger, schedule=_poll_schedule(memo))
+
+
+def _poll_schedule(memo: kopf.Memo) -> polling.Schedule | None:
+    """The operator's poll schedule, for a handler's visit; keeps the handler's context for polls (first visit)."""
+    kept = memo.get("handler_context")
+    if kept is not None and not kept:
+        kept.append(contextvars.copy_context())
+    schedule: polling.Schedule | None = memo.get("poll_schedule")
+    return schedule
 
 
 @kopf.on.field(schema.GROUP, schema.VERSION, schema.PLURAL, field=("metadata", "annotations", "rightsizer.io/approve"),
                backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.field(schema.GROUP, schema.VERSION, schema.PLURAL, field=("metadata", "annotations", "rightsizer.io/rollback"),
                backoff=RETRY_BACKOFF_SECONDS)
-def promotion_annotation_changed(body: kopf.Body, logger: logging.Logger, old: Any, new: Any, **_: Any) -> None:
+def promotion_annotation_changed(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, old: Any, new: Any,
+                                 **_: Any) -> None:
     # Approval and rollback are annotations, not spec: the spec handler does not see them change.
     if old != new:
-        drive(body, logger=logger, trigger="annotation")
+        drive(body, logger=logger, trigger="annotation", schedule=_poll_schedule(memo))
 
 
-def poll(due: polling.Due) -> None:
-    """A look the status asked for: the object is read afresh (the index holds only when it is due)."""
-    drive(Owner(due.namespace, due.name, due.uid), logger=_ObjectLog(due), trigger="poll")
+def poll(due: polling.Due, schedule: polling.Schedule | None = None) -> None:
+    """A look the status asked for: the object is read afresh (the schedule holds only when it is due)."""
+    drive(Owner(due.namespace, due.name, due.uid), logger=_ObjectLog(due), trigger="poll", schedule=schedule)
 
 
 _POLL_LOGGER = logging.getLogger("rightsizer.poll")
@@ -420,11 +426,11 @@ class _ObjectLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 async def _visit_due(executor: concurrent.futures.Executor, handler_context: list[contextvars.Context],
-                     due: polling.Due) -> float | None:
+                     schedule: polling.Schedule, due: polling.Due) -> float | None:
     """Run one poll in kopf's worker threads; returns how long to hold the object after a failure."""
     try:
         context = handler_context[0].copy()  # one context cannot be entered by two threads at once
-        await asyncio.get_running_loop().run_in_executor(executor, context.run, poll, due)
+        await asyncio.get_running_loop().run_in_executor(executor, context.run, poll, due, schedule)
     except kopf.TemporaryError as error:  # logged in one line, as kopf logs a handler's
         _ObjectLog(due).warning(f"poll failed temporarily: {error}")
         return error.delay if error.delay is not None else RETRY_BACKOFF_SECONDS
@@ -435,5 +441,5 @@ async def _visit_due(executor: concurrent.futures.Executor, handler_context: lis
 
 
 @kopf.on.delete(schema.GROUP, schema.VERSION, schema.PLURAL, when=_stops_on_delete, backoff=RETRY_BACKOFF_SECONDS)
-def stop_on_delete(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    drive(body, deleting=True, logger=logger, trigger="delete")
+def stop_on_delete(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
+    drive(body, deleting=True, logger=logger, trigger="delete", schedule=_poll_schedule(memo))

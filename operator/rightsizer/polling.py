@@ -1,9 +1,11 @@
 """One operator-wide poll scheduler: each RightsizeJob is visited when its status.nextPollTime falls due.
 
 A kopf timer per object would do the same, but kopf puts its finalizer on every object a timer serves
-(https://github.com/nolar/kopf/issues/548) and keeps a task per object; one loop over an index of due times
-costs an object neither. The schedule is pure; `run` is the loop that drives it. It does not follow kopf's peering
-pause: the operator runs as one replica, --standalone (manifests/manager/manager.yaml).
+(https://github.com/nolar/kopf/issues/548) and keeps a task per object; one loop over a table of due times costs
+an object neither. The table is fed by the visits themselves (each notes the nextPollTime it read or wrote: the
+operator is the only writer of status, and kopf's resume handler visits every object at start), which costs
+nothing per watch event, unlike a kopf index. It does not follow kopf's peering pause: the operator runs as one
+replica, --standalone (manifests/manager/manager.yaml). `run` is the loop that drives the schedule.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import math
+import threading
 import time
 from typing import Awaitable, Callable, Iterable
 
@@ -28,13 +30,28 @@ class Due:
 
 @dataclasses.dataclass
 class Schedule:
-    """Which objects a visit is looking at now, which wait out a delay after a failed visit, and which were
-    just visited: their next time reaches the index only with the watch event of the visit's own status write."""
+    """Which objects wait for a look and when, which a visit is looking at now, which wait out a delay after a
+    failed visit, and which were just visited (a visit that changed nothing is not repeated at every tick)."""
 
     served_grace: float = 5.0  # seconds a visited object waits for its new time before it is looked at again
+    waiting: dict[str, Due] = dataclasses.field(default_factory=dict)  # uid -> when it asks for a look
     running: set[str] = dataclasses.field(default_factory=set)
     held_until: dict[str, float] = dataclasses.field(default_factory=dict)  # uid -> monotonic seconds
     served: dict[str, tuple[datetime.datetime, float]] = dataclasses.field(default_factory=dict)  # uid -> (at, until)
+
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def note(self, uid: str, due: Due | None) -> None:
+        """What a visit read or wrote: the object asks for a look at `due.at`, or (None) for none. Any thread."""
+        with self._lock:
+            if due is None:
+                self.waiting.pop(uid, None)
+            else:
+                self.waiting[uid] = due
+
+    def snapshot(self) -> list[Due]:
+        with self._lock:
+            return list(self.waiting.values())
 
     def pick(self, waiting: Iterable[Due], now: datetime.datetime, clock: float) -> list[Due]:
         """The objects to visit now, the longest overdue first; forgets what it holds of objects no longer waiting
@@ -62,7 +79,7 @@ class Schedule:
 Visit = Callable[[Due], Awaitable[float | None]]  # returns seconds to hold the object after a failure, or None
 
 
-async def run(waiting: Callable[[], Iterable[Due]], visit: Visit, tick: float, schedule: Schedule) -> None:
+async def run(schedule: Schedule, visit: Visit, tick: float) -> None:
     """Every `tick` seconds, start a visit of each object that is due and not being visited; until cancelled."""
     visits: set[asyncio.Task[None]] = set()
 
@@ -76,7 +93,7 @@ async def run(waiting: Callable[[], Iterable[Due]], visit: Visit, tick: float, s
     try:
         while True:
             now = datetime.datetime.now(datetime.timezone.utc)
-            for due in schedule.pick(waiting(), now, time.monotonic()):
+            for due in schedule.pick(schedule.snapshot(), now, time.monotonic()):
                 schedule.started(due)
                 task = asyncio.create_task(one(due), name=f"poll {due.namespace}/{due.name}")
                 visits.add(task)
