@@ -263,8 +263,11 @@ def _ensure_finalizer(owner: Owner, latest: dict[str, Any] | None) -> None:
     raise kopf.TemporaryError("could not add the finalizer: the object keeps changing", delay=1)
 
 
-def drive(target: kopf.Body | Owner, deleting: bool = False, logger: logging.Logger | logging.LoggerAdapter | None = None,
-          trigger: str = "change", schedule: polling.Schedule | None = None) -> None:
+Log = logging.Logger | logging.LoggerAdapter
+
+
+def drive(target: kopf.Body | Owner, deleting: bool = False, logger: Log | None = None, trigger: str = "change",
+          schedule: polling.Schedule | None = None) -> None:
     """Visit one object: from kopf's body of it (a change), or from its name (a poll: read afresh). The visit notes
     in `schedule` when the object next asks for a look."""
     with metrics.RECONCILE_SECONDS.labels(trigger).time():
@@ -288,8 +291,7 @@ def _one_line(error: Exception) -> str:
     return f"{type(cause).__name__}: {text.rsplit('>: ', 1)[-1]}"  # without urllib3's "<...Connection object at 0x..>"
 
 
-def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | logging.LoggerAdapter | None,
-           schedule: polling.Schedule | None) -> None:
+def _drive(target: kopf.Body | Owner, deleting: bool, logger: Log | None, schedule: polling.Schedule | None) -> None:
     owner = target if isinstance(target, Owner) else _owner_of(target)
     backend: list[base.Backend] = []
 
@@ -347,9 +349,11 @@ def _drive(target: kopf.Body | Owner, deleting: bool, logger: logging.Logger | l
 
 
 def _note_poll(schedule: polling.Schedule | None, owner: Owner, seen: dict[str, Any] | None) -> None:
+    """Tell the poll schedule when the object as last read or written asks for a look (None: it is gone)."""
+    if schedule is None:
+        return
     due = st.parse_timestamp(((seen or {}).get("status") or {}).get("nextPollTime"))
-    if schedule is not None:
-        schedule.note(owner.uid, polling.Due(owner.namespace, owner.name, owner.uid, due) if due else None)
+    schedule.note(owner.uid, polling.Due(owner.namespace, owner.name, owner.uid, due) if due else None)
 
 
 def _unsendable(backend_of: Callable[[], base.Backend]) -> base.Rejected | None:
