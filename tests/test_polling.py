@@ -14,39 +14,48 @@ def due(uid: str, seconds: float) -> polling.Due:
     return polling.Due("ns", f"job-{uid}", uid, T0 + datetime.timedelta(seconds=seconds))
 
 
+def waiting(*dues: polling.Due, grace: float = 5.0) -> polling.Schedule:
+    schedule = polling.Schedule(served_grace=grace)
+    for item in dues:
+        schedule.note(item.uid, item)
+    return schedule
+
+
 def test_only_what_is_due_and_not_being_visited_is_picked_the_longest_overdue_first():
-    schedule = polling.Schedule()
-    waiting = [due("a", -1), due("b", -30), due("c", +5), due("d", 0)]
-    assert [d.uid for d in schedule.pick(waiting, T0, clock=100.0)] == ["b", "a", "d"]
-    schedule.started(waiting[1])
-    assert [d.uid for d in schedule.pick(waiting, T0, clock=100.0)] == ["a", "d"]  # b is being visited
+    schedule = waiting(due("a", -1), due("b", -30), due("c", +5), due("d", 0))
+    assert [d.uid for d in schedule.pick(T0, clock=100.0)] == ["b", "a", "d"]
+    schedule.started(due("b", -30))
+    assert [d.uid for d in schedule.pick(T0, clock=100.0)] == ["a", "d"]  # b is being visited
 
 
 def test_a_visited_object_waits_for_its_new_time_and_not_longer_than_the_grace():
-    schedule = polling.Schedule(served_grace=5.0)
     first = due("a", 0)
+    schedule = waiting(first, grace=5.0)
     schedule.started(first)
     schedule.finished(first, None, clock=100.0)
-    # The visit's status write has not come back through the watch yet: the index still says the old time.
-    assert schedule.pick([first], T0, clock=101.0) == []
-    # Its new time (still due, say a retry at once) is looked at straight away.
+    # The visit left the time as it was (it changed nothing): not looked at again at the next tick.
+    assert schedule.pick(T0, clock=101.0) == []
+    # A new time the visit noted (still due, say a retry at once) is looked at straight away.
     moved = due("a", -0.5)
-    assert schedule.pick([moved], T0, clock=101.0) == [moved]
+    schedule.note("a", moved)
+    assert schedule.pick(T0, clock=101.0) == [moved]
     # A visit that changed nothing is not repeated at every tick, but is after the grace.
     schedule.started(moved)
     schedule.finished(moved, None, clock=102.0)
-    assert schedule.pick([moved], T0, clock=106.9) == []
-    assert schedule.pick([moved], T0, clock=107.1) == [moved]
+    assert schedule.pick(T0, clock=106.9) == []
+    assert schedule.pick(T0, clock=107.1) == [moved]
 
 
 def test_a_failed_visit_holds_the_object_for_the_delay_it_asked_whatever_its_status_says():
-    schedule = polling.Schedule()
     first = due("a", 0)
+    schedule = waiting(first)
     schedule.started(first)
     schedule.finished(first, 15.0, clock=100.0)
-    assert schedule.pick([first], T0, clock=114.0) == []
-    assert schedule.pick([due("a", -1)], T0, clock=114.0) == []  # a new time does not cut a failure's delay short
-    assert schedule.pick([first], T0, clock=115.5) == [first]
+    assert schedule.pick(T0, clock=114.0) == []
+    schedule.note("a", due("a", -1))
+    assert schedule.pick(T0, clock=114.0) == []  # a new time does not cut a failure's delay short
+    schedule.note("a", first)
+    assert schedule.pick(T0, clock=115.5) == [first]
 
 
 def test_visits_note_when_an_object_asks_for_a_look_and_when_it_asks_for_none():
@@ -56,16 +65,18 @@ def test_visits_note_when_an_object_asks_for_a_look_and_when_it_asks_for_none():
     schedule.note("a", due("a", 90))  # a visit wrote a later time
     schedule.note("b", None)  # finished, or gone
     schedule.note("c", None)  # never waited: nothing to forget
-    assert schedule.snapshot() == [due("a", 90)]
+    assert list(schedule.waiting.values()) == [due("a", 90)]
 
 
 def test_what_it_holds_of_an_object_no_longer_waiting_is_forgotten():
-    schedule = polling.Schedule()
+    schedule = waiting(due("a", 0), due("b", 0))
     for uid, retry in (("a", 15.0), ("b", None)):
         schedule.started(due(uid, 0))
         schedule.finished(due(uid, 0), retry, clock=100.0)
     assert set(schedule.held_until) == {"a"} and set(schedule.served) == {"b"}
-    schedule.pick([], T0, clock=100.5)  # both done: deleted, or nothing left to poll
+    schedule.note("a", None)  # both done: deleted, or nothing left to poll
+    schedule.note("b", None)
+    schedule.pick(T0, clock=100.5)
     assert schedule.held_until == {} and schedule.served == {}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as strategies
 from hypothesis_jsonschema import from_schema
@@ -91,12 +92,9 @@ def test_what_the_structural_check_admits_the_parser_reads(raw):
 def test_a_traffic_type_without_its_pattern_is_refused_naming_the_field():
     # Found by the property above: the structural check admits these; the CRD's CEL rule and the parser refuse them.
     for kind, field in (("STAIRS", "stairs must be an object"), ("PHASES", "phases must be a non-empty list")):
-        try:
+        with pytest.raises(spec_module.InvalidSpec) as refused:
             spec_module.parse({"model": {}, "trafficPattern": {"trafficType": kind}}, check=False)
-        except spec_module.InvalidSpec as invalid:
-            assert invalid.errors == [f"spec.trafficPattern.{field} when trafficType is {kind}"]
-        else:
-            raise AssertionError(f"{kind} without its pattern was read")
+        assert refused.value.errors == [f"spec.trafficPattern.{field} when trafficType is {kind}"]
 
 
 def test_a_file_is_held_to_the_crds_schema_naming_each_field():

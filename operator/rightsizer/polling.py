@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import threading
 import time
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +49,16 @@ class Schedule:
             else:
                 self.waiting[uid] = due
 
-    def snapshot(self) -> list[Due]:
-        with self._lock:
-            return list(self.waiting.values())
-
-    def pick(self, waiting: Iterable[Due], now: datetime.datetime, clock: float) -> list[Due]:
+    def pick(self, now: datetime.datetime, clock: float) -> list[Due]:
         """The objects to visit now, the longest overdue first; forgets what it holds of objects no longer waiting
         (a new time ends a served hold, not a failure's)."""
-        waiting = list(waiting)
-        self.held_until = {uid: until for uid, until in self.held_until.items() if until > clock}
-        self.served = {uid: (at, until) for uid, (at, until) in self.served.items() if until > clock}
-        current = {due.uid: due.at for due in waiting}
-        self.held_until = {uid: until for uid, until in self.held_until.items() if uid in current}
-        self.served = {uid: held for uid, held in self.served.items() if current.get(uid) == held[0]}
-        return sorted((due for due in waiting if due.at <= now and due.uid not in self.running
-                       and due.uid not in self.held_until and due.uid not in self.served), key=lambda due: due.at)
+        with self._lock:
+            current = dict(self.waiting)
+        self.held_until = {uid: until for uid, until in self.held_until.items() if until > clock and uid in current}
+        self.served = {uid: (at, until) for uid, (at, until) in self.served.items()
+                       if until > clock and uid in current and current[uid].at == at}
+        return sorted((due for uid, due in current.items() if due.at <= now and uid not in self.running
+                       and uid not in self.held_until and uid not in self.served), key=lambda due: due.at)
 
     def started(self, due: Due) -> None:
         self.running.add(due.uid)
@@ -93,7 +88,7 @@ async def run(schedule: Schedule, visit: Visit, tick: float) -> None:
     try:
         while True:
             now = datetime.datetime.now(datetime.timezone.utc)
-            for due in schedule.pick(schedule.snapshot(), now, time.monotonic()):
+            for due in schedule.pick(now, time.monotonic()):
                 schedule.started(due)
                 task = asyncio.create_task(one(due), name=f"poll {due.namespace}/{due.name}")
                 visits.add(task)

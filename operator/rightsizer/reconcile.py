@@ -937,13 +937,13 @@ def _failed_steps_text(steps: model.StepSummary | None, already_said: str = "") 
     return "; failed benchmarks: " + "; ".join(parts)
 
 
+DELETION_FIELDS = ("jobName", "backendStatus", "conditions")  # what _stops_on_delete reads of status
+
+
 def stops_on_delete(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Whether deleting the RightsizeJob must first stop its job (and so hold the finalizer)."""
     # kopf asks on every watch event: only the fields the answer reads are parsed, not the results.
     return _stops_on_delete(spec, JobState.from_storage({key: status[key] for key in DELETION_FIELDS if key in status}))
-
-
-DELETION_FIELDS = ("jobName", "backendStatus", "conditions")  # what _stops_on_delete reads of status
 
 
 def _stops_on_delete(spec: Mapping[str, Any], status: JobState) -> bool:
